@@ -1,0 +1,54 @@
+# EdgeGen. `make run` optimizes the default model and serves it here; `make test` runs the suite.
+# Every target that needs Python creates .venv itself; it is re-synced only when the dependency
+# files change.
+
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+EXTRAS  ?= serve,optimize,test
+
+RECIPE  ?= recipes/dcgan-digits-quick.yaml
+BUNDLE  ?= bundles/dcgan-digits
+BUNDLES ?= $(BUNDLE)
+HOST    ?= 127.0.0.1
+PORT    ?= 8080
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run optimize bundle serve test test-fast clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+	    -c constraints.txt -e '.[$(EXTRAS)]'
+	@touch $@
+
+venv: $(STAMP) ## create or update .venv
+
+# The bundle is rebuilt only when its recipe changes; a second `make run` reuses it.
+$(BUNDLE)/manifest.json: $(RECIPE) | $(STAMP)
+	$(BIN)/python -m optimizer run $(RECIPE) --out $(BUNDLE)
+
+bundle: $(BUNDLE)/manifest.json ## build the default bundle if missing or stale
+
+run: $(BUNDLE)/manifest.json ## optimize the default model (once) and serve it on $(HOST):$(PORT)
+	$(BIN)/python -m edge_app serve $(addprefix --bundle ,$(BUNDLE)) --host $(HOST) --port $(PORT)
+
+optimize: $(STAMP) ## run a recipe: make optimize RECIPE=recipes/....yaml
+	$(BIN)/python -m optimizer run $(RECIPE)
+
+serve: $(STAMP) ## serve chosen bundles: make serve BUNDLES="bundles/a bundles/b"
+	$(BIN)/python -m edge_app serve $(addprefix --bundle ,$(BUNDLES)) --host $(HOST) --port $(PORT)
+
+test: $(STAMP) ## the whole suite, every tier this machine supports
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## unit tests only (in-process, about a minute)
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+clean: ## remove bundles, runs and caches (keeps .venv)
+	rm -rf bundles runs .pytest_cache

@@ -1,0 +1,101 @@
+"""Server configuration: defaults, then a YAML file, then ``EDGEGEN_*`` environment variables,
+then explicit overrides (tests). Validated once at startup, so a bad config stops the boot with
+one clear line instead of failing on the first request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+ENV_PREFIX = "EDGEGEN_"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class Config:
+    # Basic
+    bundles: tuple[str, ...] = ()  # bundle directories to serve, each becomes one model
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Limits
+    max_images_per_request: int = 16  # cap on `n` for /v1/images/generations
+    max_body_bytes: int = 1 << 20  # larger request bodies get 413
+    # Runtime
+    intra_op_threads: int = 0  # ONNX Runtime intra-op threads; 0 = its default (all cores)
+    # Process model (gunicorn): one worker holds one copy of each model, threads share it.
+    workers: int = 1
+    threads: int = 4
+    timeout_s: int = 120
+    log_level: str = "info"
+    extra: dict[str, Any] = field(default_factory=dict)  # unrecognised YAML keys are refused
+
+    def __post_init__(self):
+        for name in ("port", "max_images_per_request", "max_body_bytes", "workers", "threads",
+                     "timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"config '{name}' must be a positive integer, got {value!r}")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"config 'port' must be in 1..65535, got {self.port}")
+        if isinstance(self.intra_op_threads, bool) or not isinstance(self.intra_op_threads, int) \
+                or self.intra_op_threads < 0:
+            raise ConfigError(f"config 'intra_op_threads' must be >= 0, got {self.intra_op_threads!r}")
+        if self.log_level not in ("debug", "info", "warning", "error", "critical"):
+            raise ConfigError(f"config 'log_level' must be debug|info|warning|error|critical, "
+                              f"got {self.log_level!r}")
+        if self.extra:
+            raise ConfigError(f"unknown config keys: {sorted(self.extra)}; known keys: "
+                              f"{sorted(_FIELDS)}")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "extra"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Bring a value from YAML or the environment to the field's type."""
+    if name == "bundles":
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"config 'bundles' must be a list of paths, got {value!r}")
+        return tuple(v.strip() for v in value)
+    if _FIELDS[name].type == "int" and isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"config '{name}' must be an integer, got {value!r}") from None
+    return value
+
+
+def load_config(overrides: Mapping[str, Any] | None = None, *, path: str | None = None,
+                environ: Mapping[str, str] | None = None) -> Config:
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = path or environ.get(ENV_PREFIX + "CONFIG")
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+        values.update(loaded)
+    for name in _FIELDS:
+        env_value = environ.get(ENV_PREFIX + name.upper())
+        if env_value is not None:
+            values[name] = env_value
+    values.update(overrides or {})
+    known = {k: _coerce(k, v) for k, v in values.items() if k in _FIELDS}
+    unknown = {k: v for k, v in values.items() if k not in _FIELDS}
+    return Config(**known, extra=unknown)

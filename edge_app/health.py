@@ -1,0 +1,24 @@
+"""Liveness and readiness, for probes (compose healthchecks, Ansible, Kubernetes)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+
+from .errors import NotReady
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health")
+def health():
+    """Live: the process answers. Public, cheap, touches no model."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/ready")
+def ready():
+    """Ready: every configured model is loaded and warmed."""
+    registry = current_app.extensions["edgegen.models"]
+    if not registry.ready:
+        raise NotReady("Loading model")
+    return jsonify({"status": "ready", "models": sorted(registry.models)})

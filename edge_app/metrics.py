@@ -1,0 +1,64 @@
+"""Prometheus metrics of a device (names from ARCHITECTURE.md), on an injectable registry.
+
+Labels come from small fixed sets: model names of loaded bundles, route rules, HTTP status
+codes. Nothing a client sends (prompts, unknown model names, raw paths) becomes a label.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+from flask import Flask, g, request
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+# Generation takes from milliseconds (a DCGAN image) to minutes (a long text); the client's
+# DEFAULT_BUCKETS stop at 10 s.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0, 30.0, 60.0, 120.0, 300.0)
+NO_MODEL = "none"  # label for requests that did not resolve to a loaded model
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+        self.requests = Counter(
+            "edgegen_requests", "HTTP requests served, by model, route and status code.",
+            ["model", "endpoint", "status"], registry=registry)
+        self.duration = Histogram(
+            "edgegen_request_duration_seconds", "Time from request to response.",
+            ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.images = Counter(
+            "edgegen_generated_images", "Images generated.", ["model"], registry=registry)
+        self.model_info = Gauge(
+            "edgegen_model_info", "Loaded models (value 1), with their manifest facts.",
+            ["model", "family", "task", "precision", "runtime", "schema_version"],
+            registry=registry)
+        self.build_info = Gauge(
+            "edgegen_build_info", "Server build (value 1).",
+            ["version", "python", "onnxruntime"], registry=registry)
+
+
+def init_app(app: Flask, metrics: Metrics, versions: dict[str, str]) -> None:
+    """Time every request and mount GET /metrics (Prometheus text format)."""
+    metrics.build_info.labels(versions["edgegen"], platform.python_version(),
+                              versions["onnxruntime"]).set(1)
+
+    @app.before_request
+    def _start_timer():
+        g.edgegen_start = time.perf_counter()
+        g.edgegen_model = NO_MODEL
+
+    @app.after_request
+    def _observe(response):
+        start = g.get("edgegen_start")
+        if start is not None:
+            endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+            model = g.get("edgegen_model", NO_MODEL)
+            metrics.requests.labels(model, endpoint, str(response.status_code)).inc()
+            metrics.duration.labels(model, endpoint).observe(time.perf_counter() - start)
+        return response
+
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app,
+                                        {"/metrics": make_wsgi_app(metrics.registry)})

@@ -1,0 +1,1 @@
+"""One model definition per family."""

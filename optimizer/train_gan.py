@@ -1,0 +1,65 @@
+"""GAN training loop (DCGAN recipe: Adam, BCE with the non-saturating generator loss)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .models.dcgan import DCGANConfig, Discriminator, Generator
+from .recipe import TrainConfig
+
+
+@dataclass
+class GanHistory:
+    d_loss: list[float]  # mean discriminator loss per epoch
+    g_loss: list[float]  # mean generator loss per epoch
+    steps: int
+
+
+def train_dcgan(images: torch.Tensor, model_cfg: DCGANConfig, train: TrainConfig, seed: int,
+                progress: bool = True) -> tuple[Generator, GanHistory]:
+    """Train G and D on (N, C, S, S) images in [-1, 1]; return G in eval mode and the losses."""
+    if len(images) < train.batch_size:
+        raise ValueError(f"dataset has {len(images)} images, fewer than one batch "
+                         f"({train.batch_size})")
+    torch.manual_seed(seed)
+    shuffle = torch.Generator().manual_seed(seed)
+    gen, disc = Generator(model_cfg), Discriminator(model_cfg)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
+    batches = len(images) // train.batch_size  # drop the ragged last batch: BatchNorm needs >1
+    history = GanHistory([], [], 0)
+    bar = tqdm(total=train.epochs * batches, desc="train dcgan", unit="step",
+               disable=not progress, mininterval=0.5, dynamic_ncols=True)
+    for _epoch in range(train.epochs):
+        order = torch.randperm(len(images), generator=shuffle)
+        d_sum = g_sum = 0.0
+        for b in range(batches):
+            real = images[order[b * train.batch_size:(b + 1) * train.batch_size]]
+            z = torch.randn(len(real), model_cfg.latent_dim)
+            fake = gen(z)
+            # D: real -> 1, fake -> 0 (fake detached so G gets no gradient here)
+            d_real, d_fake = disc(real), disc(fake.detach())
+            d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                      + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            # G: make D call fakes real (non-saturating loss)
+            g_out = disc(fake)
+            g_loss = F.binary_cross_entropy_with_logits(g_out, torch.ones_like(g_out))
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            d_sum += d_loss.item()
+            g_sum += g_loss.item()
+            history.steps += 1
+            bar.update(1)
+            bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}", refresh=False)
+        history.d_loss.append(d_sum / batches)
+        history.g_loss.append(g_sum / batches)
+    bar.close()
+    return gen.eval(), history

@@ -1,0 +1,55 @@
+"""Shared fixtures: one tiny real DCGAN bundle per session, fresh apps per test."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from edge_app.bundle import load_bundle
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_RECIPE = REPO / "tests" / "data" / "tiny-dcgan.yaml"
+
+
+@pytest.fixture(scope="session")
+def dcgan_bundle(tmp_path_factory) -> Path:
+    """A real bundle: DCGAN trained for one epoch on scikit-learn digits, exported, validated."""
+    from optimizer.build import build
+    from optimizer.recipe import load_recipe
+
+    root = tmp_path_factory.mktemp("bundles")
+    bundle = build(load_recipe(TINY_RECIPE), TINY_RECIPE, root / "tiny-dcgan", root / "runs",
+                   progress=False)
+    return bundle.path
+
+
+@pytest.fixture
+def bundle_copy(dcgan_bundle, tmp_path) -> Path:
+    """A private copy of the session bundle that a test may modify."""
+    return Path(shutil.copytree(dcgan_bundle, tmp_path / "bundle"))
+
+
+@pytest.fixture
+def app(dcgan_bundle):
+    from edge_app import create_app
+
+    return create_app({"bundles": [str(dcgan_bundle)], "max_images_per_request": 8})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def manifest(dcgan_bundle):
+    return load_bundle(dcgan_bundle).manifest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,40 @@
+"""Server configuration: layering (defaults < YAML < env < overrides) and startup validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_app.config import ConfigError, load_config
+
+
+def test_layering(tmp_path):
+    path = tmp_path / "edge.yaml"
+    path.write_text("port: 9000\nthreads: 2\nbundles: [a, b]\n")
+    env = {"EDGEGEN_PORT": "9100", "EDGEGEN_BUNDLES": "x,y"}
+    cfg = load_config({"threads": 8}, path=str(path), environ=env)
+    assert (cfg.port, cfg.threads, cfg.bundles) == (9100, 8, ("x", "y"))
+    assert load_config(environ={}).host == "127.0.0.1"
+    assert load_config(environ={"EDGEGEN_CONFIG": str(path)}).bundles == ("a", "b")
+
+
+@pytest.mark.parametrize("overrides, env, message", [
+    ({"port": 0}, {}, "'port' must be a positive integer"),
+    ({"port": 70000}, {}, "'port' must be in 1..65535"),
+    ({}, {"EDGEGEN_PORT": "http"}, "'port' must be an integer, got 'http'"),
+    ({"threads": True}, {}, "'threads' must be a positive integer"),
+    ({"log_level": "loud"}, {}, "'log_level' must be"),
+    ({"bundles": 5}, {}, "'bundles' must be a list of paths"),
+    ({"max_images": 4}, {}, r"unknown config keys: \['max_images'\]"),
+])
+def test_bad_config_stops_the_boot(overrides, env, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides, environ=env)
+
+
+def test_bad_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(path=str(tmp_path / "missing.yaml"), environ={})
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(path=str(path), environ={})
