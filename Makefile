@@ -16,7 +16,7 @@ PORT    ?= 8080
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run optimize bundle serve test test-fast clean
+.PHONY: help venv run optimize bundle serve status test test-fast clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,10 @@ optimize: $(STAMP) ## run a recipe: make optimize RECIPE=recipes/....yaml
 
 serve: $(STAMP) ## serve chosen bundles: make serve BUNDLES="bundles/a bundles/b"
 	$(BIN)/python -m edge_app serve $(addprefix --bundle ,$(BUNDLES)) --host $(HOST) --port $(PORT)
+
+INVENTORY ?= ansible/inventory/example.yml
+status: $(STAMP) ## probe every device of an inventory: make status INVENTORY=... [LIMIT=host,class]
+	$(BIN)/python -m fleet status --inventory $(INVENTORY) $(if $(LIMIT),--limit $(LIMIT))
 
 test: $(STAMP) ## the whole suite, every tier this machine supports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

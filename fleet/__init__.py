@@ -1,0 +1,1 @@
+"""EdgeGen's operator side: device classes, inventories, and the fleet's state."""

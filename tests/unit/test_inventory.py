@@ -1,0 +1,45 @@
+"""Device classes as data, and Ansible inventories."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet.inventory import InventoryError, device_class, load_inventory
+
+from ..conftest import REPO
+
+
+def test_example_inventory_merges_class_settings():
+    (device,) = load_inventory(REPO / "ansible" / "inventory" / "example.yml")
+    assert (device.name, device.device_class, device.url) == (
+        "workstation", "local", "http://127.0.0.1:8080")
+    assert device.vars["edgegen_providers"] == ["CPUExecutionProvider"]
+
+
+def test_host_vars_override_class_settings(tmp_path):
+    path = tmp_path / "inv.yml"
+    path.write_text("all:\n  children:\n    local:\n      hosts:\n"
+                    "        a: {ansible_host: 127.0.0.1, edgegen_port: 9001}\n        b:\n")
+    a, b = load_inventory(path)
+    assert a.url == "http://127.0.0.1:9001" and b.url == "http://b:8080"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("all:\n  children:\n    toaster:\n      hosts: {t1: }\n",
+     r"unknown device class 'toaster': no .*toaster.yml; known classes: \['local'\]"),
+    ("all:\n  children:\n    local:\n      hosts: {x: {edgegen_port: http}}\n",
+     "host 'x': edgegen_port must be a port number, got 'http'"),
+    ("hosts: [a]\n", "expected 'all: children: <class>: hosts: ...'"),
+    ("all: [\n", "is not valid YAML"),
+])
+def test_bad_inventory_is_refused_with_location(tmp_path, text, message):
+    path = tmp_path / "inv.yml"
+    path.write_text(text)
+    with pytest.raises(InventoryError, match=message):
+        load_inventory(path)
+
+
+def test_every_class_file_is_a_mapping():
+    for path in (REPO / "ansible" / "group_vars").glob("*.yml"):
+        settings = device_class(path.stem)
+        assert all(key.startswith("edgegen_") for key in settings), path
