@@ -50,7 +50,10 @@ def save_checkpoint(gen: Generator, path: Path) -> None:
 
 def load_checkpoint(path: Path) -> Generator:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle objects
-    gen = Generator(DCGANConfig(**ckpt["model_args"]))
+    args = dict(ckpt["model_args"])
+    if args.get("g_widths") is not None:
+        args["g_widths"] = tuple(args["g_widths"])
+    gen = Generator(DCGANConfig(**args))
     gen.load_state_dict(ckpt["state_dict"])
     return gen.eval()
 

@@ -81,6 +81,8 @@ def _check(hint: Any, value: Any, path: str) -> Any:
     allowed = args if origin in (typing.Union, types.UnionType) else (hint,)
     if value is None and type(None) in allowed:
         return None
+    if len(allowed) == 2 and type(None) in allowed:  # Optional[X]: check against X
+        return _check(next(a for a in allowed if a is not type(None)), value, path)
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, bool) and bool not in allowed:

@@ -22,6 +22,9 @@ class DCGANConfig:
     channels: int = 3  # nc: 1 grayscale, 3 RGB
     ngf: int = 64  # generator width at the last stage
     ndf: int = 64  # discriminator width at the first stage
+    # Generator hidden widths, first stage to last; None means ngf*2^(k-2) ... ngf. Set by
+    # structured pruning, which removes channels per layer.
+    g_widths: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if self.image_size not in (32, 64):
@@ -31,6 +34,16 @@ class DCGANConfig:
         for name in ("latent_dim", "ngf", "ndf"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"DCGAN {name} must be positive, got {getattr(self, name)}")
+        if self.g_widths is not None and (len(self.g_widths) != self.stages - 1
+                                          or min(self.g_widths) <= 0):
+            raise ValueError(f"DCGAN g_widths needs {self.stages - 1} positive widths for "
+                             f"{self.image_size}px, got {list(self.g_widths)}")
+
+    @property
+    def generator_widths(self) -> tuple[int, ...]:
+        if self.g_widths is not None:
+            return tuple(self.g_widths)
+        return tuple(self.ngf * 2 ** i for i in reversed(range(self.stages - 1)))  # 512..64
 
     @property
     def stages(self) -> int:
@@ -41,7 +54,7 @@ class Generator(nn.Module):
     def __init__(self, cfg: DCGANConfig):
         super().__init__()
         self.cfg = cfg
-        widths = [cfg.ngf * 2 ** i for i in reversed(range(cfg.stages - 1))]  # e.g. 512..64
+        widths = list(cfg.generator_widths)
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(cfg.latent_dim, widths[0], 4, 1, 0, bias=False),  # (B, w0, 4, 4)
             nn.BatchNorm2d(widths[0]), nn.ReLU(True),

@@ -1,0 +1,42 @@
+"""Unstructured magnitude pruning (torch.nn.utils.prune), for the sparsity study.
+
+Zeroes the smallest-magnitude weights of every conv layer (global L1 ranking) and makes the
+zeros permanent. Shapes do not change, so dense kernels (ONNX Runtime's, PyTorch's) do not get
+faster and the ONNX file does not shrink; only a sparse kernel or compression could profit. The
+pass reports the sparsity it reached so tables can say exactly that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+
+@dataclass(frozen=True)
+class Config:
+    ratio: float  # fraction of conv weights set to zero, in [0.1, 0.9]
+
+    def __post_init__(self):
+        if not 0.1 <= self.ratio <= 0.9:
+            raise ValueError(f"ratio must be within [0.1, 0.9], got {self.ratio}")
+
+
+def conv_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+
+
+def sparsity(model: nn.Module) -> float:
+    """Fraction of conv weights that are exactly zero."""
+    weights = [m.weight.detach() for m in conv_layers(model)]
+    return float(sum((w == 0).sum() for w in weights) / sum(w.numel() for w in weights))
+
+
+def run(model: nn.Module, cfg: Config) -> nn.Module:
+    params = [(m, "weight") for m in conv_layers(model)]
+    prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=cfg.ratio)
+    for module, name in params:
+        prune.remove(module, name)  # fold the mask into the weight: a plain dense tensor again
+    return model

@@ -1,0 +1,181 @@
+"""Every registered optimizer pass, with an assertion on its effect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from optimizer.build import flops_per_sample
+from optimizer.export import export_generator
+from optimizer.models.dcgan import DCGANConfig, Generator, count_parameters
+from optimizer.passes import REGISTRY, get_pass, make_config
+from optimizer.errors import RecipeError
+from optimizer.recipe import ExportConfig
+
+RADFORD = DCGANConfig(latent_dim=100, image_size=64, channels=3, ngf=64, ndf=64)
+
+
+def _with_bn_statistics(gen: Generator, seed: int = 0) -> Generator:
+    """Eval-mode generator whose BatchNorm layers hold non-trivial running statistics."""
+    torch.manual_seed(seed)
+    for m in gen.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.bias.data.uniform_(-0.1, 0.1)
+    return gen.eval()
+
+
+def test_every_registered_pass_has_a_test():
+    tested = {name for name in globals() if name.startswith("test_")}
+    for name in REGISTRY:
+        assert any(t.startswith(f"test_{name}") for t in tested), f"pass {name!r} has no test"
+
+
+def test_unknown_pass_and_parameters_are_refused():
+    with pytest.raises(RecipeError, match=r"unknown pass 'prune_heads'; registered: \["):
+        get_pass("prune_heads")
+    with pytest.raises(RecipeError, match=r"unknown parameter\(s\) \['amount'\]"):
+        make_config("prune_channels", {"amount": 0.5})
+    with pytest.raises(RecipeError, match=r"ratio must be within \[0.1, 0.9\], got 0.95"):
+        make_config("prune_channels", {"ratio": 0.95})
+
+
+# ----------------------------------------------------------------- prune_channels
+
+
+def test_prune_channels_ratio_is_per_layer_channels(tmp_path):
+    gen = Generator(RADFORD).eval()
+    pruned = get_pass("prune_channels").run(gen, make_config("prune_channels", {"ratio": 0.5}))
+    assert pruned.cfg.g_widths == (256, 128, 64, 32)  # every hidden layer halved
+    half = Generator(DCGANConfig(latent_dim=100, image_size=64, channels=3, ngf=32))
+    assert count_parameters(gen) == 3_576_704
+    assert count_parameters(pruned) == count_parameters(half) == 1_100_224
+    # FLOPs of a ConvT scale with C_in * C_out: inner layers by 1/4, the first and last by 1/2
+    assert flops_per_sample(pruned, 100) == flops_per_sample(half, 100)
+    assert flops_per_sample(pruned, 100) / flops_per_sample(gen, 100) == pytest.approx(0.259, abs=0.01)
+    assert pruned(torch.zeros(2, 100)).shape == (2, 3, 64, 64)
+    sizes = {}
+    for name, model in (("base", gen), ("pruned", pruned)):
+        export_generator(model, 100, tmp_path / f"{name}.onnx", ExportConfig())
+        sizes[name] = (tmp_path / f"{name}.onnx").stat().st_size
+    assert sizes["pruned"] < 0.32 * sizes["base"]
+
+
+def test_prune_channels_params_target_removes_that_fraction():
+    gen = Generator(RADFORD).eval()
+    pruned = get_pass("prune_channels").run(
+        gen, make_config("prune_channels", {"ratio": 0.5, "target": "params"}))
+    assert count_parameters(pruned) / count_parameters(gen) == pytest.approx(0.5, abs=0.01)
+
+
+def test_prune_channels_removes_the_least_important_channels_exactly():
+    # Channels whose BatchNorm scale and shift are zero output ReLU(0) = 0: removing exactly
+    # those must leave the generator's output unchanged.
+    gen = _with_bn_statistics(Generator(DCGANConfig(latent_dim=8, image_size=32, channels=1,
+                                                    ngf=8)))
+    for m in gen.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            dead = torch.arange(0, m.num_features, 2)
+            m.weight.data[dead] = 0
+            m.bias.data[dead] = 0
+    prune = get_pass("prune_channels")
+    scores = prune.importance(gen.main[0].weight, gen.main[1].weight)
+    assert (scores[::2] == 0).all() and (scores[1::2] > 0).all()
+    pruned = prune.run(gen, make_config("prune_channels", {"ratio": 0.5}))
+    z = torch.randn(4, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(z), gen(z), rtol=0, atol=1e-6)
+
+
+def test_importance_is_l1_times_gamma():
+    weight = torch.tensor([[[[1.0]], [[-2.0]]], [[[3.0]], [[0.5]]]])  # (C_in 2, C_out 2, 1, 1)
+    gamma = torch.tensor([0.5, -2.0])
+    assert get_pass("prune_channels").importance(weight, gamma).tolist() == [2.0, 5.0]
+
+
+# ----------------------------------------------------------------- prune_magnitude
+
+
+def test_prune_magnitude_reaches_sparsity_without_changing_shapes():
+    mag = get_pass("prune_magnitude")
+    gen = Generator(DCGANConfig(latent_dim=16, image_size=32, channels=1, ngf=8))
+    shapes = [tuple(p.shape) for p in gen.parameters()]
+    assert mag.sparsity(gen) == 0
+    mag.run(gen, make_config("prune_magnitude", {"ratio": 0.6}))
+    assert mag.sparsity(gen) == pytest.approx(0.6, abs=0.001)
+    assert [tuple(p.shape) for p in gen.parameters()] == shapes  # dense: nothing removed
+    assert not any(name.endswith("_orig") for name, _ in gen.named_parameters())  # permanent
+
+
+# ----------------------------------------------------------------- subpixel
+
+
+@pytest.mark.parametrize("cfg", [RADFORD, DCGANConfig(latent_dim=16, image_size=32, channels=1,
+                                                      ngf=8, g_widths=(24, 13, 5))])
+def test_subpixel_rewrite_is_exact_and_has_no_conv_transpose(cfg, tmp_path):
+    gen = _with_bn_statistics(Generator(cfg))
+    rewritten = get_pass("subpixel").run(gen)
+    z = torch.randn(8, cfg.latent_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(rewritten(z), gen(z), rtol=0, atol=1e-5)
+    rewritten.cfg = cfg
+    path = tmp_path / "sp.onnx"
+    export_generator(rewritten, cfg.latent_dim, path, ExportConfig())
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "ConvTranspose" not in ops and "DepthToSpace" in ops
+
+
+def test_subpixel_refuses_training_mode():
+    with pytest.raises(ValueError, match="eval-mode"):
+        get_pass("subpixel").run(Generator(DCGANConfig(image_size=32)).train())
+
+
+# ----------------------------------------------------------------- quantize
+
+
+@pytest.fixture(scope="module")
+def small_gen():
+    return _with_bn_statistics(Generator(DCGANConfig(latent_dim=32, image_size=32, channels=3,
+                                                     ngf=16)))
+
+
+def test_quantize_int8_auto_measures_both_graphs_and_records_the_choice(small_gen, tmp_path):
+    quantize = get_pass("quantize")
+    result = quantize.run(small_gen, make_config("quantize", {"timing_repeats": 5}), tmp_path)
+    report = result.report
+    assert report["graph"] in ("convtranspose", "subpixel")
+    timing = report["timing_ms"]
+    assert set(timing) == {"batch1", "batch16"}
+    assert set(timing["batch1"]) == {"fp32", "convtranspose", "subpixel"}
+    chosen = report["graph"]
+    assert report["speedup_vs_fp32"][chosen] == max(report["speedup_vs_fp32"].values())
+    assert len(report["calibration"]["sha256"]) == 64 and report["calibration"]["samples"] == 256
+    if chosen == "subpixel":  # real integer kernels, nothing heavy left in float
+        assert report["ort_ops"].get("QLinearConv", 0) == 3 and report["float_ops"] == []
+    assert report["psnr_vs_fp32_db"] > 30
+    assert report["file_size_bytes"]["quantized"] < report["file_size_bytes"]["fp32"]
+
+
+def test_quantize_int8_convtranspose_graph_keeps_float_conv_transpose(small_gen, tmp_path):
+    # The trap the auto mode avoids: ORT runs QDQ ConvTranspose in float.
+    result = get_pass("quantize").run(
+        small_gen, make_config("quantize", {"graph": "convtranspose"}), tmp_path)
+    assert result.report["chosen_by"] == "recipe"
+    assert "ConvTranspose" in result.report["float_ops"]
+
+
+def test_quantize_fp16_halves_weights_and_keeps_float32_io(small_gen, tmp_path):
+    result = get_pass("quantize").run(small_gen, make_config("quantize", {"mode": "fp16"}),
+                                      tmp_path)
+    model = onnx.load(str(result.path))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    weights = [i for i in model.graph.initializer if len(i.dims) == 4]
+    assert weights and all(i.data_type == onnx.TensorProto.FLOAT16 for i in weights)
+    sizes = result.report["file_size_bytes"]
+    assert sizes["quantized"] < 0.55 * sizes["fp32"]
+    assert result.report["psnr_vs_fp32_db"] > 50
