@@ -1,12 +1,16 @@
-"""Run a recipe end to end: data -> train -> checkpoint -> ONNX export (validated) -> bundle."""
+"""Run a recipe: per seed, train a baseline, derive each point by its passes, export (validated),
+evaluate, gate, bundle; then write the results tables with statistics across seeds."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import platform
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,10 +23,19 @@ from edge_app import __version__
 from edge_app.bundle import Bundle, write_bundle
 
 from .data.images import load_images
+from .errors import OptimizerError
+from .evaluate import get_extractor, peak_ram
 from .export import IMAGE_GENERATOR, export_generator
+from .families import FAMILY_IMPL, Context
+from .models.beta_vae import BetaVAE, BetaVAEConfig
 from .models.dcgan import DCGANConfig, Generator, count_parameters
+from .passes import REGISTRY, get_pass, make_config
+from .passes.prune_magnitude import sparsity
 from .recipe import Recipe
-from .train_gan import train_dcgan
+from .tables import write_tables
+from .tracking import Tracker
+
+PRECISION = {"static-int8": "int8", "fp16": "fp16"}
 
 
 def git_commit() -> str | None:
@@ -42,36 +55,36 @@ def flops_per_sample(model: torch.nn.Module, latent_dim: int) -> int:
     return int(counter.get_total_flops())
 
 
-def save_checkpoint(gen: Generator, path: Path) -> None:
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(model: torch.nn.Module, family: str, path: Path) -> None:
     """nanoGPT-style: the config travels with the weights; load with weights_only=True."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model_args": vars(gen.cfg), "state_dict": gen.state_dict()}, path)
+    torch.save({"family": family, "model_args": dataclasses.asdict(model.cfg),
+                "state_dict": model.state_dict()}, path)
 
 
-def load_checkpoint(path: Path) -> Generator:
+def load_checkpoint(path: Path) -> torch.nn.Module:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle objects
     args = dict(ckpt["model_args"])
     if args.get("g_widths") is not None:
         args["g_widths"] = tuple(args["g_widths"])
-    gen = Generator(DCGANConfig(**args))
-    gen.load_state_dict(ckpt["state_dict"])
-    return gen.eval()
+    model = (Generator(DCGANConfig(**args)) if ckpt["family"] == "dcgan"
+             else BetaVAE(BetaVAEConfig(**args)))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
 
 
-def image_manifest(recipe: Recipe, gen: Generator, max_diff: float, extra_techniques: list,
-                   metrics: dict, provenance: dict) -> dict:
-    cfg = recipe.model
-    spec = IMAGE_GENERATOR
+# --------------------------------------------------------------------------- manifest
+
+
+def image_manifest(name: str, recipe: Recipe, gen: Generator, precision: str,
+                   techniques: list, metrics: dict, provenance: dict) -> dict:
+    cfg, spec = gen.cfg, IMAGE_GENERATOR
     return {
-        "name": recipe.name,
-        "task": "image-generation",
-        "family": recipe.family,
-        "precision": "fp32",
-        "techniques": [*extra_techniques,
-                       {"name": "export", "params": {"format": "onnx", "opset": recipe.export.opset,
-                                                     "exporter": "torch.onnx.export(dynamo=True)",
-                                                     "atol": recipe.export.atol,
-                                                     "max_abs_diff": max_diff}}],
+        "name": name, "task": "image-generation", "family": recipe.family,
+        "precision": precision, "techniques": techniques,
         "graph": {
             "inputs": [{"name": spec.input_name, "dtype": "float32",
                         "shape": [spec.batch_axis, cfg.latent_dim]}],
@@ -84,44 +97,175 @@ def image_manifest(recipe: Recipe, gen: Generator, max_diff: float, extra_techni
                        "rng": "splitmix64-box-muller-v1"},
             "image": {"channels": cfg.channels, "height": cfg.image_size,
                       "width": cfg.image_size, "value_range": [-1.0, 1.0]},
-            "latent_input": spec.input_name,
-            "image_output": spec.output_name,
+            "latent_input": spec.input_name, "image_output": spec.output_name,
         },
-        "metrics": {"params": count_parameters(gen),
-                    "flops_per_image": flops_per_sample(gen, cfg.latent_dim), **metrics},
+        "metrics": metrics,
         "provenance": provenance,
     }
 
 
-def build(recipe: Recipe, recipe_path: Path, out_dir: Path, runs_dir: Path,
-          progress: bool = True) -> Bundle:
+def _provenance(recipe: Recipe, recipe_path: Path, seed: int, data_info: dict) -> dict:
+    now = datetime.now(timezone.utc)
+    return {
+        "tool": "edgegen-optimizer", "tool_version": __version__, "git_commit": git_commit(),
+        "seed": seed, "created_at": now.isoformat(timespec="seconds"),
+        "created_unix": int(now.timestamp()),
+        "recipe": {"path": str(recipe_path),
+                   "sha256": hashlib.sha256(recipe_path.read_bytes()).hexdigest()},
+        "dataset": data_info,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+    }
+
+
+# --------------------------------------------------------------------------- one model
+
+
+@dataclass
+class Derived:
+    model: torch.nn.Module  # the family's model (generator, or VAE with its decoder)
+    techniques: list[dict]
+    onnx: object | None = None  # passes.quantize.Result when the chain ended in an ONNX pass
+
+
+def derive(base: torch.nn.Module, passes: tuple[dict, ...], ctx: Context, workdir: Path) -> Derived:
+    """Apply a point's pass chain to a copy of the baseline."""
+    family = FAMILY_IMPL[ctx.recipe.family]
+    out = Derived(copy.deepcopy(base), [])
+    for i, step in enumerate(passes):
+        name = step["pass"]
+        cfg = make_config(name, {k: v for k, v in step.items() if k != "pass"})
+        kind = REGISTRY[name][1]
+        if out.onnx is not None:
+            raise OptimizerError(f"pass {name!r} follows an ONNX pass; ONNX passes come last")
+        params = dataclasses.asdict(cfg)
+        if kind == "torch":
+            new = get_pass(name).run(family.deployable(out.model).eval(), cfg)
+            out.model = family.with_deployable(out.model, new)
+            if name == "prune_magnitude":
+                params["sparsity"] = sparsity(new)
+        elif kind == "train":
+            out.model = get_pass(name).run(out.model, cfg, ctx)
+        else:
+            out.onnx = get_pass(name).run(family.deployable(out.model).eval(), cfg,
+                                          workdir / f"pass{i}", ctx.recipe.export)
+            params.update(out.onnx.report)
+        out.techniques.append({"name": name, "params": params})
+    return out
+
+
+def measure(point: str, derived: Derived, ctx: Context, workdir: Path) -> tuple[Path, dict, dict]:
+    """Export (unless quantized already) and measure: returns (onnx path, metrics, export info)."""
+    family = FAMILY_IMPL[ctx.recipe.family]
+    gen = family.deployable(derived.model).eval()
+    if derived.onnx is not None:
+        path, export = derived.onnx.path, {"validated_by": "psnr_vs_fp32_db in the quantize step"}
+    else:
+        path = workdir / f"{point}.onnx"
+        diff = export_generator(gen, gen.cfg.latent_dim, path, ctx.recipe.export, seed=ctx.seed)
+        export = {"atol": ctx.recipe.export.atol, "max_abs_diff": diff}
+    quality = family.quality(derived.model, path, ctx)
+    metrics = {"params": count_parameters(gen), "flops": flops_per_sample(gen, gen.cfg.latent_dim),
+               "file_size_bytes": path.stat().st_size,
+               **peak_ram(path, gen.cfg.latent_dim, ctx.recipe.evaluate.ram_batch), **quality}
+    return path, metrics, export
+
+
+def gate_failures(recipe: Recipe, metrics: dict, baseline: dict) -> list[str]:
+    gate, failures = recipe.gate, []
+    if gate.max_fid_increase is not None and metrics["fid"] - baseline["fid"] > gate.max_fid_increase:
+        failures.append(f"FID {metrics['fid']:.2f} is {metrics['fid'] - baseline['fid']:.2f} above "
+                        f"the baseline's {baseline['fid']:.2f} (max increase "
+                        f"{gate.max_fid_increase:g})")
+    if gate.max_ssim_drop is not None and "ssim" in metrics and \
+            baseline["ssim"] - metrics["ssim"] > gate.max_ssim_drop:
+        failures.append(f"SSIM {metrics['ssim']:.4f} is {baseline['ssim'] - metrics['ssim']:.4f} "
+                        f"below the baseline's {baseline['ssim']:.4f} (max drop "
+                        f"{gate.max_ssim_drop:g})")
+    return failures
+
+
+# --------------------------------------------------------------------------- the recipe
+
+
+@dataclass
+class RecipeResult:
+    bundles: list[Bundle]
+    failed: list[str]  # "<point> (seed N): reason"
+    summary: dict
+    tables_dir: Path
+
+
+def run_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
+               runs_dir: Path = Path("runs"), progress: bool = True) -> RecipeResult:
+    """Run every seed and point of `recipe`; bundles go to `out` (baseline) and its siblings."""
     started = time.perf_counter()
-    data = load_images(recipe.data.dataset, recipe.model.image_size, recipe.model.channels)
-    gen, history = train_dcgan(data.images, recipe.model, recipe.train, recipe.seed, progress)
-    train_s = time.perf_counter() - started
-    save_checkpoint(gen, runs_dir / recipe.name / "generator.pt")
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
-        max_diff = export_generator(gen, recipe.model.latent_dim, onnx_path, recipe.export,
-                                    seed=recipe.seed)
-        now = datetime.now(timezone.utc)
-        train_params = {"dataset": data.name, **vars(recipe.train), "seed": recipe.seed,
-                        "steps": history.steps}
-        manifest = image_manifest(
-            recipe, gen, max_diff, [{"name": "train", "params": train_params}],
-            metrics={"file_size_bytes": onnx_path.stat().st_size,
-                     "train": {"seconds": round(train_s, 2), "final_d_loss": history.d_loss[-1],
-                               "final_g_loss": history.g_loss[-1]}},
-            provenance={
-                "tool": "edgegen-optimizer", "tool_version": __version__,
-                "git_commit": git_commit(), "seed": recipe.seed,
-                "created_at": now.isoformat(timespec="seconds"),
-                "created_unix": int(now.timestamp()),
-                "recipe": {"path": str(recipe_path),
-                           "sha256": hashlib.sha256(recipe_path.read_bytes()).hexdigest()},
-                "dataset": {"name": data.name, "description": data.description,
-                            "samples": len(data.images), "sha256": data.sha256},
-                "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                             "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
-            })
-        return write_bundle(out_dir, manifest, {"model.onnx": onnx_path})
+    out = out or Path("bundles") / recipe.name
+    cfg = recipe.model_config
+    data = load_images(recipe.data.dataset, cfg.image_size, cfg.channels, root=recipe.data.root,
+                       **recipe.data.options)
+    images = data.images
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    n_val = max(1, int(recipe.data.val_fraction * len(images)))
+    val_images, train_images = images[order[:n_val]], images[order[n_val:]]
+    data_info = {"name": data.name, "description": data.description, "samples": len(images),
+                 "train": len(train_images), "held_out": n_val, "sha256": data.sha256}
+    extractor = get_extractor(images, data.sha256, runs_dir / "extractors",
+                              recipe.evaluate.inception_weights)
+    tracker = Tracker(recipe.name, dataclasses.asdict(recipe), recipe.mlflow)
+    family = FAMILY_IMPL[recipe.family]
+    rows, bundles, failed = [], [], []
+    first_seed = recipe.all_seeds[0]
+    for seed in recipe.all_seeds:
+        ctx = Context(recipe, train_images, val_images, extractor, seed, progress)
+        base, train_info = family.train(ctx)
+        save_checkpoint(base, recipe.family, runs_dir / recipe.name / f"seed{seed}"
+                        / "baseline.pt")
+        base_metrics = None
+        train_technique = {"name": "train", "params": {
+            "dataset": data.name, **dataclasses.asdict(recipe.train), "seed": seed, **train_info}}
+        for point, chain in [("baseline", ()), *((p.name, p.passes) for p in recipe.points)]:
+            with tempfile.TemporaryDirectory() as tmp:
+                derived = derive(base, chain, ctx, Path(tmp))
+                path, metrics, export = measure(point, derived, ctx, Path(tmp))
+                failures = [] if base_metrics is None else gate_failures(recipe, metrics,
+                                                                         base_metrics)
+                base_metrics = base_metrics or metrics
+                rows.append({"seed": seed, "point": point, "metrics": metrics,
+                             "gate": failures or "pass"})
+                tracker.log_metrics(point, seed, metrics)
+                failed += [f"{point} (seed {seed}): {f}" for f in failures]
+                if failures or seed != first_seed or recipe.bundles == "none":
+                    continue
+                name = recipe.name if point == "baseline" else f"{recipe.name}-{point}"
+                quant = [t for t in derived.techniques if t["name"] == "quantize"]
+                precision = PRECISION[quant[0]["params"]["mode"]] if quant else "fp32"
+                techniques = [train_technique, *derived.techniques,
+                              {"name": "export", "params": {
+                                  "format": "onnx", "opset": recipe.export.opset,
+                                  "exporter": "torch.onnx.export(dynamo=True)", **export}}]
+                manifest_metrics = {
+                    "params": metrics["params"], "flops_per_image": metrics["flops"],
+                    "file_size_bytes": metrics["file_size_bytes"],
+                    "peak_ram": {k: metrics[k] for k in ("peak_rss_bytes", "model_rss_bytes")},
+                    "quality": {k: metrics[k] for k in ("fid", "ssim") if k in metrics},
+                    "fid_extractor": extractor.info,
+                    "fid_reference": f"{n_val} held-out images of {data.name}, "
+                                     f"{recipe.evaluate.fid_samples} generated",
+                }
+                gen = family.deployable(derived.model)
+                manifest = image_manifest(name, recipe, gen, precision, techniques,
+                                          manifest_metrics,
+                                          _provenance(recipe, recipe_path, seed, data_info))
+                target = out if point == "baseline" else out.parent / name
+                bundles.append(write_bundle(target, manifest, {"model.onnx": path}))
+    method = {"seeds": list(recipe.all_seeds), "fid_extractor": extractor.info["name"],
+              "fid_samples": recipe.evaluate.fid_samples, "held_out": n_val,
+              "dataset": data.description, "statistics": "paired t-test over seeds, 95% CI",
+              "ram": "VmHWM of a fresh ONNX Runtime process running the batch",
+              "seconds": round(time.perf_counter() - started, 1),
+              "versions": _provenance(recipe, recipe_path, first_seed, data_info)["versions"]}
+    tables_dir = runs_dir / recipe.name
+    summary = write_tables(tables_dir, rows, method)
+    tracker.finish(tables_dir, failed=bool(failed))
+    return RecipeResult(bundles, failed, summary, tables_dir)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -17,24 +19,35 @@ class GanHistory:
     d_loss: list[float]  # mean discriminator loss per epoch
     g_loss: list[float]  # mean generator loss per epoch
     steps: int
+    scores: dict[int, float] | None = None  # epoch -> score (e.g. FID) when a scorer is given
+    best_epoch: int = -1
 
 
 def train_dcgan(images: torch.Tensor, model_cfg: DCGANConfig, train: TrainConfig, seed: int,
-                progress: bool = True) -> tuple[Generator, GanHistory]:
-    """Train G and D on (N, C, S, S) images in [-1, 1]; return G in eval mode and the losses."""
+                progress: bool = True, gen: Generator | None = None,
+                score: Callable[[Generator], float] | None = None,
+                eval_every: int = 1) -> tuple[Generator, GanHistory]:
+    """Train G and D on (N, C, S, S) images in [-1, 1]; return G in eval mode and the losses.
+
+    `gen` continues training an existing (e.g. pruned) generator against a fresh discriminator.
+    With `score` (lower is better, e.g. FID), G is scored every `eval_every` epochs and at the
+    end, and the best-scoring generator is returned.
+    """
     if len(images) < train.batch_size:
         raise ValueError(f"dataset has {len(images)} images, fewer than one batch "
                          f"({train.batch_size})")
     torch.manual_seed(seed)
     shuffle = torch.Generator().manual_seed(seed)
-    gen, disc = Generator(model_cfg), Discriminator(model_cfg)
+    gen = gen.train() if gen is not None else Generator(model_cfg)
+    disc = Discriminator(model_cfg)
     opt_g = torch.optim.Adam(gen.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
     opt_d = torch.optim.Adam(disc.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
     batches = len(images) // train.batch_size  # drop the ragged last batch: BatchNorm needs >1
-    history = GanHistory([], [], 0)
+    history = GanHistory([], [], 0, {} if score else None)
+    best = None
     bar = tqdm(total=train.epochs * batches, desc="train dcgan", unit="step",
                disable=not progress, mininterval=0.5, dynamic_ncols=True)
-    for _epoch in range(train.epochs):
+    for epoch in range(train.epochs):
         order = torch.randperm(len(images), generator=shuffle)
         d_sum = g_sum = 0.0
         for b in range(batches):
@@ -61,5 +74,12 @@ def train_dcgan(images: torch.Tensor, model_cfg: DCGANConfig, train: TrainConfig
             bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}", refresh=False)
         history.d_loss.append(d_sum / batches)
         history.g_loss.append(g_sum / batches)
+        if score and ((epoch + 1) % eval_every == 0 or epoch == train.epochs - 1):
+            history.scores[epoch] = score(gen.eval())
+            gen.train()
+            if best is None or history.scores[epoch] < history.scores[history.best_epoch]:
+                history.best_epoch, best = epoch, copy.deepcopy(gen.state_dict())
     bar.close()
+    if best is not None:
+        gen.load_state_dict(best)
     return gen.eval(), history

@@ -17,12 +17,13 @@ TINY_RECIPE = REPO / "tests" / "data" / "tiny-dcgan.yaml"
 @pytest.fixture(scope="session")
 def dcgan_bundle(tmp_path_factory) -> Path:
     """A real bundle: DCGAN trained for one epoch on scikit-learn digits, exported, validated."""
-    from optimizer.build import build
+    from optimizer.build import run_recipe
     from optimizer.recipe import load_recipe
 
     root = tmp_path_factory.mktemp("bundles")
-    bundle = build(load_recipe(TINY_RECIPE), TINY_RECIPE, root / "tiny-dcgan", root / "runs",
-                   progress=False)
+    result = run_recipe(load_recipe(TINY_RECIPE), TINY_RECIPE, root / "tiny-dcgan", root / "runs",
+                        progress=False)
+    (bundle,) = result.bundles
     return bundle.path
 
 

@@ -98,3 +98,18 @@ def _dcgan_init(module: nn.Module) -> None:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def with_random_bn_statistics(gen: nn.Module, seed: int = 0) -> nn.Module:
+    """Eval-mode copy-in-place with non-trivial BatchNorm statistics and shifts.
+
+    A freshly initialised generator has running mean 0 and variance 1, so BatchNorm folding
+    would be an identity; tests and benchmarks of untrained generators use this instead.
+    """
+    torch.manual_seed(seed)
+    for m in gen.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.bias.data.uniform_(-0.1, 0.1)
+    return gen.eval()

@@ -1,8 +1,9 @@
 """Optimizer passes: small registered units, each with a typed config, composed by recipes.
 
 A pass is a module under optimizer/passes/ exposing `Config` (a frozen dataclass) and
-`run(subject, cfg) -> result`. Torch passes take and return an nn.Module; ONNX passes take a
-source and a destination path and return a report. Names map to modules imported lazily (as in
+`run(subject, cfg, ...) -> result`. Kinds: `torch` passes take and return the deployable
+nn.Module; `train` passes also take the training context; `onnx` passes (last in a chain) turn
+the module into an ONNX file in a work directory and return it with a report. Names map to modules imported lazily (as in
 Olive's pass table), so using one pass never imports another pass's dependencies.
 """
 
@@ -20,6 +21,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "prune_channels": ("optimizer.passes.prune_channels", "torch"),
     "prune_magnitude": ("optimizer.passes.prune_magnitude", "torch"),
     "subpixel": ("optimizer.passes.subpixel", "torch"),
+    "finetune": ("optimizer.passes.finetune", "train"),
     "quantize": ("optimizer.passes.quantize", "onnx"),
 }
 

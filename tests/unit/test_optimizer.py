@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edge_app.bundle import load_bundle
-from optimizer.build import build, load_checkpoint
+from optimizer.build import load_checkpoint, run_recipe
 from optimizer.errors import AtolError, RecipeError
 from optimizer.export import validate_export
 from optimizer.models.dcgan import DCGANConfig, Discriminator, Generator, count_parameters
@@ -32,7 +32,7 @@ def test_dcgan_shapes_and_parameter_count(size, stages):
 
 
 def test_onnx_matches_pytorch_within_tolerance(dcgan_bundle, tmp_path):
-    gen = load_checkpoint(dcgan_bundle.parent / "runs" / "tiny-dcgan" / "generator.pt")
+    gen = load_checkpoint(dcgan_bundle.parent / "runs" / "tiny-dcgan" / "seed0" / "baseline.pt")
     session = ort.InferenceSession(str(dcgan_bundle / "model.onnx"),
                                    providers=["CPUExecutionProvider"])
     z = torch.randn(16, 16, generator=torch.Generator().manual_seed(3))
@@ -46,7 +46,7 @@ def test_onnx_matches_pytorch_within_tolerance(dcgan_bundle, tmp_path):
 
 
 def test_export_over_tolerance_raises(dcgan_bundle):
-    gen = load_checkpoint(dcgan_bundle.parent / "runs" / "tiny-dcgan" / "generator.pt")
+    gen = load_checkpoint(dcgan_bundle.parent / "runs" / "tiny-dcgan" / "seed0" / "baseline.pt")
     with torch.no_grad():  # the graph on disk no longer matches the PyTorch model
         gen.main[0].weight.mul_(1.5)
     with pytest.raises(AtolError, match=r"export exceeds atol 0.0001: batch 1: max"):
@@ -58,14 +58,14 @@ def test_build_over_tolerance_writes_no_bundle(tmp_path):
     strict = tmp_path / "strict.yaml"
     strict.write_text(TINY_RECIPE.read_text().replace("atol: 1.0e-4", "atol: 1.0e-12"))
     with pytest.raises(AtolError, match=r"exceeds atol 1e-12"):
-        build(load_recipe(strict), strict, tmp_path / "b", tmp_path / "runs", progress=False)
+        run_recipe(load_recipe(strict), strict, tmp_path / "b", tmp_path / "runs", progress=False)
     assert not (tmp_path / "b").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "strict.yaml"]
 
 
 def test_default_recipe_parses():
     recipe = load_recipe(REPO / "recipes" / "dcgan-digits-quick.yaml")
-    assert recipe.model.image_size == 32 and recipe.train.lr == 2e-4 and recipe.train.beta1 == 0.5
+    assert recipe.model_config.image_size == 32 and recipe.train.lr == 2e-4 and recipe.train.beta1 == 0.5
 
 
 @pytest.mark.parametrize("text, message", [

@@ -11,23 +11,13 @@ import torch
 
 from optimizer.build import flops_per_sample
 from optimizer.export import export_generator
-from optimizer.models.dcgan import DCGANConfig, Generator, count_parameters
+from optimizer.models.dcgan import (DCGANConfig, Generator, count_parameters,
+                                    with_random_bn_statistics)
 from optimizer.passes import REGISTRY, get_pass, make_config
 from optimizer.errors import RecipeError
 from optimizer.recipe import ExportConfig
 
 RADFORD = DCGANConfig(latent_dim=100, image_size=64, channels=3, ngf=64, ndf=64)
-
-
-def _with_bn_statistics(gen: Generator, seed: int = 0) -> Generator:
-    """Eval-mode generator whose BatchNorm layers hold non-trivial running statistics."""
-    torch.manual_seed(seed)
-    for m in gen.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.bias.data.uniform_(-0.1, 0.1)
-    return gen.eval()
 
 
 def test_every_registered_pass_has_a_test():
@@ -76,7 +66,7 @@ def test_prune_channels_params_target_removes_that_fraction():
 def test_prune_channels_removes_the_least_important_channels_exactly():
     # Channels whose BatchNorm scale and shift are zero output ReLU(0) = 0: removing exactly
     # those must leave the generator's output unchanged.
-    gen = _with_bn_statistics(Generator(DCGANConfig(latent_dim=8, image_size=32, channels=1,
+    gen = with_random_bn_statistics(Generator(DCGANConfig(latent_dim=8, image_size=32, channels=1,
                                                     ngf=8)))
     for m in gen.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -118,7 +108,7 @@ def test_prune_magnitude_reaches_sparsity_without_changing_shapes():
 @pytest.mark.parametrize("cfg", [RADFORD, DCGANConfig(latent_dim=16, image_size=32, channels=1,
                                                       ngf=8, g_widths=(24, 13, 5))])
 def test_subpixel_rewrite_is_exact_and_has_no_conv_transpose(cfg, tmp_path):
-    gen = _with_bn_statistics(Generator(cfg))
+    gen = with_random_bn_statistics(Generator(cfg))
     rewritten = get_pass("subpixel").run(gen)
     z = torch.randn(8, cfg.latent_dim)
     with torch.no_grad():
@@ -140,7 +130,7 @@ def test_subpixel_refuses_training_mode():
 
 @pytest.fixture(scope="module")
 def small_gen():
-    return _with_bn_statistics(Generator(DCGANConfig(latent_dim=32, image_size=32, channels=3,
+    return with_random_bn_statistics(Generator(DCGANConfig(latent_dim=32, image_size=32, channels=3,
                                                      ngf=16)))
 
 
@@ -179,3 +169,28 @@ def test_quantize_fp16_halves_weights_and_keeps_float32_io(small_gen, tmp_path):
     sizes = result.report["file_size_bytes"]
     assert sizes["quantized"] < 0.55 * sizes["fp32"]
     assert result.report["psnr_vs_fp32_db"] > 50
+
+
+# ----------------------------------------------------------------- finetune
+
+
+def test_finetune_trains_the_pruned_model_in_place_of_its_shape():
+    from optimizer.evaluate import Extractor, RotationFeatures
+    from optimizer.families import Context
+    from optimizer.recipe import load_recipe
+
+    from ..conftest import TINY_RECIPE
+
+    recipe = load_recipe(TINY_RECIPE)
+    images = torch.rand(128, 1, 32, 32) * 2 - 1
+    ctx = Context(recipe, images, images[:32], Extractor("rotation-cnn", RotationFeatures(1), {}),
+                  seed=0, progress=False)
+    gen = get_pass("prune_channels").run(Generator(recipe.model_config).eval(),
+                                         make_config("prune_channels", {"ratio": 0.5}))
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    tuned = get_pass("finetune").run(gen, make_config("finetune", {"epochs": 1}), ctx)
+    after = tuned.state_dict()
+    assert {k: tuple(v.shape) for k, v in after.items()} == {k: tuple(v.shape)
+                                                             for k, v in before.items()}
+    assert not torch.equal(after["main.0.weight"], before["main.0.weight"])  # it trained
+    assert not tuned.training
