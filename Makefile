@@ -16,7 +16,7 @@ PORT    ?= 8080
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run optimize bundle serve status test test-fast clean
+.PHONY: help venv run optimize bundle serve status test test-fast wheelhouse image-optimizer bench-images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,5 +54,20 @@ test: $(STAMP) ## the whole suite, every tier this machine supports
 test-fast: $(STAMP) ## unit tests only (in-process, about a minute)
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
+# Wheelhouse for images: every dependency as a wheel for the target platform, downloaded on the
+# host (containers and air-gapped devices install from it with --no-index).
+WHEEL_PLATFORM ?= manylinux_2_28_x86_64
+WHEELHOUSE ?= build/wheelhouse/linux-amd64
+wheelhouse: $(STAMP) ## download wheels for the optimizer image into build/wheelhouse/
+	$(BIN)/pip download --quiet --dest $(WHEELHOUSE) --only-binary=:all: \
+	    --platform $(WHEEL_PLATFORM) --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	    --python-version 3.11 -c constraints.txt $$(grep -E '^[A-Za-z]' constraints.txt) setuptools
+
+image-optimizer: wheelhouse ## build the optimizer image (needs a Docker engine)
+	docker build --network host -f images/optimizer/Dockerfile -t edgegen-optimizer:0.1.0 .
+
+bench-images: $(STAMP) ## latency ratios of pruned / INT8 / FP16 image generators, side by side
+	$(BIN)/python bench/bench_image_generators.py
+
 clean: ## remove bundles, runs and caches (keeps .venv)
-	rm -rf bundles runs .pytest_cache
+	rm -rf bundles runs mlruns .pytest_cache

@@ -165,7 +165,9 @@ def measure(point: str, derived: Derived, ctx: Context, workdir: Path) -> tuple[
         diff = export_generator(gen, gen.cfg.latent_dim, path, ctx.recipe.export, seed=ctx.seed)
         export = {"atol": ctx.recipe.export.atol, "max_abs_diff": diff}
     quality = family.quality(derived.model, path, ctx)
-    metrics = {"params": count_parameters(gen), "flops": flops_per_sample(gen, gen.cfg.latent_dim),
+    # params and FLOPs of the architecture; a sub-pixel (QAT) model is counted as its source
+    arch = gen if isinstance(gen, Generator) else Generator(gen.cfg)
+    metrics = {"params": count_parameters(arch), "flops": flops_per_sample(arch, gen.cfg.latent_dim),
                "file_size_bytes": path.stat().st_size,
                **peak_ram(path, gen.cfg.latent_dim, ctx.recipe.evaluate.ram_batch), **quality}
     return path, metrics, export

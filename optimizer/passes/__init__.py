@@ -22,6 +22,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "prune_magnitude": ("optimizer.passes.prune_magnitude", "torch"),
     "subpixel": ("optimizer.passes.subpixel", "torch"),
     "finetune": ("optimizer.passes.finetune", "train"),
+    "qat": ("optimizer.passes.qat", "train"),
     "quantize": ("optimizer.passes.quantize", "onnx"),
 }
 

@@ -152,14 +152,16 @@ def run(gen: torch.nn.Module, cfg: Config, workdir: Path,
         report.update(format="QDQ", per_channel=cfg.per_channel, activations="uint8",
                       weights="int8")
         graphs = ["convtranspose", "subpixel"] if cfg.graph == "auto" else [cfg.graph]
+        if isinstance(gen, subpixel.SubPixelGenerator):  # already rewritten (e.g. by QAT)
+            graphs = ["subpixel"]
         candidates = {}
         for graph in graphs:
             src = fp32
             if graph == "subpixel":  # exact rewrite, validated against the original generator
-                src = workdir / "subpixel.onnx"
-                rewritten = subpixel.run(gen)
-                rewritten.cfg = gen.cfg
-                export_generator(rewritten, latent_dim, src, export_cfg)
+                src = fp32
+                if not isinstance(gen, subpixel.SubPixelGenerator):
+                    src = workdir / "subpixel.onnx"
+                    export_generator(subpixel.run(gen), latent_dim, src, export_cfg)
             candidates[graph] = workdir / f"int8-{graph}.onnx"
             _quantize_int8(src, candidates[graph], latents, cfg.per_channel)
         if len(candidates) > 1:
@@ -175,7 +177,7 @@ def run(gen: torch.nn.Module, cfg: Config, workdir: Path,
             report["chosen_by"] = "median latency on this machine (geometric mean of batch 1, 16)"
         else:
             choice = graphs[0]
-            report["chosen_by"] = "recipe"
+            report["chosen_by"] = "recipe" if cfg.graph != "auto" else "model is already sub-pixel"
         report["graph"] = choice
         chosen = candidates[choice]
     report["ort_ops"] = ort_op_counts(chosen)

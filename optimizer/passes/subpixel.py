@@ -77,6 +77,8 @@ class SubPixelGenerator(nn.Module):
 
 
 def run(gen: Generator, cfg: Config | None = None) -> SubPixelGenerator:
+    if isinstance(gen, SubPixelGenerator):
+        return gen
     if gen.training:
         raise ValueError("subpixel folds BatchNorm statistics: call it on an eval-mode generator")
     return SubPixelGenerator(gen).eval()

@@ -58,7 +58,7 @@ def test_quick_image_sweep(tmp_path):
     bundles = sorted((tmp_path / "bundles").iterdir())
     names = [p.name for p in bundles]
     assert names == sorted(["dcgan-digits-sweep"] + [f"dcgan-digits-sweep-{p}" for p in (
-        "prune25", "prune50", "sparse50", "int8", "fp16", "prune50-int8")])
+        "prune25", "prune50", "sparse50", "int8", "qat-int8", "fp16", "prune50-int8")])
     manifests = {p.name.removeprefix("dcgan-digits-sweep").lstrip("-") or "baseline":
                  load_bundle(p).manifest for p in bundles}
     assert manifests["int8"].precision == "int8" and manifests["fp16"].precision == "fp16"
@@ -67,11 +67,15 @@ def test_quick_image_sweep(tmp_path):
     assert len(quant["calibration"]["sha256"]) == 64
     assert manifests["baseline"].metrics["fid_extractor"]["name"] == "rotation-cnn"
     assert manifests["prune50"].metrics["params"] < 0.45 * manifests["baseline"].metrics["params"]
+    assert [t.name for t in manifests["qat-int8"].techniques] == [
+        "train", "qat", "quantize", "export"]
+    assert manifests["qat-int8"].techniques[2].params["graph"] == "subpixel"
     assert [t.name for t in manifests["prune50-int8"].techniques] == [
         "train", "prune_channels", "finetune", "quantize", "export"]
 
     data = _tables_trace_to_rows(tmp_path / "runs" / "dcgan-digits-sweep" / "results.json")
     assert sorted({r["seed"] for r in data["rows"]}) == [0, 1, 2]
+    assert {"int8", "qat-int8"} <= set(data["summary"])  # PTQ and QAT in the same table
     fid = data["summary"]["prune50"]["fid"]["vs_baseline"]
     assert fid["n"] == 3 and len(fid["ci95"]) == 2 and 0 <= fid["p"] <= 1
     md = (tmp_path / "runs" / "dcgan-digits-sweep" / "results.md").read_text()

@@ -94,3 +94,26 @@ def test_cli_reports_errors_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"optimizer: error: cannot read recipe {tmp_path / 'nope.yaml'}: No such file or directory"]
+
+
+def test_every_shipped_recipe_parses_and_names_registered_passes():
+    from optimizer.passes import make_config
+
+    for path in sorted((REPO / "recipes").glob("*.yaml")):
+        recipe = load_recipe(path)
+        for point in recipe.points:
+            for step in point.passes:
+                make_config(step["pass"], {k: v for k, v in step.items() if k != "pass"})
+
+
+def test_missing_dataset_path_is_one_clear_line(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "optimizer", "run",
+                             str(REPO / "recipes" / "dcgan-cifar10-paper.yaml")],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("optimizer: error: cifar10 root data/cifar-10-batches-py is not a "
+                           "directory; expected")

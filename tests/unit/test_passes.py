@@ -175,16 +175,7 @@ def test_quantize_fp16_halves_weights_and_keeps_float32_io(small_gen, tmp_path):
 
 
 def test_finetune_trains_the_pruned_model_in_place_of_its_shape():
-    from optimizer.evaluate import Extractor, RotationFeatures
-    from optimizer.families import Context
-    from optimizer.recipe import load_recipe
-
-    from ..conftest import TINY_RECIPE
-
-    recipe = load_recipe(TINY_RECIPE)
-    images = torch.rand(128, 1, 32, 32) * 2 - 1
-    ctx = Context(recipe, images, images[:32], Extractor("rotation-cnn", RotationFeatures(1), {}),
-                  seed=0, progress=False)
+    recipe, ctx = _tiny_context()
     gen = get_pass("prune_channels").run(Generator(recipe.model_config).eval(),
                                          make_config("prune_channels", {"ratio": 0.5}))
     before = {k: v.clone() for k, v in gen.state_dict().items()}
@@ -194,3 +185,46 @@ def test_finetune_trains_the_pruned_model_in_place_of_its_shape():
                                                              for k, v in before.items()}
     assert not torch.equal(after["main.0.weight"], before["main.0.weight"])  # it trained
     assert not tuned.training
+
+
+# ----------------------------------------------------------------- qat
+
+
+def _tiny_context(images=None):
+    from optimizer.evaluate import Extractor, RotationFeatures
+    from optimizer.families import Context
+    from optimizer.recipe import load_recipe
+
+    from ..conftest import TINY_RECIPE
+
+    recipe = load_recipe(TINY_RECIPE)
+    images = torch.rand(128, 1, 32, 32) * 2 - 1 if images is None else images
+    return recipe, Context(recipe, images, images[:32],
+                           Extractor("rotation-cnn", RotationFeatures(1), {}), seed=0,
+                           progress=False)
+
+
+def test_qat_trains_the_subpixel_form_and_snaps_weights_to_the_int8_grid(tmp_path):
+    qat = get_pass("qat")
+    weight = torch.randn(6, 3, 3, 3)
+    snapped = qat.fake_quant_weight(weight)
+    steps = snapped.flatten(1) / (weight.abs().flatten(1).amax(1, keepdim=True) / 127)
+    torch.testing.assert_close(steps, steps.round(), rtol=0, atol=1e-4)  # integer multiples
+
+    recipe, ctx = _tiny_context()
+    gen = with_random_bn_statistics(Generator(recipe.model_config))
+    tuned = qat.run(gen, make_config("qat", {"epochs": 1}), ctx)
+    sub = get_pass("subpixel").SubPixelGenerator
+    assert isinstance(tuned, sub) and not tuned.training
+    for layer in [tuned.stem, *[m for m in tuned.body if isinstance(m, torch.nn.Conv2d)]]:
+        w = layer.weight.detach()
+        steps = w.flatten(1) / (w.abs().flatten(1).amax(1, keepdim=True) / 127)
+        torch.testing.assert_close(steps, steps.round(), rtol=0, atol=1e-3)
+    baseline = get_pass("subpixel").run(gen)
+    assert not torch.equal(tuned.stem.weight, baseline.stem.weight)  # it trained
+
+    result = get_pass("quantize").run(tuned, make_config("quantize", {}), tmp_path)
+    assert result.report["graph"] == "subpixel"
+    assert result.report["chosen_by"] == "model is already sub-pixel"
+    assert result.report["ort_ops"].get("QLinearConv", 0) == 3
+    assert result.report["psnr_vs_fp32_db"] > 30
