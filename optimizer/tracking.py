@@ -6,6 +6,8 @@ import logging
 import os
 from pathlib import Path
 
+from .errors import OptimizerError
+
 log = logging.getLogger(__name__)
 
 
@@ -29,15 +31,21 @@ class Tracker:
             return
         import mlflow
 
-        if "MLFLOW_TRACKING_URI" not in os.environ:
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or (root / "mlruns").resolve().as_uri()
+        if uri.startswith("file:") or "://" not in uri:
             # MLflow 3 keeps the file store in maintenance mode behind this opt-in; a database
             # backend needs SQLAlchemy, which the optimizer image does not carry.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            mlflow.set_tracking_uri((root / "mlruns").resolve().as_uri())
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-        mlflow.set_experiment(experiment)
+        try:
+            mlflow.set_tracking_uri(uri)
+            mlflow.set_experiment(experiment)
+            self.run = mlflow.start_run()
+        except Exception as exc:  # MlflowException and store errors: one line for the CLI
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise OptimizerError(f"MLflow tracking at {uri} failed: {first} "
+                                 f"(set mlflow: false in the recipe to run without it)") from None
         self.mlflow = mlflow
-        self.run = mlflow.start_run()
         flat = _flatten(params)
         for i in range(0, len(flat), 100):  # MLflow takes at most 100 params per call
             mlflow.log_params({k: str(v)[:500] for k, v in list(flat.items())[i:i + 100]})

@@ -117,3 +117,25 @@ def test_missing_dataset_path_is_one_clear_line(tmp_path):
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("optimizer: error: cifar10 root data/cifar-10-batches-py is not a "
                            "directory; expected")
+
+
+def test_mlflow_file_store_named_by_environment_works(tmp_path, monkeypatch):
+    from optimizer.tracking import Tracker
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "store").as_uri())
+    tracker = Tracker("exp", {"a": {"b": 1}}, enabled=True)
+    tracker.log_metrics("baseline", 0, {"fid": 2.5, "nested": {"x": 1}, "note": "text"})
+    tracker.finish(None, failed=False)
+    assert list((tmp_path / "store").glob("*/*/metrics/baseline.fid"))
+    assert list((tmp_path / "store").glob("*/*/params/a.b"))
+
+
+def test_mlflow_unusable_store_is_one_line(tmp_path, monkeypatch):
+    from optimizer.errors import OptimizerError
+    from optimizer.tracking import Tracker
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus-scheme://nowhere")
+    with pytest.raises(OptimizerError, match=r"MLflow tracking at bogus-scheme://nowhere failed: "
+                                             r".*\(set mlflow: false"):
+        Tracker("exp", {}, enabled=True)

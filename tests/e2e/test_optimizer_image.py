@@ -1,0 +1,59 @@
+"""The optimizer image: built from the host wheelhouse on a debootstrap base, run offline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from edge_app.bundle import load_bundle
+
+from ..conftest import REPO
+
+pytestmark = pytest.mark.e2e
+IMAGE = "edgegen-optimizer:0.1.0"
+
+
+def _docker_ready() -> str | None:
+    if shutil.which("docker") is None:
+        return "no docker client installed"
+    info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
+                          capture_output=True, text=True, timeout=30)
+    return None if info.returncode == 0 else f"no Docker engine reachable: {info.stderr.strip()}"
+
+
+@pytest.fixture(scope="module")
+def optimizer_image():
+    reason = _docker_ready()
+    if reason:
+        pytest.skip(reason)
+    for step in (["images/base/debian-base.sh"], ["make", "--no-print-directory", "image-optimizer"]):
+        result = subprocess.run(step, cwd=REPO, capture_output=True, text=True, timeout=1200)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return IMAGE
+
+
+def test_image_metadata(optimizer_image):
+    (info,) = json.loads(subprocess.run(["docker", "image", "inspect", optimizer_image],
+                                        capture_output=True, text=True, check=True).stdout)
+    assert info["Config"]["User"] == "edgegen"
+    assert info["Config"]["Labels"]["org.opencontainers.image.title"] == "edgegen-optimizer"
+    assert info["Architecture"] == "amd64"
+
+
+def test_image_builds_a_bundle_offline(optimizer_image, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)  # the image runs as a non-root user
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "-v", f"{out}:/work/out",
+         "-v", f"{REPO / 'tests' / 'data'}:/work/tests-data:ro", optimizer_image,
+         "run", "/work/tests-data/tiny-dcgan.yaml", "--out", "/work/out/bundles/tiny-dcgan",
+         "--runs-dir", "/work/out/runs", "--no-progress"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    bundle = load_bundle(out / "bundles" / "tiny-dcgan")  # checksums verified on the host
+    assert bundle.manifest.family == "dcgan" and bundle.manifest.metrics["quality"]["fid"] > 0
+    assert bundle.manifest.provenance["versions"]["torch"].startswith("2.13.0")
