@@ -198,75 +198,97 @@ class RecipeResult:
     tables_dir: Path
 
 
+@dataclass
+class _Run:
+    """What every model of one recipe execution shares (data split, extractor, provenance)."""
+
+    recipe: Recipe
+    recipe_path: Path
+    out: Path  # the baseline bundle; points go beside it
+    extractor: object
+    data_info: dict
+
+    def bundle(self, point: str, seed: int, derived: Derived, path: Path, metrics: dict,
+               export: dict, train_technique: dict) -> Bundle:
+        recipe = self.recipe
+        name = recipe.name if point == "baseline" else f"{recipe.name}-{point}"
+        quant = [t for t in derived.techniques if t["name"] == "quantize"]
+        precision = PRECISION[quant[0]["params"]["mode"]] if quant else "fp32"
+        techniques = [train_technique, *derived.techniques,
+                      {"name": "export", "params": {
+                          "format": "onnx", "opset": recipe.export.opset,
+                          "exporter": "torch.onnx.export(dynamo=True)", **export}}]
+        manifest_metrics = {
+            "params": metrics["params"], "flops_per_image": metrics["flops"],
+            "file_size_bytes": metrics["file_size_bytes"],
+            "peak_ram": {k: metrics[k] for k in ("peak_rss_bytes", "model_rss_bytes")},
+            "quality": {k: metrics[k] for k in ("fid", "ssim") if k in metrics},
+            "fid_extractor": self.extractor.info,
+            "fid_reference": f"{self.data_info['held_out']} held-out images of "
+                             f"{self.data_info['name']}, {recipe.evaluate.fid_samples} generated",
+        }
+        gen = FAMILY_IMPL[recipe.family].deployable(derived.model)
+        manifest = image_manifest(name, recipe, gen, precision, techniques, manifest_metrics,
+                                  _provenance(recipe, self.recipe_path, seed, self.data_info))
+        target = self.out if point == "baseline" else self.out.parent / name
+        return write_bundle(target, manifest, {"model.onnx": path})
+
+
+def _split(images: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out): one fixed permutation, the same for every seed and point."""
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    n_val = max(1, int(val_fraction * len(images)))
+    return images[order[n_val:]], images[order[:n_val]]
+
+
 def run_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
                runs_dir: Path = Path("runs"), progress: bool = True) -> RecipeResult:
     """Run every seed and point of `recipe`; bundles go to `out` (baseline) and its siblings."""
     started = time.perf_counter()
-    out = out or Path("bundles") / recipe.name
     cfg = recipe.model_config
     data = load_images(recipe.data.dataset, cfg.image_size, cfg.channels, root=recipe.data.root,
                        **recipe.data.options)
-    images = data.images
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
-    n_val = max(1, int(recipe.data.val_fraction * len(images)))
-    val_images, train_images = images[order[:n_val]], images[order[n_val:]]
-    data_info = {"name": data.name, "description": data.description, "samples": len(images),
-                 "train": len(train_images), "held_out": n_val, "sha256": data.sha256}
-    extractor = get_extractor(images, data.sha256, runs_dir / "extractors",
+    train_images, val_images = _split(data.images, recipe.data.val_fraction)
+    data_info = {"name": data.name, "description": data.description, "samples": len(data.images),
+                 "train": len(train_images), "held_out": len(val_images), "sha256": data.sha256}
+    extractor = get_extractor(data.images, data.sha256, runs_dir / "extractors",
                               recipe.evaluate.inception_weights)
+    run = _Run(recipe, recipe_path, out or Path("bundles") / recipe.name, extractor, data_info)
     tracker = Tracker(recipe.name, dataclasses.asdict(recipe), recipe.mlflow)
-    family = FAMILY_IMPL[recipe.family]
     rows, bundles, failed = [], [], []
-    first_seed = recipe.all_seeds[0]
-    for seed in recipe.all_seeds:
-        ctx = Context(recipe, train_images, val_images, extractor, seed, progress)
-        base, train_info = family.train(ctx)
-        save_checkpoint(base, recipe.family, runs_dir / recipe.name / f"seed{seed}"
-                        / "baseline.pt")
-        base_metrics = None
-        train_technique = {"name": "train", "params": {
-            "dataset": data.name, **dataclasses.asdict(recipe.train), "seed": seed, **train_info}}
-        for point, chain in [("baseline", ()), *((p.name, p.passes) for p in recipe.points)]:
-            with tempfile.TemporaryDirectory() as tmp:
-                derived = derive(base, chain, ctx, Path(tmp))
-                path, metrics, export = measure(point, derived, ctx, Path(tmp))
-                failures = [] if base_metrics is None else gate_failures(recipe, metrics,
-                                                                         base_metrics)
-                base_metrics = base_metrics or metrics
-                rows.append({"seed": seed, "point": point, "metrics": metrics,
-                             "gate": failures or "pass"})
-                tracker.log_metrics(point, seed, metrics)
-                failed += [f"{point} (seed {seed}): {f}" for f in failures]
-                if failures or seed != first_seed or recipe.bundles == "none":
-                    continue
-                name = recipe.name if point == "baseline" else f"{recipe.name}-{point}"
-                quant = [t for t in derived.techniques if t["name"] == "quantize"]
-                precision = PRECISION[quant[0]["params"]["mode"]] if quant else "fp32"
-                techniques = [train_technique, *derived.techniques,
-                              {"name": "export", "params": {
-                                  "format": "onnx", "opset": recipe.export.opset,
-                                  "exporter": "torch.onnx.export(dynamo=True)", **export}}]
-                manifest_metrics = {
-                    "params": metrics["params"], "flops_per_image": metrics["flops"],
-                    "file_size_bytes": metrics["file_size_bytes"],
-                    "peak_ram": {k: metrics[k] for k in ("peak_rss_bytes", "model_rss_bytes")},
-                    "quality": {k: metrics[k] for k in ("fid", "ssim") if k in metrics},
-                    "fid_extractor": extractor.info,
-                    "fid_reference": f"{n_val} held-out images of {data.name}, "
-                                     f"{recipe.evaluate.fid_samples} generated",
-                }
-                gen = family.deployable(derived.model)
-                manifest = image_manifest(name, recipe, gen, precision, techniques,
-                                          manifest_metrics,
-                                          _provenance(recipe, recipe_path, seed, data_info))
-                target = out if point == "baseline" else out.parent / name
-                bundles.append(write_bundle(target, manifest, {"model.onnx": path}))
+    try:
+        for seed in recipe.all_seeds:
+            ctx = Context(recipe, train_images, val_images, extractor, seed, progress)
+            base, train_info = FAMILY_IMPL[recipe.family].train(ctx)
+            save_checkpoint(base, recipe.family,
+                            runs_dir / recipe.name / f"seed{seed}" / "baseline.pt")
+            train_technique = {"name": "train", "params": {
+                "dataset": data.name, **dataclasses.asdict(recipe.train), "seed": seed,
+                **train_info}}
+            base_metrics = None
+            for point, chain in [("baseline", ()), *((p.name, p.passes) for p in recipe.points)]:
+                with tempfile.TemporaryDirectory() as tmp:
+                    derived = derive(base, chain, ctx, Path(tmp))
+                    path, metrics, export = measure(point, derived, ctx, Path(tmp))
+                    failures = gate_failures(recipe, metrics, base_metrics) if base_metrics else []
+                    base_metrics = base_metrics or metrics
+                    rows.append({"seed": seed, "point": point, "metrics": metrics,
+                                 "gate": failures or "pass"})
+                    tracker.log_metrics(point, seed, metrics)
+                    failed += [f"{point} (seed {seed}): {f}" for f in failures]
+                    if not failures and seed == recipe.all_seeds[0] and recipe.bundles != "none":
+                        bundles.append(run.bundle(point, seed, derived, path, metrics, export,
+                                                  train_technique))
+    except BaseException:
+        tracker.finish(None, failed=True)  # close the MLflow run, then let the error speak
+        raise
     method = {"seeds": list(recipe.all_seeds), "fid_extractor": extractor.info["name"],
-              "fid_samples": recipe.evaluate.fid_samples, "held_out": n_val,
+              "fid_samples": recipe.evaluate.fid_samples, "held_out": len(val_images),
               "dataset": data.description, "statistics": "paired t-test over seeds, 95% CI",
               "ram": "VmHWM of a fresh ONNX Runtime process running the batch",
               "seconds": round(time.perf_counter() - started, 1),
-              "versions": _provenance(recipe, recipe_path, first_seed, data_info)["versions"]}
+              "versions": _provenance(recipe, recipe_path, recipe.all_seeds[0],
+                                      data_info)["versions"]}
     tables_dir = runs_dir / recipe.name
     summary = write_tables(tables_dir, rows, method)
     tracker.finish(tables_dir, failed=bool(failed))
