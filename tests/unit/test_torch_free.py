@@ -26,6 +26,7 @@ try:
 except ImportError:
     pass
 from edge_app import create_app
+import edge_app.power  # sensors and sampler run on the device too
 client = create_app({"bundles": [sys.argv[1]]}).test_client()
 response = client.post("/v1/images/generations", json={"n": 2, "seed": 3})
 body = response.get_json()

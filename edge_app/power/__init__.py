@@ -1,0 +1,7 @@
+"""Power sensors and per-request energy (the paper's method): sample the best available sensor
+at 10 Hz, subtract the idle baseline, integrate over each request window."""
+
+from .sampler import PowerSampler
+from .sensors import BACKENDS, PowerSensor, Reading, SensorError, detect
+
+__all__ = ["BACKENDS", "PowerSampler", "PowerSensor", "Reading", "SensorError", "detect"]
