@@ -10,13 +10,15 @@ from prometheus_client import CollectorRegistry
 
 from . import __version__, api, errors, health, metrics
 from .config import Config, load_config
+from .power.service import PowerService
 from .runtime import ModelRegistry
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     """Build the server: config, error mapping, metrics, models (loaded and warmed), routes.
 
-    Raises BundleError or ConfigError when a bundle or the config cannot be used.
+    Raises BundleError, ConfigError or SensorError when a bundle, the config or the named power
+    sensor cannot be used.
     """
     cfg = config if isinstance(config, Config) else load_config(config)
     app = Flask(__name__)
@@ -31,7 +33,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         stats.model_info.labels(m.name, m.family, m.task, m.precision, model.runtime,
                                 str(m.schema_version)).set(1)
     app.extensions.update({"edgegen.config": cfg, "edgegen.models": registry,
-                           "edgegen.metrics": stats})
+                           "edgegen.metrics": stats,
+                           "edgegen.power": PowerService(cfg, stats)})
 
     errors.init_app(app)
     metrics.init_app(app, stats, {"edgegen": __version__, "onnxruntime": onnxruntime.__version__})

@@ -31,6 +31,12 @@ class Config:
     max_body_bytes: int = 1 << 20  # larger request bodies get 413
     # Runtime
     intra_op_threads: int = 0  # ONNX Runtime intra-op threads; 0 = its default (all cores)
+    # Power (the paper's method): sensor backend name, "auto" or "none"; sysfs root (tests point
+    # it at recorded trees); sampling rate; idle baseline measured at startup.
+    power_sensor: str = "auto"
+    power_root: str = "/"
+    power_hz: float = 10.0
+    power_baseline_s: float = 2.0
     # Process model (gunicorn): one worker holds one copy of each model, threads share it.
     workers: int = 1
     threads: int = 4
@@ -49,6 +55,11 @@ class Config:
         if isinstance(self.intra_op_threads, bool) or not isinstance(self.intra_op_threads, int) \
                 or self.intra_op_threads < 0:
             raise ConfigError(f"config 'intra_op_threads' must be >= 0, got {self.intra_op_threads!r}")
+        for name in ("power_hz", "power_baseline_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
+                    or (name == "power_hz" and value == 0):
+                raise ConfigError(f"config '{name}' must be a positive number, got {value!r}")
         if self.log_level not in ("debug", "info", "warning", "error", "critical"):
             raise ConfigError(f"config 'log_level' must be debug|info|warning|error|critical, "
                               f"got {self.log_level!r}")
@@ -68,11 +79,13 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"config 'bundles' must be a list of paths, got {value!r}")
         return tuple(v.strip() for v in value)
-    if _FIELDS[name].type == "int" and isinstance(value, str):
+    kinds = {"int": (int, "an integer"), "float": (float, "a number")}
+    if _FIELDS[name].type in kinds and isinstance(value, str):
+        kind, words = kinds[_FIELDS[name].type]
         try:
-            return int(value)
+            return kind(value)
         except ValueError:
-            raise ConfigError(f"config '{name}' must be an integer, got {value!r}") from None
+            raise ConfigError(f"config '{name}' must be {words}, got {value!r}") from None
     return value
 
 

@@ -17,6 +17,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 # DEFAULT_BUCKETS stop at 10 s.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0, 60.0, 120.0, 300.0)
+ENERGY_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0)
 NO_MODEL = "none"  # label for requests that did not resolve to a loaded model
 
 
@@ -35,6 +36,15 @@ class Metrics:
             "edgegen_model_info", "Loaded models (value 1), with their manifest facts.",
             ["model", "family", "task", "precision", "runtime", "schema_version"],
             registry=registry)
+        self.power = Gauge(
+            "edgegen_power_watts", "Latest power reading per sensor rail ('total' for the "
+            "sensor's total).", ["sensor", "rail"], registry=registry)
+        self.energy = Counter(
+            "edgegen_energy_joules", "Energy measured by the sensor since start (rate() gives "
+            "watts).", ["sensor"], registry=registry)
+        self.request_energy = Histogram(
+            "edgegen_request_energy_joules", "Energy per request above the idle baseline.",
+            ["model", "endpoint"], buckets=ENERGY_BUCKETS, registry=registry)
         self.build_info = Gauge(
             "edgegen_build_info", "Server build (value 1).",
             ["version", "python", "onnxruntime"], registry=registry)

@@ -19,6 +19,7 @@ from gunicorn.app.base import BaseApplication
 
 from .bundle import BundleError, load_bundle
 from .config import Config, ConfigError, load_config
+from .power import SensorError, detect
 
 log = logging.getLogger("edgegen")
 
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             raise BundleError("no bundles configured: pass --bundle DIR or set EDGEGEN_BUNDLES")
         for path in config.bundles:
             load_bundle(path)  # schema and sha256 of every file, before any worker starts
-    except (ConfigError, BundleError) as exc:
+        detect(config.power_root, config.power_sensor)  # a named sensor must exist
+    except (ConfigError, BundleError, SensorError) as exc:
         print(f"edgegen: error: {exc}", file=sys.stderr)
         return 2
     _Gunicorn(config).run()  # exits the process itself on fatal errors (e.g. port in use)

@@ -33,6 +33,8 @@ class PowerSampler:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # called after each recorded sample with (watts, joules since the previous, rails)
+        self.on_sample: Callable[[float, float, dict], None] | None = None
 
     # ------------------------------------------------------------------ sampling
 
@@ -46,7 +48,7 @@ class PowerSampler:
             if self.errors == 1 or self.errors % 100 == 0:
                 log.warning("power sensor %s: %s (%d errors)", self.sensor.name, exc, self.errors)
             return None
-        watts = reading.watts
+        watts, rails = reading.watts, reading.rails
         if self.sensor.counter:
             last, self._last_counter = self._last_counter, (t, reading.joules)
             if last is None or t <= last[0]:
@@ -54,7 +56,11 @@ class PowerSampler:
             watts = (reading.joules - last[1]) / (t - last[0])
         if watts is not None:
             with self._lock:
+                previous = self.samples[-1] if self.samples else None
                 self.samples.append((t, watts))
+            if self.on_sample is not None:
+                joules = (t - previous[0]) * (watts + previous[1]) / 2 if previous else 0.0
+                self.on_sample(watts, joules, rails)
         return watts
 
     def start(self) -> "PowerSampler":

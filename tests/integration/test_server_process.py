@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -63,9 +64,10 @@ def test_metrics_endpoint_over_http(server):
     assert "edgegen_build_info{" in text
 
 
-def _serve_once(*args: str) -> subprocess.CompletedProcess:
+def _serve_once(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edge_app", "serve", *args, "--port", "1"],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+                          cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
 
 
 def test_tampered_bundle_is_refused_at_startup(bundle_copy):
@@ -90,3 +92,11 @@ def test_unusable_startup_is_one_line_and_nonzero(args, fragment):
     result = _serve_once(*args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert fragment in result.stderr
+
+
+def test_unknown_power_sensor_stops_the_boot(dcgan_bundle):
+    result = _serve_once("--bundle", str(dcgan_bundle), env={"EDGEGEN_POWER_SENSOR": "ina999"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == ("edgegen: error: unknown power sensor 'ina999'; known: "
+                                     "['android-battery', 'hwmon', 'jetson-ina3221-hwmon', "
+                                     "'jetson-ina3221-iio', 'rapl', 'rpi5-pmic'] (or auto, none)")

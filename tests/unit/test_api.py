@@ -33,7 +33,10 @@ def test_pngs_decode_to_the_manifest_shape(client, manifest):
     response = _generate(client, n=3, seed=7, size=f"{image.width}x{image.height}")
     body = response.get_json()
     assert body["usage"] == {"images": 3} and body["model"] == "tiny-dcgan"
-    assert set(body["timings"]) == {"generate_ms", "encode_ms"}
+    assert set(body["timings"]) == {"generate_ms", "encode_ms", "energy_j", "energy_note"}
+    # this machine has no power sensor: the response says so instead of reporting zero
+    assert body["timings"]["energy_j"] is None
+    assert body["timings"]["energy_note"] == "no power sensor on this device"
     pngs = _pngs(response)
     assert len(pngs) == 3 and len(set(pngs)) == 3
     for png in pngs:
@@ -131,3 +134,38 @@ def test_metrics_count_requests_with_bounded_labels(client):
     assert 'edgegen_model_info{family="dcgan",model="tiny-dcgan",precision="fp32",' \
            'runtime="CPUExecutionProvider",schema_version="1",task="image-generation"} 1.0' in text
     assert "attacker-chosen-name" not in text
+
+
+def test_energy_per_request_and_power_metrics_with_a_sensor(dcgan_bundle):
+    from edge_app import create_app
+
+    from ..conftest import REPO
+
+    tree = REPO / "tests" / "data" / "power" / "hwmon-generic"
+    app = create_app({"bundles": [str(dcgan_bundle)], "power_sensor": "hwmon",
+                      "power_root": str(tree), "power_baseline_s": 0.3})
+    try:
+        client = app.test_client()
+        timings = _generate(client, seed=1, n=4).get_json()["timings"]
+        assert timings["power_sensor"] == "hwmon"
+        # a constant 21.25 W source, idle baseline 21.25 W: nothing above the baseline
+        assert timings["energy_j"] == pytest.approx(0.0, abs=1e-6)
+        text = client.get("/metrics").get_data(as_text=True)
+        assert 'edgegen_power_watts{rail="total",sensor="hwmon"} 21.25' in text
+        assert 'edgegen_power_watts{rail="amdgpu/PPT",sensor="hwmon"} 15.25' in text
+        assert 'edgegen_request_energy_joules_count{endpoint="/v1/images/generations",' \
+               'model="tiny-dcgan"} 1.0' in text
+        energy = [line for line in text.splitlines()
+                  if line.startswith('edgegen_energy_joules_total{sensor="hwmon"}')]
+        assert float(energy[0].split()[-1]) > 21.25 * 0.2  # ~0.3 s of 21.25 W counted
+    finally:
+        app.extensions["edgegen.power"].close()
+
+
+def test_named_power_sensor_must_exist(dcgan_bundle, tmp_path):
+    from edge_app import create_app
+    from edge_app.power import SensorError
+
+    with pytest.raises(SensorError, match="'rapl' is not present under"):
+        create_app({"bundles": [str(dcgan_bundle)], "power_sensor": "rapl",
+                    "power_root": str(tmp_path)})

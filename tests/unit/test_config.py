@@ -14,6 +14,7 @@ def test_layering(tmp_path):
     cfg = load_config({"threads": 8}, path=str(path), environ=env)
     assert (cfg.port, cfg.threads, cfg.bundles) == (9100, 8, ("x", "y"))
     assert load_config(environ={}).host == "127.0.0.1"
+    assert load_config(environ={"EDGEGEN_POWER_HZ": "5"}).power_hz == 5.0
     assert load_config(environ={"EDGEGEN_CONFIG": str(path)}).bundles == ("a", "b")
 
 
@@ -23,6 +24,8 @@ def test_layering(tmp_path):
     ({}, {"EDGEGEN_PORT": "http"}, "'port' must be an integer, got 'http'"),
     ({"threads": True}, {}, "'threads' must be a positive integer"),
     ({"log_level": "loud"}, {}, "'log_level' must be"),
+    ({}, {"EDGEGEN_POWER_HZ": "fast"}, "'power_hz' must be a number, got 'fast'"),
+    ({"power_hz": 0}, {}, "'power_hz' must be a positive number"),
     ({"bundles": 5}, {}, "'bundles' must be a list of paths"),
     ({"max_images": 4}, {}, r"unknown config keys: \['max_images'\]"),
 ])
