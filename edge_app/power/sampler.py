@@ -122,12 +122,20 @@ class PowerSampler:
         return wa + (wb - wa) * (t - ta) / (tb - ta) if tb > ta else wb
 
     def energy(self, t0: float, t1: float, above_baseline: bool = True) -> float | None:
-        """Joules between t0 and t1 (minus baseline x duration by default); None if unsampled."""
+        """Joules between t0 and t1 (minus baseline x duration by default).
+
+        Power inside the window comes from the samples in it, and at its ends from
+        interpolation between neighbours. A window shorter than the sampling period (a 2 ms
+        image request at 10 Hz) therefore gets the power of the samples around it: that is
+        the resolution of the method. If the newest sample is older than five periods before
+        the window (sampling stalled), or sampling began after the window, the energy is
+        unknown and None is returned, never a made-up zero.
+        """
         if t1 <= t0:
             return 0.0
         with self._lock:
             samples = list(self.samples)
-        if len(samples) < 2 or samples[-1][0] < t0 or samples[0][0] > t1:
+        if not samples or samples[-1][0] < t0 - 5 * self.period or samples[0][0] > t1:
             return None
         inner = [(t, w) for t, w in samples if t0 < t < t1]
         points = [(t0, self._power_at(samples, t0)), *inner, (t1, self._power_at(samples, t1))]

@@ -137,7 +137,10 @@ def test_energy_integrates_steps_with_interpolated_window_ends():
     # window 0.5-1.5 s: 2 W to 0.9 s, ramp to 8 W at 1.0 s (sampling), then 8 W
     assert sampler.energy(0.5, 1.5, above_baseline=False) == pytest.approx(
         0.4 * 2 + 0.1 * 5 + 0.5 * 8)
-    assert sampler.energy(5.0, 6.0) is None  # nothing sampled there: unknown, not zero
+    assert sampler.energy(5.0, 6.0) is None  # sampling stalled long before: unknown, not zero
+    assert sampler.energy(-2.0, -1.0) is None  # before sampling began
+    # a 2 ms request right after the newest sample (2.9 s, 8 W): the held reading counts
+    assert sampler.energy(2.95, 2.952) == pytest.approx(0.002 * 6.0)
 
 
 def test_counter_sensor_becomes_power(tmp_path):
