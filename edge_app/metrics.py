@@ -13,6 +13,8 @@ from flask import Flask, g, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
+from .system import SystemCollector
+
 # Generation takes from milliseconds (a DCGAN image) to minutes (a long text); the client's
 # DEFAULT_BUCKETS stop at 10 s.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -45,13 +47,17 @@ class Metrics:
         self.request_energy = Histogram(
             "edgegen_request_energy_joules", "Energy per request above the idle baseline.",
             ["model", "endpoint"], buckets=ENERGY_BUCKETS, registry=registry)
+        self.inflight = Gauge(
+            "edgegen_inflight_requests", "Requests being served now.", registry=registry)
         self.build_info = Gauge(
             "edgegen_build_info", "Server build (value 1).",
             ["version", "python", "onnxruntime"], registry=registry)
 
 
-def init_app(app: Flask, metrics: Metrics, versions: dict[str, str]) -> None:
-    """Time every request and mount GET /metrics (Prometheus text format)."""
+def init_app(app: Flask, metrics: Metrics, versions: dict[str, str],
+             system_root: str = "/") -> None:
+    """Time every request, export device gauges, and mount GET /metrics (Prometheus text)."""
+    metrics.registry.register(SystemCollector(system_root))
     metrics.build_info.labels(versions["edgegen"], platform.python_version(),
                               versions["onnxruntime"]).set(1)
 
@@ -59,6 +65,7 @@ def init_app(app: Flask, metrics: Metrics, versions: dict[str, str]) -> None:
     def _start_timer():
         g.edgegen_start = time.perf_counter()
         g.edgegen_model = NO_MODEL
+        metrics.inflight.inc()
 
     @app.after_request
     def _observe(response):
@@ -68,6 +75,7 @@ def init_app(app: Flask, metrics: Metrics, versions: dict[str, str]) -> None:
             model = g.get("edgegen_model", NO_MODEL)
             metrics.requests.labels(model, endpoint, str(response.status_code)).inc()
             metrics.duration.labels(model, endpoint).observe(time.perf_counter() - start)
+            metrics.inflight.dec()
         return response
 
     app.wsgi_app = DispatcherMiddleware(app.wsgi_app,

@@ -169,3 +169,26 @@ def test_named_power_sensor_must_exist(dcgan_bundle, tmp_path):
     with pytest.raises(SensorError, match="'rapl' is not present under"):
         create_app({"bundles": [str(dcgan_bundle)], "power_sensor": "rapl",
                     "power_root": str(tmp_path)})
+
+
+def test_device_gauges_from_a_recorded_tree_and_this_machine(client):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from edge_app.system import SystemCollector, memory, temperatures
+
+    from ..conftest import REPO
+
+    tree = REPO / "tests" / "data" / "system" / "jetson-orin"
+    assert memory(tree) == {"rss": 287004 * 1024, "peak_rss": 301220 * 1024,
+                            "available": 5120448 * 1024, "total": 7834272 * 1024}
+    assert temperatures(tree) == {"cpu-thermal": 45.5, "gpu-thermal": 43.031}  # cv0: no reading
+    registry = CollectorRegistry()
+    registry.register(SystemCollector(tree))
+    text = generate_latest(registry).decode()
+    assert 'edgegen_temperature_celsius{zone="gpu-thermal"} 43.031' in text
+    # the live server on this machine: its own memory, and the in-flight gauge back at 0
+    client.get("/health")
+    live = client.get("/metrics").get_data(as_text=True)
+    rss = [line for line in live.splitlines() if line.startswith('edgegen_memory_bytes{kind="rss"}')]
+    assert rss and float(rss[0].split()[-1]) > 10e6
+    assert "edgegen_inflight_requests 0.0" in live

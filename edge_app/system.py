@@ -1,0 +1,67 @@
+"""Device gauges read at scrape time: process and system memory, thermal zones.
+
+Stdlib only (a Pi image stays small): /proc/self/status (VmRSS, VmHWM), /proc/meminfo
+(MemAvailable, MemTotal), and /sys/class/thermal/thermal_zone*/{type,temp} (millidegrees C).
+`root` lets tests read recorded trees. A value that cannot be read is left out, not zeroed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+_STATUS = {"VmRSS": "rss", "VmHWM": "peak_rss"}
+_MEMINFO = {"MemAvailable": "available", "MemTotal": "total"}
+
+
+def _kib_fields(path: Path, wanted: dict[str, str]) -> dict[str, int]:
+    """Lines like 'VmRSS:   12345 kB' -> {kind: bytes} for the wanted keys."""
+    out = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if key in wanted and parts and parts[0].isdigit():
+            out[wanted[key]] = int(parts[0]) * 1024
+    return out
+
+
+def memory(root: Path) -> dict[str, int]:
+    return {**_kib_fields(root / "proc/self/status", _STATUS),
+            **_kib_fields(root / "proc/meminfo", _MEMINFO)}
+
+
+def temperatures(root: Path) -> dict[str, float]:
+    """{zone type: degrees C}; zones that do not read (e.g. powered down) are skipped."""
+    out = {}
+    for zone in sorted((root / "sys/class/thermal").glob("thermal_zone*")):
+        try:
+            kind = (zone / "type").read_text().strip() or zone.name
+            out[kind] = int((zone / "temp").read_text().strip()) / 1000.0
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+class SystemCollector(Collector):
+    def __init__(self, root: str | Path = "/"):
+        self.root = Path(root)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        mem = GaugeMetricFamily("edgegen_memory_bytes", "Process resident memory (rss, "
+                                "peak_rss) and system memory (available, total).",
+                                labels=["kind"])
+        for kind, value in memory(self.root).items():
+            mem.add_metric([kind], value)
+        yield mem
+        temp = GaugeMetricFamily("edgegen_temperature_celsius", "Thermal zone temperatures.",
+                                 labels=["zone"])
+        for zone, value in temperatures(self.root).items():
+            temp.add_metric([zone], value)
+        yield temp
