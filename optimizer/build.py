@@ -104,12 +104,10 @@ def image_manifest(name: str, recipe: Recipe, gen: Generator, precision: str,
     }
 
 
-def _provenance(recipe: Recipe, recipe_path: Path, seed: int, data_info: dict) -> dict:
-    now = datetime.now(timezone.utc)
+def run_provenance(recipe_path: Path, data_info: dict) -> dict:
+    """What every bundle of one recipe run shares; each bundle adds its seed and timestamp."""
     return {
         "tool": "edgegen-optimizer", "tool_version": __version__, "git_commit": git_commit(),
-        "seed": seed, "created_at": now.isoformat(timespec="seconds"),
-        "created_unix": int(now.timestamp()),
         "recipe": {"path": str(recipe_path),
                    "sha256": hashlib.sha256(recipe_path.read_bytes()).hexdigest()},
         "dataset": data_info,
@@ -203,10 +201,10 @@ class _Run:
     """What every model of one recipe execution shares (data split, extractor, provenance)."""
 
     recipe: Recipe
-    recipe_path: Path
     out: Path  # the baseline bundle; points go beside it
     extractor: object
     data_info: dict
+    provenance: dict  # run_provenance(): computed once, not per bundle
 
     def bundle(self, point: str, seed: int, derived: Derived, path: Path, metrics: dict,
                export: dict, train_technique: dict) -> Bundle:
@@ -228,8 +226,12 @@ class _Run:
                              f"{self.data_info['name']}, {recipe.evaluate.fid_samples} generated",
         }
         gen = FAMILY_IMPL[recipe.family].deployable(derived.model)
+        now = datetime.now(timezone.utc)
+        provenance = {**self.provenance, "seed": seed,
+                      "created_at": now.isoformat(timespec="seconds"),
+                      "created_unix": int(now.timestamp())}
         manifest = image_manifest(name, recipe, gen, precision, techniques, manifest_metrics,
-                                  _provenance(recipe, self.recipe_path, seed, self.data_info))
+                                  provenance)
         target = self.out if point == "baseline" else self.out.parent / name
         return write_bundle(target, manifest, {"model.onnx": path})
 
@@ -253,7 +255,8 @@ def run_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
                  "train": len(train_images), "held_out": len(val_images), "sha256": data.sha256}
     extractor = get_extractor(data.images, data.sha256, runs_dir / "extractors",
                               recipe.evaluate.inception_weights)
-    run = _Run(recipe, recipe_path, out or Path("bundles") / recipe.name, extractor, data_info)
+    run = _Run(recipe, out or Path("bundles") / recipe.name, extractor, data_info,
+               run_provenance(recipe_path, data_info))
     tracker = Tracker(recipe.name, dataclasses.asdict(recipe), recipe.mlflow)
     rows, bundles, failed = [], [], []
     try:
@@ -287,8 +290,7 @@ def run_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
               "dataset": data.description, "statistics": "paired t-test over seeds, 95% CI",
               "ram": "VmHWM of a fresh ONNX Runtime process running the batch",
               "seconds": round(time.perf_counter() - started, 1),
-              "versions": _provenance(recipe, recipe_path, recipe.all_seeds[0],
-                                      data_info)["versions"]}
+              "versions": run.provenance["versions"]}
     tables_dir = runs_dir / recipe.name
     summary = write_tables(tables_dir, rows, method)
     tracker.finish(tables_dir, failed=bool(failed))

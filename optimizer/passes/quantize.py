@@ -29,6 +29,7 @@ import torch
 
 from edge_app.latent import normal_latents
 
+from ..evaluate import OnnxGenerator
 from ..export import export_generator
 from ..recipe import ExportConfig
 from . import subpixel
@@ -125,11 +126,6 @@ def _fp16(src: Path, dst: Path) -> None:
     onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
 
 
-def _outputs(path: Path, z: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {"z": z})[0]
-
-
 def run(gen: torch.nn.Module, cfg: Config, workdir: Path,
         export_cfg: ExportConfig = ExportConfig()) -> Result:
     """Export `gen` (eval mode) and quantize it; return the chosen model file and a report."""
@@ -138,7 +134,7 @@ def run(gen: torch.nn.Module, cfg: Config, workdir: Path,
     fp32 = workdir / "fp32.onnx"
     export_generator(gen, latent_dim, fp32, export_cfg)
     check_z = normal_latents(12345, 16, latent_dim)
-    reference = _outputs(fp32, check_z)
+    reference = OnnxGenerator(fp32, latent_dim).decode(check_z).numpy()
     report: dict[str, Any] = {"mode": cfg.mode}
 
     if cfg.mode == "fp16":
@@ -183,6 +179,7 @@ def run(gen: torch.nn.Module, cfg: Config, workdir: Path,
     report["ort_ops"] = ort_op_counts(chosen)
     if cfg.mode == "static-int8":  # compute ops ORT still runs in float in the INT8 graph
         report["float_ops"] = sorted(op for op in report["ort_ops"] if op in FLOAT_COMPUTE_OPS)
-    report["psnr_vs_fp32_db"] = round(psnr_db(reference, _outputs(chosen, check_z)), 2)
+    quantized = OnnxGenerator(chosen, latent_dim).decode(check_z).numpy()
+    report["psnr_vs_fp32_db"] = round(psnr_db(reference, quantized), 2)
     report["file_size_bytes"] = {"fp32": fp32.stat().st_size, "quantized": chosen.stat().st_size}
     return Result(chosen, report)
