@@ -55,17 +55,21 @@ class Config:
         if isinstance(self.intra_op_threads, bool) or not isinstance(self.intra_op_threads, int) \
                 or self.intra_op_threads < 0:
             raise ConfigError(f"config 'intra_op_threads' must be >= 0, got {self.intra_op_threads!r}")
-        for name in ("power_hz", "power_baseline_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
-                    or (name == "power_hz" and value == 0):
-                raise ConfigError(f"config '{name}' must be a positive number, got {value!r}")
+        if not _is_number(self.power_hz) or self.power_hz <= 0:
+            raise ConfigError(f"config 'power_hz' must be a positive number, got {self.power_hz!r}")
+        if not _is_number(self.power_baseline_s) or self.power_baseline_s < 0:
+            raise ConfigError(f"config 'power_baseline_s' must be a number >= 0 (0: no "
+                              f"baseline), got {self.power_baseline_s!r}")
         if self.log_level not in ("debug", "info", "warning", "error", "critical"):
             raise ConfigError(f"config 'log_level' must be debug|info|warning|error|critical, "
                               f"got {self.log_level!r}")
         if self.extra:
             raise ConfigError(f"unknown config keys: {sorted(self.extra)}; known keys: "
                               f"{sorted(_FIELDS)}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "extra"}

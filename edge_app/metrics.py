@@ -54,10 +54,9 @@ class Metrics:
             ["version", "python", "onnxruntime"], registry=registry)
 
 
-def init_app(app: Flask, metrics: Metrics, versions: dict[str, str],
-             system_root: str = "/") -> None:
+def init_app(app: Flask, metrics: Metrics, versions: dict[str, str]) -> None:
     """Time every request, export device gauges, and mount GET /metrics (Prometheus text)."""
-    metrics.registry.register(SystemCollector(system_root))
+    metrics.registry.register(SystemCollector())
     metrics.build_info.labels(versions["edgegen"], platform.python_version(),
                               versions["onnxruntime"]).set(1)
 

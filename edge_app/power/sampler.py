@@ -104,15 +104,19 @@ class PowerSampler:
             self.sample()
             time.sleep(self.period)
 
-    def window(self, t0: float, t1: float) -> list[tuple[float, float]]:
+    def _snapshot(self) -> tuple[list[tuple[float, float]], list[float]]:
+        """The samples and their times, copied once under the lock."""
         with self._lock:
             samples = list(self.samples)
-        times = [t for t, _ in samples]
+        return samples, [t for t, _ in samples]
+
+    def window(self, t0: float, t1: float) -> list[tuple[float, float]]:
+        samples, times = self._snapshot()
         return samples[bisect.bisect_left(times, t0):bisect.bisect_right(times, t1)]
 
-    def _power_at(self, samples: list[tuple[float, float]], t: float) -> float:
+    @staticmethod
+    def _power_at(samples: list[tuple[float, float]], times: list[float], t: float) -> float:
         """Power at time t, linearly interpolated (held constant beyond the samples)."""
-        times = [s for s, _ in samples]
         i = bisect.bisect_left(times, t)
         if i == 0:
             return samples[0][1]
@@ -133,12 +137,12 @@ class PowerSampler:
         """
         if t1 <= t0:
             return 0.0
-        with self._lock:
-            samples = list(self.samples)
-        if not samples or samples[-1][0] < t0 - 5 * self.period or samples[0][0] > t1:
+        samples, times = self._snapshot()
+        if not samples or times[-1] < t0 - 5 * self.period or times[0] > t1:
             return None
-        inner = [(t, w) for t, w in samples if t0 < t < t1]
-        points = [(t0, self._power_at(samples, t0)), *inner, (t1, self._power_at(samples, t1))]
+        inner = samples[bisect.bisect_right(times, t0):bisect.bisect_left(times, t1)]  # t0<t<t1
+        points = [(t0, self._power_at(samples, times, t0)), *inner,
+                  (t1, self._power_at(samples, times, t1))]
         joules = sum((tb - ta) * (wa + wb) / 2 for (ta, wa), (tb, wb) in zip(points, points[1:]))
         return joules - self.baseline_w * (t1 - t0) if above_baseline else joules
 
