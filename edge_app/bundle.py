@@ -93,6 +93,39 @@ class ImageGeneration:
 
 
 @dataclass(frozen=True)
+class CacheLayer:
+    heads: int  # attention heads kept in this layer (head pruning makes layers differ)
+    key_input: str  # graph input "past" key, (batch, heads, past, head_dim)
+    value_input: str
+    key_output: str  # graph output "present" key, (batch, heads, past + seq, head_dim)
+    value_output: str
+
+
+@dataclass(frozen=True)
+class TextGeneration:
+    """A decoder with a KV cache: feed the prompt once, then one token per step.
+
+    Inputs: token ids (batch, seq), the positions whose logits are wanted (keep) and one past
+    key and value per layer. Outputs: logits (batch, keep, vocab) and the present keys and
+    values, which are the next step's past. An empty past (length 0) starts a sequence; the
+    graph derives positions from the past length, so a sequence must not exceed
+    context_length tokens.
+    """
+
+    tokenizer_file: str  # HF `tokenizers` JSON, listed in files
+    vocab_size: int
+    context_length: int
+    eos_token_id: int
+    bos_token_id: int
+    head_dim: int
+    cache_dtype: str
+    layers: tuple[CacheLayer, ...]
+    input_ids: str
+    logits_index: str
+    logits_output: str
+
+
+@dataclass(frozen=True)
 class Manifest:
     schema_version: int
     name: str
@@ -101,7 +134,7 @@ class Manifest:
     precision: str
     techniques: tuple[Technique, ...]
     graph: GraphSpec
-    generation: ImageGeneration
+    generation: ImageGeneration | TextGeneration
     files: dict[str, FileEntry]
     metrics: dict[str, Any]
     provenance: dict[str, Any]
@@ -235,10 +268,68 @@ def _image_generation(obj: _Obj, graph: GraphSpec) -> ImageGeneration:
     return gen
 
 
-# Per-task generation parsers. Text generation (KV-cache layout, tokenizer) is added with the
-# text optimizer; until then such a bundle is refused with a message that says so.
+def _text_generation(obj: _Obj, graph: GraphSpec) -> TextGeneration:
+    cache = obj.obj("kv_cache")
+    layers = tuple(
+        CacheLayer(heads=o.positive("heads"), key_input=o.get("key_input", str),
+                   value_input=o.get("value_input", str), key_output=o.get("key_output", str),
+                   value_output=o.get("value_output", str))
+        for o in (_Obj(v, w, obj.origin) for w, v in cache.items("layers")))
+    if not layers:
+        raise BundleError(f"{obj.origin}: 'generation.kv_cache.layers' must not be empty")
+    gen = TextGeneration(
+        tokenizer_file=obj.get("tokenizer_file", str),
+        vocab_size=obj.positive("vocab_size"),
+        context_length=obj.positive("context_length"),
+        eos_token_id=obj.get("eos_token_id", int),
+        bos_token_id=obj.get("bos_token_id", int),
+        head_dim=cache.positive("head_dim"),
+        cache_dtype=cache.get("dtype", str, choices=("float32", "float16")),
+        layers=layers,
+        input_ids=obj.get("input_ids", str),
+        logits_index=obj.get("logits_index", str),
+        logits_output=obj.get("logits_output", str),
+    )
+    for key in ("eos_token_id", "bos_token_id"):
+        if not 0 <= getattr(gen, key) < gen.vocab_size:
+            raise BundleError(f"{obj.origin}: 'generation.{key}' must be within the vocabulary "
+                              f"(0..{gen.vocab_size - 1}), got {getattr(gen, key)}")
+    ins = {t.name: t for t in graph.inputs}
+    outs = {t.name: t for t in graph.outputs}
+
+    def expect(table, kind, role, name, want):
+        spec = table.get(name)
+        if spec is None:
+            raise BundleError(f"{obj.origin}: 'generation.{role}' names '{name}', which is not a "
+                              f"graph {kind}")
+        if want is not None and (len(spec.shape) != len(want) or any(
+                w is not None and d != w for d, w in zip(spec.shape, want))):
+            shown = ["*" if w is None else w for w in want]
+            raise BundleError(f"{obj.origin}: graph {kind} '{name}' has shape {list(spec.shape)}, "
+                              f"generation declares {shown}")
+
+    expect(ins, "input", "input_ids", gen.input_ids, (None, None))
+    expect(ins, "input", "logits_index", gen.logits_index, (None,))
+    expect(outs, "output", "logits_output", gen.logits_output, (None, None, gen.vocab_size))
+    for i, layer in enumerate(layers):
+        want = (None, layer.heads, None, gen.head_dim)
+        for table, kind, role in ((ins, "input", "key_input"), (ins, "input", "value_input"),
+                                  (outs, "output", "key_output"),
+                                  (outs, "output", "value_output")):
+            expect(table, kind, f"kv_cache.layers[{i}].{role}", getattr(layer, role), want)
+    return gen
+
+
+def parse_text_generation(generation: dict, graph: dict, origin: str = "generation") -> TextGeneration:
+    """A manifest's `generation` and `graph` sections -> TextGeneration (validated), for tools
+    that run a decoder graph before its bundle exists (export checks, probes)."""
+    return _text_generation(_Obj(generation, "generation", origin), _graph(_Obj(graph, "graph", origin)))
+
+
+# Per-task generation parsers.
 _GENERATION_PARSERS: dict[str, Callable[[_Obj, GraphSpec], Any]] = {
     "image-generation": _image_generation,
+    "text-generation": _text_generation,
 }
 
 
@@ -270,10 +361,7 @@ def parse_manifest(data: Any, origin: str = MANIFEST) -> Manifest:
             f"schema_version {SCHEMA_VERSION} only (rebuild the bundle with a matching optimizer)"
         )
     task = root.get("task", str, choices=TASKS)
-    parser = _GENERATION_PARSERS.get(task)
-    if parser is None:
-        raise BundleError(f"{origin}: task '{task}' is valid in schema {SCHEMA_VERSION}, but this "
-                          f"edge_app version cannot serve it yet")
+    parser = _GENERATION_PARSERS[task]
     graph = _graph(root.obj("graph"))
     techniques = tuple(
         Technique(t.get("name", str), t.get("params", dict, default={}))
@@ -283,6 +371,10 @@ def parse_manifest(data: Any, origin: str = MANIFEST) -> Manifest:
     model_file = root.get("model_file", str, default="model.onnx")
     if model_file not in files:
         raise BundleError(f"{origin}: model_file '{model_file}' is not listed in 'files'")
+    generation = parser(root.obj("generation"), graph)
+    if isinstance(generation, TextGeneration) and generation.tokenizer_file not in files:
+        raise BundleError(f"{origin}: 'generation.tokenizer_file' '{generation.tokenizer_file}' "
+                          f"is not listed in 'files'")
     name = root.get("name", str)
     if not name or any(c in name for c in "/\\ \t\n"):
         raise BundleError(f"{origin}: 'name' must be a non-empty word without slashes, got {name!r}")
@@ -294,7 +386,7 @@ def parse_manifest(data: Any, origin: str = MANIFEST) -> Manifest:
         precision=root.get("precision", str, choices=PRECISIONS),
         techniques=techniques,
         graph=graph,
-        generation=parser(root.obj("generation"), graph),
+        generation=generation,
         files=files,
         metrics=root.get("metrics", dict, default={}),
         provenance=root.get("provenance", dict),

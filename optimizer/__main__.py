@@ -27,14 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from .build import run_recipe  # imports torch, which configures its own loggers
-    from .recipe import load_recipe
+    from .recipe import TEXT_FAMILIES, load_recipe
 
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "onnxruntime", "root"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         recipe = load_recipe(args.recipe)
-        result = run_recipe(recipe, args.recipe, args.out, args.runs_dir,
-                            progress=not args.no_progress)
+        runner = run_recipe
+        if recipe.family in TEXT_FAMILIES:
+            from .text.build import run_text_recipe as runner
+        result = runner(recipe, args.recipe, args.out, args.runs_dir, progress=not args.no_progress)
     except (OptimizerError, BundleError) as exc:
         print(f"optimizer: error: {exc}", file=sys.stderr)
         return 2

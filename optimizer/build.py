@@ -31,7 +31,7 @@ from .models.beta_vae import BetaVAE, BetaVAEConfig
 from .models.dcgan import DCGANConfig, Generator, count_parameters
 from .passes import REGISTRY, get_pass, make_config
 from .passes.prune_magnitude import sparsity
-from .recipe import Recipe
+from .recipe import GateConfig, Recipe
 from .tables import write_tables
 from .tracking import Tracker
 
@@ -171,8 +171,8 @@ def measure(point: str, derived: Derived, ctx: Context, workdir: Path) -> tuple[
     return path, metrics, export
 
 
-def gate_failures(recipe: Recipe, metrics: dict, baseline: dict) -> list[str]:
-    gate, failures = recipe.gate, []
+def gate_failures(gate: GateConfig, metrics: dict, baseline: dict) -> list[str]:
+    failures = []
     if gate.max_fid_increase is not None and metrics["fid"] - baseline["fid"] > gate.max_fid_increase:
         failures.append(f"FID {metrics['fid']:.2f} is {metrics['fid'] - baseline['fid']:.2f} above "
                         f"the baseline's {baseline['fid']:.2f} (max increase "
@@ -269,11 +269,13 @@ def run_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
                 "dataset": data.name, **dataclasses.asdict(recipe.train), "seed": seed,
                 **train_info}}
             base_metrics = None
-            for point, chain in [("baseline", ()), *((p.name, p.passes) for p in recipe.points)]:
+            for point, chain, gate in [("baseline", (), None),
+                                       *((p.name, p.passes, p.gate) for p in recipe.points)]:
                 with tempfile.TemporaryDirectory() as tmp:
                     derived = derive(base, chain, ctx, Path(tmp))
                     path, metrics, export = measure(point, derived, ctx, Path(tmp))
-                    failures = gate_failures(recipe, metrics, base_metrics) if base_metrics else []
+                    failures = (gate_failures(gate or recipe.gate, metrics, base_metrics)
+                                if base_metrics else [])
                     base_metrics = base_metrics or metrics
                     rows.append({"seed": seed, "point": point, "metrics": metrics,
                                  "gate": failures or "pass"})
@@ -292,6 +294,6 @@ def run_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
               "seconds": round(time.perf_counter() - started, 1),
               "versions": run.provenance["versions"]}
     tables_dir = runs_dir / recipe.name
-    summary = write_tables(tables_dir, rows, method)
+    summary = write_tables(tables_dir, rows, method, recipe.compare)
     tracker.finish(tables_dir, failed=bool(failed))
     return RecipeResult(bundles, failed, summary, tables_dir)

@@ -20,15 +20,41 @@ from .errors import RecipeError
 from .models.beta_vae import BetaVAEConfig
 from .models.dcgan import DCGANConfig
 
-FAMILIES: dict[str, type] = {"dcgan": DCGANConfig, "beta-vae": BetaVAEConfig}
+
+@dataclass(frozen=True)
+class GPT2Spec:
+    """The `model:` section of a gpt2 recipe (the teacher / baseline)."""
+
+    checkpoint: str | None = None  # local HF checkpoint directory (e.g. a downloaded gpt2)
+    n_layer: int = 12
+    n_embd: int = 768
+    n_head: int = 12
+    n_positions: int = 1024  # context length
+    vocab_size: int = 50257  # of a trained tokenizer when there is no checkpoint
+    dropout: float = 0.1  # GPT-2's resid/embd/attn dropout
+
+    def __post_init__(self):
+        for key in ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be within [0, 1), got {self.dropout}")
+
+
+FAMILIES: dict[str, type] = {"dcgan": DCGANConfig, "beta-vae": BetaVAEConfig, "gpt2": GPT2Spec}
+TEXT_FAMILIES = ("gpt2",)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "digits"  # digits (bundled), cifar10, folder / celeba (local paths)
+    dataset: str = "digits"  # images: digits (bundled), cifar10, folder / celeba (local paths);
+    # text: pydoc (bundled), wikitext2, openwebtext (local paths)
     root: str | None = None  # local path for datasets that live on disk
-    options: dict = field(default_factory=dict)  # loader options: cifar10 {split}, folder {limit}
-    val_fraction: float = 0.1  # held out for validation loss, FID reference and SSIM
+    options: dict = field(default_factory=dict)  # cifar10 {split}, folder/openwebtext/pydoc {limit}
+    val_fraction: float = 0.1  # held out for validation loss, FID reference and SSIM (text:
+    # this fraction of documents for validation and as many for test, unless the corpus has splits)
 
 
 @dataclass(frozen=True)
@@ -39,6 +65,7 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     eval_every: int = 0  # DCGAN: score FID every N epochs and keep the best (0: keep the last)
+    block_size: int = 128  # text: tokens per training sequence
 
 
 @dataclass(frozen=True)
@@ -46,6 +73,13 @@ class EvaluateConfig:
     fid_samples: int = 1000  # generated images per FID (the reference is the held-out split)
     inception_weights: str | None = None  # local Inception file; else a rotation extractor
     ram_batch: int = 16  # batch size of the peak-RAM probe
+    # text
+    ppl_window: int = 0  # perplexity window in tokens (0: the context length)
+    ppl_stride: int = 0  # sliding-window stride (0: half the window); only new tokens are scored
+    ppl_max_tokens: int = 0  # score at most this many test tokens (0: the whole test split)
+    prompts: int = 16  # held-out prompts for BLEU (greedy) and distinct-n (sampled)
+    prompt_tokens: int = 32
+    continuation_tokens: int = 32  # generated and reference continuation length
 
 
 @dataclass(frozen=True)
@@ -61,18 +95,20 @@ class GateConfig:
 
     max_fid_increase: float | None = None  # absolute FID points
     max_ssim_drop: float | None = None  # absolute SSIM (Beta-VAE)
+    max_perplexity_increase_pct: float | None = None  # text: relative to the baseline, in percent
 
 
 @dataclass(frozen=True)
 class PointConfig:
     name: str
     passes: tuple[dict, ...] = ()  # each {pass: <registered name>, ...its config}
+    gate: GateConfig | None = None  # this point's limits instead of the recipe's (e.g. a student)
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str  # bundle name (points become <name>-<point>)
-    family: str  # dcgan | beta-vae
+    family: str  # dcgan | beta-vae | gpt2
     seed: int = 0
     seeds: tuple[int, ...] = ()  # several seeds: every model per seed, paired statistics
     model: dict = field(default_factory=dict)  # the family's config (DCGANConfig, BetaVAEConfig)
@@ -82,6 +118,7 @@ class Recipe:
     export: ExportConfig = field(default_factory=ExportConfig)
     points: tuple[PointConfig, ...] = ()
     gate: GateConfig = field(default_factory=GateConfig)
+    compare: tuple[tuple[str, ...], ...] = ()  # [point, reference] pairs, paired over seeds
     bundles: str = "first-seed"  # which models become bundles: first-seed | none
     mlflow: bool = True  # track runs in MLflow (local file store ./mlruns unless MLFLOW_TRACKING_URI)
 
@@ -157,6 +194,10 @@ def load_recipe(path: str | Path) -> Recipe:
     names = [p.name for p in recipe.points]
     if len(set(names)) != len(names) or "baseline" in names:
         raise RecipeError(f"recipe: point names must be unique and not 'baseline', got {names}")
+    for pair in recipe.compare:
+        if len(pair) != 2 or any(p not in names + ["baseline"] for p in pair):
+            raise RecipeError(f"recipe: each 'compare' entry must be [point, reference] naming "
+                              f"points of the recipe, got {list(pair)}")
     for point in recipe.points:
         for i, step in enumerate(point.passes):
             if "pass" not in step:

@@ -35,7 +35,11 @@ def get_pass(name: str) -> ModuleType:
 
 def make_config(name: str, params: dict[str, Any]):
     """The pass's typed config from recipe parameters; unknown keys are refused by name."""
-    config_cls = get_pass(name).Config
+    return build_config(name, get_pass(name).Config, params)
+
+
+def build_config(name: str, config_cls: type, params: dict[str, Any]):
+    """Construct pass `name`'s config dataclass, naming unknown keys and bad values."""
     known = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(params) - known)
     if unknown:

@@ -81,7 +81,7 @@ def test_unknown_schema_version_is_refused(dcgan_bundle, version):
      "'files' may only list plain file names"),
     (lambda d: d["files"]["model.onnx"].update(sha256="ABC"), "must be 64 lowercase hex"),
     (lambda d: d.update(model_file="other.onnx"), "model_file 'other.onnx' is not listed"),
-    (lambda d: d.update(task="text-generation"), "cannot serve it yet"),
+    (lambda d: d.update(task="text-generation"), "missing required field 'generation.kv_cache'"),
     (lambda d: d.update(name="a/b"), "'name' must be a non-empty word"),
 ])
 def test_malformed_manifest_gets_a_precise_message(dcgan_bundle, mutate, message):
