@@ -16,7 +16,7 @@ PORT    ?= 8080
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run optimize bundle serve status test test-fast wheelhouse image-optimizer bench-images clean
+.PHONY: help venv run optimize bundle serve status test test-fast wheelhouse image-optimizer bench-images bench-text clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ image-optimizer: wheelhouse ## build the optimizer image (needs a Docker engine)
 
 bench-images: $(STAMP) ## latency ratios of pruned / INT8 / FP16 image generators, side by side
 	$(BIN)/python bench/bench_image_generators.py
+
+bench-text: $(STAMP) ## GPT-2 124M and student decode tok/s: eager vs ORT FP32 vs ORT INT8
+	$(BIN)/python bench/bench_text_decode.py
 
 clean: ## remove bundles, runs and caches (keeps .venv)
 	rm -rf bundles runs mlruns .pytest_cache

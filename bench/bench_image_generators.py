@@ -45,6 +45,7 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
+from bench.machine import cpu_info, cpu_load  # noqa: E402
 from edge_app.latent import normal_latents  # noqa: E402
 from optimizer.export import export_generator  # noqa: E402
 from optimizer.models.dcgan import (  # noqa: E402
@@ -203,24 +204,6 @@ def checks(summary: dict, variants: list[dict]) -> list[str]:
         lines.append(f"noise: INT8 auto / INT8 {picked} (identical graph), batch {b}: "
                      f"{same:.2f} (info)")
     return lines
-
-
-def cpu_info() -> dict:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
-                  if ln.startswith("model name")), platform.processor())
-    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines()
-                      if ln.startswith("flags")), []))
-    return {"model": model, "logical_cpus": os.cpu_count(),
-            **{f: f in flags for f in ("avx512_vnni", "avx_vnni", "avxvnni", "avx512f", "avx2")}}
-
-
-def cpu_load() -> dict:
-    """Load average and CPU pressure (PSI): the machine is shared, so record how busy it was."""
-    psi = Path("/proc/pressure/cpu")
-    some = psi.read_text().splitlines()[0].split()[1:] if psi.exists() else []
-    return {"loadavg_1m": round(os.getloadavg()[0], 2),
-            "psi_some": {k: float(v) for k, v in (f.split("=") for f in some)}}
 
 
 def method(args) -> dict:

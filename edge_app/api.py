@@ -1,4 +1,5 @@
-"""OpenAI-style generation routes: GET /v1/models, POST /v1/images/generations."""
+"""OpenAI-style generation routes: GET /v1/models, POST /v1/images/generations (and, in
+completions.py, POST /v1/completions)."""
 
 from __future__ import annotations
 
@@ -21,21 +22,21 @@ _IMAGE_FIELDS = ("model", "prompt", "n", "size", "response_format", "seed", "use
 _MAX_PROMPT_CHARS = 4000
 
 
-def _models() -> ModelRegistry:
+def models() -> ModelRegistry:
     registry: ModelRegistry = current_app.extensions["edgegen.models"]
     if not registry.ready:
         raise NotReady("Loading model")
     return registry
 
 
-def _json_object() -> dict[str, Any]:
+def json_object() -> dict[str, Any]:
     body = request.get_json(force=True, silent=True)
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
     return body
 
 
-def _int_field(body: dict, name: str, default: int | None, low: int, high: int) -> int | None:
+def int_field(body: dict, name: str, default: int | None, low: int, high: int) -> int | None:
     value = body.get(name, default)
     if value is None and default is None:
         return None
@@ -46,7 +47,7 @@ def _int_field(body: dict, name: str, default: int | None, low: int, high: int) 
     return value
 
 
-def _str_field(body: dict, name: str) -> str | None:
+def str_field(body: dict, name: str) -> str | None:
     value = body.get(name)
     if value is not None and not isinstance(value, str):
         raise InvalidRequest(f"'{name}' must be a string, got {type(value).__name__}", param=name)
@@ -65,37 +66,46 @@ class ImageRequest:
         if unknown:
             raise InvalidRequest(f"unknown parameter(s) {unknown}; accepted: {list(_IMAGE_FIELDS)}",
                                  param=unknown[0])
-        model = _pick_model(registry, _str_field(body, "model"))
-        prompt = _str_field(body, "prompt")  # unconditional generators do not use it
+        model = pick_model(registry, str_field(body, "model"), "image-generation")
+        prompt = str_field(body, "prompt")  # unconditional generators do not use it
         if prompt is not None and len(prompt) > _MAX_PROMPT_CHARS:
             raise InvalidRequest(f"'prompt' is longer than {_MAX_PROMPT_CHARS} characters",
                                  param="prompt")
-        _str_field(body, "user")
-        fmt = _str_field(body, "response_format") or "b64_json"
+        str_field(body, "user")
+        fmt = str_field(body, "response_format") or "b64_json"
         if fmt != "b64_json":
             raise InvalidRequest(f"'response_format' {fmt!r} is not supported: an offline device "
                                  f"has no image URLs; use 'b64_json'", param="response_format")
         image = model.bundle.manifest.generation.image
-        size = _str_field(body, "size")
+        size = str_field(body, "size")
         if size is not None and size != f"{image.width}x{image.height}":
             raise InvalidRequest(f"model '{model.name}' generates {image.width}x{image.height} "
                                  f"images only, got size {size!r}", param="size")
-        n = _int_field(body, "n", 1, 1, max_n)
-        seed = _int_field(body, "seed", None, 0, MAX_SEED)
+        n = int_field(body, "n", 1, 1, max_n)
+        seed = int_field(body, "seed", None, 0, MAX_SEED)
         return cls(model, n, secrets.randbelow(MAX_SEED + 1) if seed is None else seed)
 
 
-def _pick_model(registry: ModelRegistry, name: str | None) -> ImageModel:
+ROUTE_OF_TASK = {"image-generation": "/v1/images/generations", "text-generation": "/v1/completions"}
+
+
+def pick_model(registry: ModelRegistry, name: str | None, task: str):
+    """The named model (or the only model of `task` when none is named), which must do `task`."""
     if name is None:
-        if len(registry.models) != 1:
-            raise InvalidRequest(f"'model' is required when several models are loaded: "
-                                 f"{sorted(registry.models)}", param="model")
-        (model,) = registry.models.values()
+        candidates = [m for m in registry.models.values() if m.bundle.manifest.task == task]
+        if len(candidates) != 1:
+            raise InvalidRequest(f"'model' is required: {len(candidates)} {task} models are "
+                                 f"loaded ({sorted(m.name for m in candidates)})", param="model")
+        (model,) = candidates
     else:
         model = registry.models.get(name)
         if model is None:
             raise ModelNotFound(f"model {name!r} is not loaded; available: "
                                 f"{sorted(registry.models)}", param="model")
+        other = model.bundle.manifest.task
+        if other != task:
+            raise InvalidRequest(f"model {name!r} is a {other} model; use "
+                                 f"{ROUTE_OF_TASK[other]}", param="model")
     g.edgegen_model = model.name
     return model
 
@@ -107,15 +117,23 @@ def list_models():
     return jsonify({"object": "list", "data": [_describe(m) for m in registry.models.values()]})
 
 
-def _describe(model: ImageModel) -> dict[str, Any]:
+def _describe(model) -> dict[str, Any]:
     m = model.bundle.manifest
-    image = m.generation.image
+    gen = m.generation
+    if m.task == "text-generation":
+        facts = {"text": {"vocab_size": gen.vocab_size, "context_length": gen.context_length,
+                          "layers": len(gen.layers),
+                          "heads_per_layer": [layer.heads for layer in gen.layers],
+                          "eos_token_id": gen.eos_token_id}}
+    else:
+        facts = {"image": {"channels": gen.image.channels, "height": gen.image.height,
+                           "width": gen.image.width},
+                 "latent": {"dim": gen.latent.dim, "rng": gen.latent.rng}}
     return {
         "id": m.name, "object": "model", "owned_by": "edgegen",
         "created": int(m.provenance.get("created_unix", 0)),
         "task": m.task, "family": m.family, "precision": m.precision, "runtime": model.runtime,
-        "image": {"channels": image.channels, "height": image.height, "width": image.width},
-        "latent": {"dim": m.generation.latent.dim, "rng": m.generation.latent.rng},
+        **facts,
         "techniques": [{"name": t.name, "params": t.params} for t in m.techniques],
         "metrics": m.metrics,
     }
@@ -124,8 +142,8 @@ def _describe(model: ImageModel) -> dict[str, Any]:
 @bp.post("/images/generations")
 def generate_images():
     """Generate `n` PNG images from seeded latents (OpenAI images API, b64_json only)."""
-    registry = _models()
-    req = ImageRequest.parse(_json_object(), registry,
+    registry = models()
+    req = ImageRequest.parse(json_object(), registry,
                              current_app.extensions["edgegen.config"].max_images_per_request)
     started = time.monotonic()  # the power sampler's clock
     pixels = to_uint8(req.model.generate(req.n, req.seed),

@@ -8,7 +8,7 @@ import onnxruntime
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
-from . import __version__, api, errors, health, metrics
+from . import __version__, api, completions, errors, health, metrics  # noqa: F401 (routes)
 from .config import Config, load_config
 from .power.service import PowerService
 from .runtime import ModelRegistry

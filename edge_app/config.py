@@ -28,6 +28,7 @@ class Config:
     port: int = 8080
     # Limits
     max_images_per_request: int = 16  # cap on `n` for /v1/images/generations
+    max_tokens_per_request: int = 512  # cap on `max_tokens` for /v1/completions
     max_body_bytes: int = 1 << 20  # larger request bodies get 413
     # Runtime
     intra_op_threads: int = 0  # ONNX Runtime intra-op threads; 0 = its default (all cores)
@@ -45,7 +46,8 @@ class Config:
     extra: dict[str, Any] = field(default_factory=dict)  # unrecognised YAML keys are refused
 
     def __post_init__(self):
-        for name in ("port", "max_images_per_request", "max_body_bytes", "workers", "threads",
+        for name in ("port", "max_images_per_request", "max_tokens_per_request", "max_body_bytes",
+                     "workers", "threads",
                      "timeout_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -34,6 +34,11 @@ class Metrics:
             ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=registry)
         self.images = Counter(
             "edgegen_generated_images", "Images generated.", ["model"], registry=registry)
+        self.tokens = Counter(
+            "edgegen_generated_tokens", "Tokens generated.", ["model"], registry=registry)
+        self.ttft = Histogram(
+            "edgegen_time_to_first_token_seconds", "Prompt processing and first token.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=registry)
         self.model_info = Gauge(
             "edgegen_model_info", "Loaded models (value 1), with their manifest facts.",
             ["model", "family", "task", "precision", "runtime", "schema_version"],
@@ -71,10 +76,17 @@ def init_app(app: Flask, metrics: Metrics, versions: dict[str, str]) -> None:
         start = g.get("edgegen_start")
         if start is not None:
             endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-            model = g.get("edgegen_model", NO_MODEL)
-            metrics.requests.labels(model, endpoint, str(response.status_code)).inc()
-            metrics.duration.labels(model, endpoint).observe(time.perf_counter() - start)
-            metrics.inflight.dec()
+            model, status = g.get("edgegen_model", NO_MODEL), str(response.status_code)
+
+            def done():
+                metrics.requests.labels(model, endpoint, status).inc()
+                metrics.duration.labels(model, endpoint).observe(time.perf_counter() - start)
+                metrics.inflight.dec()
+
+            if response.is_streamed:  # a stream ends when its last event is sent, not now
+                response.call_on_close(done)
+            else:
+                done()
         return response
 
     app.wsgi_app = DispatcherMiddleware(app.wsgi_app,

@@ -13,6 +13,7 @@ import onnxruntime as ort
 from .bundle import Bundle, BundleError, load_bundle
 from .config import Config
 from .latent import normal_latents
+from .textgen import TextModel
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,23 @@ class ImageModel:
         return images
 
 
+def load_model(bundle: Bundle, config: Config) -> "ImageModel | TextModel":
+    """A warmed model for a bundle: the first run allocates and pre-packs weights."""
+    session = _session(bundle, config)
+    if bundle.manifest.task == "text-generation":
+        model = TextModel(bundle, session)
+        model.generate([bundle.manifest.generation.eos_token_id], 2, stop_at_eos=False)
+    else:
+        model = ImageModel(bundle, session)
+        model.generate(1, seed=0)
+    return model
+
+
 class ModelRegistry:
     """The loaded models by name, and whether the server is ready to generate."""
 
     def __init__(self):
-        self.models: dict[str, ImageModel] = {}
+        self.models: dict[str, ImageModel | TextModel] = {}
         self._ready = threading.Event()
 
     @property
@@ -85,8 +98,7 @@ class ModelRegistry:
             if name in self.models:
                 raise BundleError(f"two bundles are named '{name}': {self.models[name].bundle.path} "
                                   f"and {bundle.path}")
-            model = ImageModel(bundle, _session(bundle, config))
-            model.generate(1, seed=0)  # warm-up: first run allocates and pre-packs weights
+            model = load_model(bundle, config)
             self.models[name] = model
             log.info("loaded %s from %s in %.2f s (%s)", name, path,
                      time.perf_counter() - started, model.runtime)

@@ -235,6 +235,10 @@ class TextModel(Decoder):
     def name(self) -> str:
         return self.bundle.manifest.name
 
+    @property
+    def runtime(self) -> str:
+        return self.session.get_providers()[0]
+
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids
 

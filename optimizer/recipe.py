@@ -66,6 +66,7 @@ class TrainConfig:
     beta2: float = 0.999
     eval_every: int = 0  # DCGAN: score FID every N epochs and keep the best (0: keep the last)
     block_size: int = 128  # text: tokens per training sequence
+    device: str = "auto"  # text: where training runs: auto (CUDA when available), cpu, cuda
 
 
 @dataclass(frozen=True)

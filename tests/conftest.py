@@ -54,3 +54,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+TINY_TEXT_RECIPE = REPO / "tests" / "data" / "tiny-gpt2.yaml"
+
+
+@pytest.fixture(scope="session")
+def gpt2_run(tmp_path_factory):
+    """Real text bundles (FP32 and INT8) of a 2-layer GPT-2 trained on pydoc text, and the run's
+    directory (checkpoint, tokenizer, tables)."""
+    from optimizer.recipe import load_recipe
+    from optimizer.text.build import run_text_recipe
+
+    root = tmp_path_factory.mktemp("text")
+    result = run_text_recipe(load_recipe(TINY_TEXT_RECIPE), TINY_TEXT_RECIPE,
+                             root / "bundles" / "tiny-gpt2", root / "runs", progress=False)
+    assert not result.failed, result.failed
+    return result, root / "runs" / "tiny-gpt2"
+
+
+@pytest.fixture(scope="session")
+def gpt2_bundle(gpt2_run) -> Path:
+    return gpt2_run[0].bundles[0].path

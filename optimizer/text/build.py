@@ -69,6 +69,11 @@ def prepare(recipe: Recipe, runs_dir: Path) -> TextData:
     if opts:
         raise RecipeError(f"recipe: unknown data.options {sorted(opts)} for a text dataset; known: "
                           f"['limit']")
+    if spec.checkpoint and not Path(spec.checkpoint).expanduser().is_dir():
+        raise OptimizerError(
+            f"model.checkpoint {spec.checkpoint} not found: put a Hugging Face GPT-2 checkpoint "
+            f"there (config.json, model.safetensors, and tokenizer.json or vocab.json + "
+            f"merges.txt), e.g. a copy of the 'gpt2' model repository; it is never downloaded")
     corpus = load_corpus(recipe.data.dataset, recipe.data.root, recipe.data.val_fraction, limit)
     if spec.checkpoint:
         tok = load_checkpoint_tokenizer(Path(spec.checkpoint).expanduser())

@@ -3,7 +3,8 @@
 - Perplexity: exp(mean next-token NLL) over the held-out test stream, sliding window of
   `window` tokens moved by `stride`; each window scores only the tokens not scored before
   (the first window scores all but its first token), so every token is predicted once with at
-  least window - stride tokens of context (the method of Hugging Face's perplexity guide).
+  least window - stride tokens of context (the method of Hugging Face's perplexity guide;
+  the stride is capped at window - 1 so that windows overlap).
 - BLEU (sacrebleu, default 13a tokenisation) of greedy continuations against the held-out
   continuations that follow each prompt.
 - distinct-1/2 (Li et al., 2016): unique n-grams / all n-grams over sampled continuations
@@ -46,7 +47,7 @@ def perplexity(dec: Decoder, stream: list[int], window: int, stride: int,
     if len(stream) < 2:
         raise OptimizerError("the test split has fewer than 2 tokens: cannot score perplexity")
     window = min(window, dec.spec.context_length)
-    stride = min(stride, window)
+    stride = max(1, min(stride, window - 1))  # windows overlap, so each target has context
     nll, count, prev_end = 0.0, 0, 0
     for begin in range(0, len(stream), stride):
         end = min(begin + window, len(stream))

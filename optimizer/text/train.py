@@ -13,7 +13,6 @@ validation cross-entropy.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..errors import OptimizerError
 from ..recipe import TrainConfig
 
 
@@ -31,9 +31,10 @@ class History:
     train_loss: list[float] = field(default_factory=list)  # mean per epoch
     val_loss: list[float] = field(default_factory=list)  # cross-entropy, nats per token
     best_epoch: int = 0
+    device: str = "cpu"
 
     def info(self) -> dict:
-        return {"steps": self.steps, "best_epoch": self.best_epoch,
+        return {"steps": self.steps, "best_epoch": self.best_epoch, "device": self.device,
                 "best_val_loss": self.val_loss[self.best_epoch] if self.val_loss else None,
                 "final_train_loss": self.train_loss[-1] if self.train_loss else None,
                 "selected_by": "validation cross-entropy"}
@@ -63,12 +64,23 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, ids: torch.Tensor
     return alpha * soft + (1.0 - alpha) * hard
 
 
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise OptimizerError("train.device is 'cuda' but PyTorch sees no CUDA device")
+    if name not in ("cpu", "cuda"):
+        raise OptimizerError(f"train.device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
 @torch.no_grad()
 def validation_loss(model: nn.Module, data: torch.Tensor, batch_size: int) -> float:
     model.eval()
+    device = next(model.parameters()).device
     total, count = 0.0, 0
     for i in range(0, len(data), batch_size):
-        ids = data[i:i + batch_size]
+        ids = data[i:i + batch_size].to(device)
         logits = model(input_ids=ids).logits
         n = ids[:, 1:].numel()
         total += float(lm_loss(logits, ids)) * n
@@ -80,7 +92,12 @@ def train_lm(model: nn.Module, train: torch.Tensor, val: torch.Tensor, cfg: Trai
              seed: int, progress: bool = True, *, epochs: int | None = None,
              teacher: nn.Module | None = None, temperature: float = 2.0, alpha: float = 0.0,
              desc: str = "train") -> tuple[nn.Module, History]:
-    """Train `model` in place on (n, block) token blocks; return the best epoch's weights."""
+    """Train `model` in place on (n, block) token blocks; return the best epoch's weights (on
+    the CPU, where export and evaluation run)."""
+    device = pick_device(cfg.device)
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device)
     torch.manual_seed(seed)
     order_gen = torch.Generator().manual_seed(seed)
     epochs = cfg.epochs if epochs is None else epochs
@@ -96,7 +113,7 @@ def train_lm(model: nn.Module, train: torch.Tensor, val: torch.Tensor, cfg: Trai
         model.train()
         running, seen = 0.0, 0
         for idx in torch.randperm(len(train), generator=order_gen).split(cfg.batch_size):
-            ids = train[idx]
+            ids = train[idx].to(device)
             logits = model(input_ids=ids).logits
             if teacher is not None and alpha > 0.0:
                 with torch.no_grad():
@@ -117,8 +134,12 @@ def train_lm(model: nn.Module, train: torch.Tensor, val: torch.Tensor, cfg: Trai
         hist.val_loss.append(validation_loss(model, val, cfg.batch_size))
         if hist.val_loss[-1] < best:
             best, hist.best_epoch = hist.val_loss[-1], epoch
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     bar.close()
+    model.to("cpu")
+    if teacher is not None:
+        teacher.to("cpu")
     if best_state is not None:
         model.load_state_dict(best_state)
+    hist.device = str(device)
     return model.eval(), hist
