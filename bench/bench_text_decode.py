@@ -207,8 +207,8 @@ def summarize(raw: dict[str, dict[str, list[dict]]]) -> dict:
 
 
 def print_table(summary: dict, infos: dict) -> None:
-    print(f"\n| model | backend | decode tok/s (range) | ms/tok | TTFT ms | 128-tok total ms | "
-          f"x eager tok/s | x eager TTFT | peak RSS MB | file MB | same tokens |")
+    print("\n| model | backend | decode tok/s (range) | ms/tok | TTFT ms | 128-tok total ms | "
+          "x eager tok/s | x eager TTFT | peak RSS MB | file MB | same tokens |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for model, rows in summary.items():
         files = infos[model]["file_mb"]

@@ -13,7 +13,7 @@ import onnxruntime as ort
 from .bundle import Bundle, BundleError, load_bundle
 from .config import Config
 from .latent import normal_latents
-from .textgen import TextModel
+from .textgen import TextModel, session_options
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +22,10 @@ _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16",
                "tensor(int8)": "int8", "tensor(bool)": "bool"}
 
 
-def _session(bundle: Bundle, config: Config) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if config.intra_op_threads:
-        options.intra_op_num_threads = config.intra_op_threads
+def open_session(bundle: Bundle, threads: int = 0) -> ort.InferenceSession:
+    """The bundle's graph in ONNX Runtime (CPU), its I/O checked against the manifest."""
     try:
-        session = ort.InferenceSession(str(bundle.model_path), options,
+        session = ort.InferenceSession(str(bundle.model_path), session_options(threads),
                                        providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
         raise BundleError(f"bundle {bundle.path}: ONNX Runtime cannot load "
@@ -67,7 +64,7 @@ class ImageModel:
 
 def load_model(bundle: Bundle, config: Config) -> "ImageModel | TextModel":
     """A warmed model for a bundle: the first run allocates and pre-packs weights."""
-    session = _session(bundle, config)
+    session = open_session(bundle, config.intra_op_threads)
     if bundle.manifest.task == "text-generation":
         model = TextModel(bundle, session)
         model.generate([bundle.manifest.generation.eos_token_id], 2, stop_at_eos=False)

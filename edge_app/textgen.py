@@ -221,15 +221,10 @@ class TextModel(Decoder):
                               f"'{gen.tokenizer_file}': {exc}") from None
 
     @classmethod
-    def load(cls, bundle: Bundle, threads: int = 0,
-             providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> "TextModel":
-        try:
-            session = ort.InferenceSession(str(bundle.model_path), session_options(threads),
-                                           providers=list(providers))
-        except Exception as exc:
-            raise BundleError(f"bundle {bundle.path}: ONNX Runtime cannot load "
-                              f"'{bundle.manifest.model_file}': {exc}") from None
-        return cls(bundle, session)
+    def load(cls, bundle: Bundle, threads: int = 0) -> "TextModel":
+        from .runtime import open_session  # runtime imports this module
+
+        return cls(bundle, open_session(bundle, threads))
 
     @property
     def name(self) -> str:

@@ -188,6 +188,37 @@ def gate_failures(gate: GateConfig, metrics: dict, baseline: dict) -> list[str]:
 # --------------------------------------------------------------------------- the recipe
 
 
+class Ledger:
+    """Rows, gate failures and bundles of one recipe run: the same bookkeeping for every family.
+
+    Call `seed()` before each seed's baseline; `record()` then gates every point against that
+    seed's baseline (the first point recorded) and writes a bundle for the first seed's points
+    that pass.
+    """
+
+    def __init__(self, recipe: Recipe, tracker: Tracker, gate_failures):
+        self.recipe, self.tracker, self.gate_failures = recipe, tracker, gate_failures
+        self.rows: list[dict] = []
+        self.bundles: list[Bundle] = []
+        self.failed: list[str] = []
+        self.base: dict | None = None
+
+    def seed(self) -> None:
+        self.base = None
+
+    def record(self, seed: int, point: str, gate: GateConfig | None, metrics: dict,
+               write) -> None:
+        failures = (self.gate_failures(gate or self.recipe.gate, metrics, self.base)
+                    if self.base else [])
+        self.base = self.base or metrics
+        self.rows.append({"seed": seed, "point": point, "metrics": metrics,
+                          "gate": failures or "pass"})
+        self.tracker.log_metrics(point, seed, metrics)
+        self.failed += [f"{point} (seed {seed}): {f}" for f in failures]
+        if not failures and seed == self.recipe.all_seeds[0] and self.recipe.bundles != "none":
+            self.bundles.append(write())
+
+
 @dataclass
 class RecipeResult:
     bundles: list[Bundle]
@@ -258,7 +289,7 @@ def run_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
     run = _Run(recipe, out or Path("bundles") / recipe.name, extractor, data_info,
                run_provenance(recipe_path, data_info))
     tracker = Tracker(recipe.name, dataclasses.asdict(recipe), recipe.mlflow)
-    rows, bundles, failed = [], [], []
+    ledger = Ledger(recipe, tracker, gate_failures)
     try:
         for seed in recipe.all_seeds:
             ctx = Context(recipe, train_images, val_images, extractor, seed, progress)
@@ -268,22 +299,14 @@ def run_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
             train_technique = {"name": "train", "params": {
                 "dataset": data.name, **dataclasses.asdict(recipe.train), "seed": seed,
                 **train_info}}
-            base_metrics = None
+            ledger.seed()
             for point, chain, gate in [("baseline", (), None),
                                        *((p.name, p.passes, p.gate) for p in recipe.points)]:
                 with tempfile.TemporaryDirectory() as tmp:
                     derived = derive(base, chain, ctx, Path(tmp))
                     path, metrics, export = measure(point, derived, ctx, Path(tmp))
-                    failures = (gate_failures(gate or recipe.gate, metrics, base_metrics)
-                                if base_metrics else [])
-                    base_metrics = base_metrics or metrics
-                    rows.append({"seed": seed, "point": point, "metrics": metrics,
-                                 "gate": failures or "pass"})
-                    tracker.log_metrics(point, seed, metrics)
-                    failed += [f"{point} (seed {seed}): {f}" for f in failures]
-                    if not failures and seed == recipe.all_seeds[0] and recipe.bundles != "none":
-                        bundles.append(run.bundle(point, seed, derived, path, metrics, export,
-                                                  train_technique))
+                    ledger.record(seed, point, gate, metrics, lambda: run.bundle(
+                        point, seed, derived, path, metrics, export, train_technique))
     except BaseException:
         tracker.finish(None, failed=True)  # close the MLflow run, then let the error speak
         raise
@@ -294,6 +317,6 @@ def run_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
               "seconds": round(time.perf_counter() - started, 1),
               "versions": run.provenance["versions"]}
     tables_dir = runs_dir / recipe.name
-    summary = write_tables(tables_dir, rows, method, recipe.compare)
-    tracker.finish(tables_dir, failed=bool(failed))
-    return RecipeResult(bundles, failed, summary, tables_dir)
+    summary = write_tables(tables_dir, ledger.rows, method, recipe.compare)
+    tracker.finish(tables_dir, failed=bool(ledger.failed))
+    return RecipeResult(ledger.bundles, ledger.failed, summary, tables_dir)

@@ -13,7 +13,7 @@ from torch import nn
 from .evaluate import Extractor, OnnxGenerator, fid, ssim
 from .models.beta_vae import BetaVAE
 from .models.dcgan import Generator
-from .recipe import Recipe, TrainConfig
+from .recipe import Recipe
 from .train_gan import train_dcgan
 from .train_vae import train_beta_vae
 

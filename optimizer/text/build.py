@@ -24,7 +24,7 @@ from transformers import GPT2LMHeadModel
 from edge_app.bundle import write_bundle
 from edge_app.textgen import Decoder
 
-from ..build import RecipeResult, run_provenance
+from ..build import Ledger, RecipeResult, run_provenance
 from ..errors import OptimizerError, RecipeError
 from ..recipe import GateConfig, Recipe
 from ..tables import write_tables
@@ -268,7 +268,7 @@ def run_text_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
     run = _Run(recipe, data, out or Path("bundles") / recipe.name, provenance, tokenizer_file)
     sample = data.test_stream[:256]
     tracker = Tracker(recipe.name, dataclasses.asdict(recipe), recipe.mlflow)
-    rows, bundles, failed = [], [], []
+    ledger = Ledger(recipe, tracker, gate_failures)
     try:
         for seed in recipe.all_seeds:
             ctx = TextContext(recipe, data.train, data.val, seed, progress)
@@ -282,7 +282,7 @@ def run_text_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
                                    "optimizer": "Adam", "seed": seed,
                                    "from": recipe.model_config.checkpoint or "random init",
                                    **hist.info()}}
-            base_metrics = None
+            ledger.seed()
             cache: dict = {}  # trained models by chain prefix
             exports: dict = {}  # validated FP32 graphs by model
             points = [("baseline", (), None), *((p.name, p.passes, p.gate) for p in recipe.points)]
@@ -291,19 +291,12 @@ def run_text_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
                     point = derive(teacher, chain, ctx, cache)
                     path, metrics, export, sections = run.measure(
                         point, Path(seed_tmp) / f"point{i}", sample, exports)
-                    failures = (gate_failures(gate or recipe.gate, metrics, base_metrics)
-                                if base_metrics else [])
-                    base_metrics = base_metrics or metrics
-                    rows.append({"seed": seed, "point": name, "metrics": metrics,
-                                 "gate": failures or "pass"})
-                    tracker.log_metrics(name, seed, metrics)
-                    failed += [f"{name} (seed {seed}): {f}" for f in failures]
                     log.info("seed %d %s: perplexity %.3f, %s params", seed, name,
                              metrics["perplexity"], f"{metrics['params']:,}")
-                    if not failures and seed == recipe.all_seeds[0] and recipe.bundles != "none":
-                        bundle_name = recipe.name if name == "baseline" else f"{recipe.name}-{name}"
-                        bundles.append(run.bundle(bundle_name, seed, point, path, metrics, export,
-                                                  sections, train_technique))
+                    bundle_name = recipe.name if name == "baseline" else f"{recipe.name}-{name}"
+                    ledger.record(seed, name, gate, metrics, lambda: run.bundle(
+                        bundle_name, seed, point, path, metrics, export, sections,
+                        train_technique))
     except BaseException:
         tracker.finish(None, failed=True)
         raise
@@ -320,6 +313,6 @@ def run_text_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
               "seconds": round(time.perf_counter() - started, 1),
               "versions": run.provenance["versions"]}
     tables_dir = runs_dir / recipe.name
-    summary = write_tables(tables_dir, rows, method, recipe.compare)
-    tracker.finish(tables_dir, failed=bool(failed))
-    return RecipeResult(bundles, failed, summary, tables_dir)
+    summary = write_tables(tables_dir, ledger.rows, method, recipe.compare)
+    tracker.finish(tables_dir, failed=bool(ledger.failed))
+    return RecipeResult(ledger.bundles, ledger.failed, summary, tables_dir)

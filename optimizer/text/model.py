@@ -15,7 +15,6 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from ..errors import OptimizerError
-from ..recipe import GPT2Spec  # noqa: F401  (the recipe's model section, re-exported)
 
 
 def gpt2_config(n_layer: int, n_embd: int, n_head: int, n_positions: int, vocab_size: int,
