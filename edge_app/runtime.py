@@ -13,7 +13,7 @@ import onnxruntime as ort
 from .bundle import Bundle, BundleError, load_bundle
 from .config import Config
 from .latent import normal_latents
-from .textgen import TextModel, session_options
+from .textgen import ServedModel, TextModel, session_options
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +40,11 @@ def open_session(bundle: Bundle, threads: int = 0) -> ort.InferenceSession:
 
 
 @dataclass
-class ImageModel:
+class ImageModel(ServedModel):
     """An unconditional image generator (DCGAN generator or VAE decoder): latent -> image."""
 
     bundle: Bundle
     session: ort.InferenceSession
-
-    @property
-    def name(self) -> str:
-        return self.bundle.manifest.name
-
-    @property
-    def runtime(self) -> str:
-        return self.session.get_providers()[0]
 
     def generate(self, n: int, seed: int) -> np.ndarray:
         """(n, C, H, W) float images in the manifest's value_range, deterministic in seed."""

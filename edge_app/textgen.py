@@ -203,7 +203,22 @@ class Decoder:
         return ids[len(prompt):]
 
 
-class TextModel(Decoder):
+class ServedModel:
+    """What every loaded model (text or image) tells the server about itself."""
+
+    bundle: Bundle
+    session: ort.InferenceSession
+
+    @property
+    def name(self) -> str:
+        return self.bundle.manifest.name
+
+    @property
+    def runtime(self) -> str:
+        return self.session.get_providers()[0]
+
+
+class TextModel(ServedModel, Decoder):
     """A loaded text bundle: its decoder plus its tokenizer."""
 
     def __init__(self, bundle: Bundle, session: ort.InferenceSession):
@@ -225,14 +240,6 @@ class TextModel(Decoder):
         from .runtime import open_session  # runtime imports this module
 
         return cls(bundle, open_session(bundle, threads))
-
-    @property
-    def name(self) -> str:
-        return self.bundle.manifest.name
-
-    @property
-    def runtime(self) -> str:
-        return self.session.get_providers()[0]
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids

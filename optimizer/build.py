@@ -218,6 +218,12 @@ class Ledger:
         if not failures and seed == self.recipe.all_seeds[0] and self.recipe.bundles != "none":
             self.bundles.append(write())
 
+    def finish(self, tables_dir: Path, method: dict) -> "RecipeResult":
+        """Write the results tables, close the tracked run, and return the outcome."""
+        summary = write_tables(tables_dir, self.rows, method, self.recipe.compare)
+        self.tracker.finish(tables_dir, failed=bool(self.failed))
+        return RecipeResult(self.bundles, self.failed, summary, tables_dir)
+
 
 @dataclass
 class RecipeResult:
@@ -316,7 +322,4 @@ def run_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
               "ram": "VmHWM of a fresh ONNX Runtime process running the batch",
               "seconds": round(time.perf_counter() - started, 1),
               "versions": run.provenance["versions"]}
-    tables_dir = runs_dir / recipe.name
-    summary = write_tables(tables_dir, ledger.rows, method, recipe.compare)
-    tracker.finish(tables_dir, failed=bool(ledger.failed))
-    return RecipeResult(ledger.bundles, ledger.failed, summary, tables_dir)
+    return ledger.finish(runs_dir / recipe.name, method)

@@ -27,7 +27,6 @@ from edge_app.textgen import Decoder
 from ..build import Ledger, RecipeResult, run_provenance
 from ..errors import OptimizerError, RecipeError
 from ..recipe import GateConfig, Recipe
-from ..tables import write_tables
 from ..tracking import Tracker
 from . import evaluate as ev
 from .corpus import load_corpus
@@ -312,7 +311,4 @@ def run_text_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
               "ram": "VmHWM of a fresh ONNX Runtime process generating",
               "seconds": round(time.perf_counter() - started, 1),
               "versions": run.provenance["versions"]}
-    tables_dir = runs_dir / recipe.name
-    summary = write_tables(tables_dir, ledger.rows, method, recipe.compare)
-    tracker.finish(tables_dir, failed=bool(ledger.failed))
-    return RecipeResult(ledger.bundles, ledger.failed, summary, tables_dir)
+    return ledger.finish(runs_dir / recipe.name, method)
