@@ -72,9 +72,11 @@ def build(name: str, args) -> dict:
     import torch
     from transformers import GPT2LMHeadModel
 
+    from edge_app.textgen import Decoder
     from optimizer.text.export import (export_decoder, generation_manifest, generation_spec,
                                        graph_manifest, validate)
-    from optimizer.text.model import count_parameters, gpt2_config, save_checkpoint
+    from optimizer.models.dcgan import count_parameters
+    from optimizer.text.model import gpt2_config, save_checkpoint
     from optimizer.text.passes import QuantizeConfig, quantize
 
     n_layer, n_embd, n_head = MODELS[name]
@@ -91,7 +93,7 @@ def build(name: str, args) -> dict:
     export_decoder(model, spec, d / "fp32.onnx", opset=18)
     export_s = time.perf_counter() - t0
     sample = torch.randint(0, VOCAB, (64,), generator=torch.Generator().manual_seed(1)).tolist()
-    check = validate(model, d / "fp32.onnx", spec, sample, atol=1e-3)
+    check = validate(model, Decoder.open(d / "fp32.onnx", spec), sample, atol=1e-3)
     graphs = {"ORT FP32": "fp32.onnx"}
     reports = {}
     for label, per_channel in [("ORT INT8", False)] + ([("ORT INT8 per-channel", True)]

@@ -77,12 +77,8 @@ class Generation:
     prompt_tokens: int
     tokens: list[int] = field(default_factory=list)
     finish_reason: str = "length"  # "length" | "stop" (eos)
-    prompt_ms: float = 0.0  # prefill: prompt forward and first token
+    prompt_ms: float = 0.0  # prefill: prompt forward and first token (time to first token)
     decode_ms: float = 0.0  # the remaining tokens
-
-    @property
-    def time_to_first_token_ms(self) -> float:
-        return self.prompt_ms
 
     @property
     def tokens_per_second(self) -> float | None:

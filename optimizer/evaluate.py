@@ -154,25 +154,6 @@ class OnnxGenerator:
         return self.decode(normal_latents(seed, n, self.latent_dim))
 
 
-_RSS_PROBE = """
-import json, sys
-import numpy as np, onnxruntime as ort
-
-def status(key):  # kB -> bytes; VmHWM and VmRSS belong to this process image (reset by exec)
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-
-before = status("VmRSS")
-session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
-z = np.zeros((int(sys.argv[3]), int(sys.argv[2])), np.float32)
-for _ in range(3):
-    session.run(None, {"z": z})
-peak = status("VmHWM")
-print(json.dumps({"peak_rss_bytes": peak, "model_rss_bytes": peak - before}))
-"""
-
-
 def peak_ram(path: Path, latent_dim: int, batch: int = 16) -> dict:
     """Peak RSS of a fresh process that loads the model in ONNX Runtime and runs `batch`.
 
@@ -181,8 +162,16 @@ def peak_ram(path: Path, latent_dim: int, batch: int = 16) -> dict:
     buffers add. (Not ru_maxrss: Linux carries it across exec, so a child started from this
     torch-laden process would report the parent's peak.)
     """
-    result = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(path), str(latent_dim),
-                             str(batch)], capture_output=True, text=True, timeout=300)
+    return {**rss_probe(["image", str(path), str(latent_dim), str(batch)]), "batch": batch,
+            "method": "VmHWM of a fresh ONNX Runtime process"}
+
+
+def rss_probe(args: list[str]) -> dict:
+    """Run optimizer/rss_probe.py in a fresh interpreter; its JSON result."""
+    result = subprocess.run([sys.executable, "-m", "optimizer.rss_probe", *args],
+                            capture_output=True, text=True, timeout=600,
+                            cwd=Path(__file__).resolve().parents[1])
     if result.returncode != 0:
-        raise OptimizerError(f"peak RAM probe failed for {path}: {result.stderr.strip()[-300:]}")
-    return {**json.loads(result.stdout), "batch": batch, "method": "VmHWM of a fresh ONNX Runtime process"}
+        raise OptimizerError(f"peak RAM probe failed for {args[1]}: "
+                             f"{result.stderr.strip()[-300:]}")
+    return json.loads(result.stdout)

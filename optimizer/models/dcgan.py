@@ -97,6 +97,7 @@ def _dcgan_init(module: nn.Module) -> None:
 
 
 def count_parameters(model: nn.Module) -> int:
+    """True parameter count: a shared (tied) tensor is counted once, as parameters() yields it once."""
     return sum(p.numel() for p in model.parameters())
 
 

@@ -27,15 +27,22 @@ def conv_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
 
 
-def sparsity(model: nn.Module) -> float:
-    """Fraction of conv weights that are exactly zero."""
-    weights = [m.weight.detach() for m in conv_layers(model)]
+def sparsity(model_or_layers: nn.Module | list[nn.Module]) -> float:
+    """Fraction of weights that are exactly zero: of a model's conv layers, or of given layers."""
+    layers = (conv_layers(model_or_layers) if isinstance(model_or_layers, nn.Module)
+              else model_or_layers)
+    weights = [m.weight.detach() for m in layers]
     return float(sum((w == 0).sum() for w in weights) / sum(w.numel() for w in weights))
 
 
-def run(model: nn.Module, cfg: Config) -> nn.Module:
-    params = [(m, "weight") for m in conv_layers(model)]
-    prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=cfg.ratio)
+def prune_global(layers: list[nn.Module], ratio: float) -> None:
+    """Zero the `ratio` smallest-magnitude weights across `layers` (one global L1 ranking)."""
+    params = [(m, "weight") for m in layers]
+    prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=ratio)
     for module, name in params:
         prune.remove(module, name)  # fold the mask into the weight: a plain dense tensor again
+
+
+def run(model: nn.Module, cfg: Config) -> nn.Module:
+    prune_global(conv_layers(model), cfg.ratio)
     return model

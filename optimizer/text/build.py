@@ -32,7 +32,8 @@ from . import evaluate as ev
 from .corpus import load_corpus
 from .export import (ExportError, export_decoder, generation_manifest, generation_spec,
                      graph_manifest, validate)
-from .model import count_parameters, from_checkpoint, gpt2_config, nonzero_parameters, save_checkpoint
+from ..models.dcgan import count_parameters
+from .model import from_checkpoint, gpt2_config, nonzero_parameters, save_checkpoint
 from .passes import TEXT_PASSES, make_text_config, quantize
 from .tokenizer import encode_documents, eos_id, load_checkpoint_tokenizer, train_tokenizer
 from .train import blocks, train_lm
@@ -53,7 +54,6 @@ class TextContext:
 @dataclass
 class TextData:
     tokenizer: Tokenizer
-    tokenizer_info: dict
     eos: int
     train: torch.Tensor
     val: torch.Tensor
@@ -95,7 +95,7 @@ def prepare(recipe: Recipe, runs_dir: Path) -> TextData:
     (runs_dir / recipe.name).mkdir(parents=True, exist_ok=True)
     info = {**corpus.info(), "tokens": {"train": len(train), "validation": len(val),
                                         "test": len(test)}, "tokenizer": tok_info}
-    return TextData(tok, tok_info, eos_id(tok), train_blocks, val_blocks, test, info)
+    return TextData(tok, eos_id(tok), train_blocks, val_blocks, test, info)
 
 
 def teacher_model(recipe: Recipe, data: TextData, seed: int) -> GPT2LMHeadModel:
@@ -140,6 +140,21 @@ def derive(base: GPT2LMHeadModel, chain: tuple[dict, ...], ctx: TextContext,
     return point
 
 
+@dataclass
+class Exported:
+    """A model's validated FP32 graph, opened once."""
+
+    path: Path
+    decoder: Decoder
+    validation: dict
+    _greedy: list[list[int]] | None = None
+
+    def greedy(self, pairs) -> list[list[int]]:
+        if self._greedy is None:
+            self._greedy = ev.greedy_tokens(self.decoder, pairs)
+        return self._greedy
+
+
 class _Run:
     def __init__(self, recipe: Recipe, data: TextData, out: Path, provenance: dict,
                  tokenizer_file: Path):
@@ -150,11 +165,12 @@ class _Run:
                                      ev_cfg.continuation_tokens)
 
     def measure(self, point: Point, workdir: Path, sample: list[int],
-                exports: dict[int, tuple[Path, dict]]) -> tuple[Path, dict, dict, dict]:
+                exports: dict[int, "Exported"]) -> tuple[Path, dict, dict, dict]:
         """Export, validate, quantize, evaluate: (onnx path, metrics, export info, sections).
 
-        `exports` keeps each model's validated FP32 graph, so a point that only quantizes the
-        model of another point (int8 of the baseline, say) does not export it again.
+        `exports` keeps each model's validated FP32 graph (and its greedy continuations), so a
+        point that only quantizes the model of another point (int8 of the baseline, say) does
+        not export or decode it again.
         """
         recipe, ev_cfg = self.recipe, self.recipe.evaluate
         model = point.model.eval()
@@ -162,26 +178,28 @@ class _Run:
         if id(model) not in exports:
             fp32 = export_decoder(model, spec, workdir / f"fp32-{len(exports)}.onnx",
                                   recipe.export.opset)
-            exports[id(model)] = fp32, validate(model, fp32, spec, sample, recipe.export.atol)
-        fp32, export = exports[id(model)]
-        export = dict(export)
-        path, metrics = fp32, {}
+            fdec = Decoder.open(fp32, spec)
+            exports[id(model)] = Exported(fp32, fdec, validate(model, fdec, sample,
+                                                                recipe.export.atol))
+        fp32 = exports[id(model)]
+        path, dec, export, metrics = fp32.path, fp32.decoder, dict(fp32.validation), {}
+        greedy = fp32.greedy(self.pairs)
         if point.quantize is not None:
-            path, report = quantize(fp32, point.quantize, workdir / "quantize")
+            path, report = quantize(fp32.path, point.quantize, workdir / "quantize")
             point.techniques[-1]["params"].update(report)
-            qdec, fdec = Decoder.open(path, spec), Decoder.open(fp32, spec)
+            dec = Decoder.open(path, spec)
+            greedy = ev.greedy_tokens(dec, self.pairs)
             prompt, _ = self.pairs[0]
-            cached = qdec.generate(prompt, len(self.pairs[0][1]), stop_at_eos=False).tokens
-            if cached != qdec.generate_uncached(prompt, len(cached)):
+            if greedy[0] != dec.generate_uncached(prompt, len(greedy[0])):
                 raise ExportError("the quantized graph decodes differently with and without its "
                                   "cache")
-            metrics["greedy_agreement_vs_fp32"] = ev.greedy_agreement(qdec, fdec, self.pairs)
+            metrics["greedy_agreement_vs_fp32"] = ev.greedy_agreement(greedy,
+                                                                      fp32.greedy(self.pairs))
             export["quantized_cache_check"] = "greedy cached == uncached"
-        dec = Decoder.open(path, spec)
         window = ev_cfg.ppl_window or spec.context_length
         ppl = ev.perplexity(dec, self.data.test_stream, window, ev_cfg.ppl_stride or window // 2,
                             ev_cfg.ppl_max_tokens)
-        gen = ev.generation_quality(dec, self.data.tokenizer.decode, self.pairs)
+        gen = ev.generation_quality(dec, self.data.tokenizer.decode, self.pairs, greedy)
         sections = {"generation": generation_manifest(spec),
                     "graph": graph_manifest(spec, recipe.export.opset)}
         ram = ev.peak_ram(path, sections, ev_cfg.prompt_tokens, ev_cfg.continuation_tokens)

@@ -11,33 +11,27 @@
   (temperature 1, top-k 50, fixed seed), tokens as the unit.
 - FLOPs per token: torch.utils.flop_counter over a forward of `seq` tokens, divided by seq
   (2 FLOPs per multiply-add; attention at that context length included).
-- Peak RAM: VmHWM of a fresh process generating through ONNX Runtime (rss_probe).
+- Peak RAM: VmHWM of a fresh process generating through ONNX Runtime (optimizer/rss_probe.py).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import log_softmax
 from torch.utils.flop_counter import FlopCounterMode
 
 from edge_app.textgen import Decoder, Sampling
 
 from ..errors import OptimizerError
+from ..evaluate import rss_probe
 
 SAMPLING_FOR_DISTINCT = Sampling(temperature=1.0, top_k=50, seed=1234)
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
 def perplexity(dec: Decoder, stream: list[int], window: int, stride: int,
@@ -54,7 +48,7 @@ def perplexity(dec: Decoder, stream: list[int], window: int, stride: int,
         ids = stream[begin:end]
         new = end - max(prev_end, begin + 1)  # targets not scored yet (the first token has none)
         if new > 0:
-            logp = log_softmax(dec.logits(ids))  # row i predicts token i + 1
+            logp = log_softmax(dec.logits(ids).astype(np.float64), axis=-1)  # row i predicts token i + 1
             targets = np.asarray(ids[-new:])
             rows = logp[len(ids) - new - 1: len(ids) - 1]
             nll -= float(rows[np.arange(new), targets].sum())
@@ -81,31 +75,29 @@ def distinct_n(sequences: list[list[int]], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def generation_quality(dec: Decoder, decode, pairs: list[tuple[list[int], list[int]]]) -> dict:
+def greedy_tokens(dec: Decoder, pairs: list[tuple[list[int], list[int]]]) -> list[list[int]]:
+    """Greedy continuation of each prompt, as long as its reference."""
+    return [dec.generate(prompt, len(ref), stop_at_eos=False).tokens for prompt, ref in pairs]
+
+
+def generation_quality(dec: Decoder, decode, pairs: list[tuple[list[int], list[int]]],
+                       greedy: list[list[int]]) -> dict:
+    """BLEU of the greedy continuations (`greedy_tokens`), distinct-n of sampled ones."""
     from sacrebleu.metrics import BLEU
 
-    greedy, sampled, refs = [], [], []
-    for prompt, reference in pairs:
-        n = len(reference)
-        greedy.append(decode(dec.generate(prompt, n, stop_at_eos=False).tokens))
-        sampled.append(dec.generate(prompt, n, SAMPLING_FOR_DISTINCT, stop_at_eos=False).tokens)
-        refs.append(decode(reference))
+    sampled = [dec.generate(prompt, len(ref), SAMPLING_FOR_DISTINCT, stop_at_eos=False).tokens
+               for prompt, ref in pairs]
     metric = BLEU()
-    bleu = metric.corpus_score(greedy, [refs])
+    bleu = metric.corpus_score([decode(g) for g in greedy], [[decode(r) for _, r in pairs]])
     return {"bleu": float(bleu.score), "bleu_signature": str(metric.get_signature()),
             "distinct_1": distinct_n(sampled, 1), "distinct_2": distinct_n(sampled, 2),
             "prompts": len(pairs)}
 
 
-def greedy_agreement(dec: Decoder, reference: Decoder, pairs) -> float:
-    """Fraction of greedy tokens equal at the same position (prefix-free), e.g. INT8 vs FP32."""
-    same = total = 0
-    for prompt, ref in pairs:
-        a = dec.generate(prompt, len(ref), stop_at_eos=False).tokens
-        b = reference.generate(prompt, len(ref), stop_at_eos=False).tokens
-        same += sum(x == y for x, y in zip(a, b))
-        total += len(b)
-    return same / total
+def greedy_agreement(tokens: list[list[int]], reference: list[list[int]]) -> float:
+    """Fraction of greedy tokens equal at the same position, e.g. INT8 vs FP32."""
+    same = sum(x == y for a, b in zip(tokens, reference) for x, y in zip(a, b))
+    return same / sum(len(b) for b in reference)
 
 
 def flops_per_token(model, seq: int) -> int:
@@ -119,12 +111,6 @@ def peak_ram(path: Path, sections: dict, prompt_tokens: int, new_tokens: int) ->
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(sections, f)
     try:
-        result = subprocess.run([sys.executable, "-m", "optimizer.text.rss_probe", str(path),
-                                 f.name, str(prompt_tokens), str(new_tokens)],
-                                capture_output=True, text=True, timeout=600,
-                                cwd=Path(__file__).resolve().parents[2])
+        return rss_probe(["text", str(path), f.name, str(prompt_tokens), str(new_tokens)])
     finally:
         Path(f.name).unlink(missing_ok=True)
-    if result.returncode != 0:
-        raise OptimizerError(f"peak RAM probe failed for {path}: {result.stderr.strip()[-300:]}")
-    return json.loads(result.stdout)

@@ -140,10 +140,10 @@ def torch_greedy(model: GPT2LMHeadModel, prompt: list[int], n: int) -> list[int]
     return out
 
 
-def validate(model: GPT2LMHeadModel, path: Path, spec: TextGeneration, sample: list[int],
-             atol: float, prompt_tokens: int = 16, new_tokens: int = 24) -> dict:
-    """The three checks in the module docstring; returns what was measured."""
-    dec = Decoder.open(path, spec)
+def validate(model: GPT2LMHeadModel, dec: Decoder, sample: list[int], atol: float,
+             prompt_tokens: int = 16, new_tokens: int = 24) -> dict:
+    """The three checks in the module docstring on an opened graph; returns what was measured."""
+    spec = dec.spec
     seq = sample[: min(len(sample), spec.context_length, 64)]
     with torch.no_grad():
         ref = model(input_ids=torch.tensor([seq])).logits[0].numpy()

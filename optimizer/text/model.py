@@ -65,11 +65,6 @@ def keep_heads(attn: nn.Module, keep: list[int]) -> None:
     assert attn.c_proj.weight.shape == (len(keep) * d, embed)
 
 
-def count_parameters(model: nn.Module) -> int:
-    """True parameter count: a tied embedding / output projection is counted once."""
-    return sum(p.numel() for p in model.parameters())  # parameters() de-duplicates shared ones
-
-
 def nonzero_parameters(model: nn.Module) -> int:
     return sum(int((p != 0).sum()) for p in model.parameters())
 

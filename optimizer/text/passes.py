@@ -22,7 +22,9 @@ from transformers import GPT2LMHeadModel
 
 from ..errors import OptimizerError, RecipeError
 from ..passes import build_config
-from .model import count_parameters, gpt2_config, heads_per_layer, keep_heads
+from ..passes.finetune import Config as FinetuneConfig
+from ..models.dcgan import count_parameters
+from .model import gpt2_config, heads_per_layer, keep_heads
 from .train import lm_loss, train_lm
 
 
@@ -165,25 +167,12 @@ def _matrices(model: GPT2LMHeadModel) -> list[nn.Module]:
 
 
 def prune_magnitude(model: GPT2LMHeadModel, cfg: PruneMagnitudeConfig, ctx) -> tuple[GPT2LMHeadModel, dict]:
-    from torch.nn.utils import prune
+    from ..passes.prune_magnitude import prune_global, sparsity
 
     model = copy.deepcopy(model)
-    params = [(m, "weight") for m in _matrices(model)]
-    prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=cfg.ratio)
-    for module, name in params:
-        prune.remove(module, name)
-    weights = [m.weight.detach() for m in _matrices(model)]
-    zero = float(sum((w == 0).sum() for w in weights) / sum(w.numel() for w in weights))
-    return model, {"sparsity": zero, "scope": "transformer block matrices (attention + MLP)"}
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    epochs: int = 1
-
-    def __post_init__(self):
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+    prune_global(_matrices(model), cfg.ratio)
+    return model, {"sparsity": sparsity(_matrices(model)),
+                   "scope": "transformer block matrices (attention + MLP)"}
 
 
 def finetune(model: GPT2LMHeadModel, cfg: FinetuneConfig, ctx) -> tuple[GPT2LMHeadModel, dict]:

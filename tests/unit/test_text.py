@@ -171,9 +171,9 @@ def test_kv_cache_graph_reproduces_pytorch_greedy_tokens_exactly(trained, tmp_pa
     keep_heads(model.transformer.h[1].attn, [1, 3])
     spec = generation_spec(model, eos_token_id=0)
     path = export_decoder(model, spec, tmp_path / "m.onnx", opset=18)
-    report = validate(model, path, spec, stream[:200], atol=1e-4, prompt_tokens=24, new_tokens=40)
-    assert report["greedy_tokens_checked"] == 40 and report["max_abs_logit_diff"] <= 1e-4
     dec = Decoder.open(path, spec)
+    report = validate(model, dec, stream[:200], atol=1e-4, prompt_tokens=24, new_tokens=40)
+    assert report["greedy_tokens_checked"] == 40 and report["max_abs_logit_diff"] <= 1e-4
     from optimizer.text.export import torch_greedy
 
     prompt = stream[300:330]
@@ -189,7 +189,7 @@ def test_a_graph_that_does_not_match_its_model_is_refused(trained, tmp_path):
     with torch.no_grad():
         other.transformer.h[0].mlp.c_fc.weight.mul_(1.5)
     with pytest.raises(ExportError, match="differ from PyTorch's"):
-        validate(other, path, spec, stream[:100], atol=1e-4)
+        validate(other, Decoder.open(path, spec), stream[:100], atol=1e-4)
 
 
 def test_int8_quantizes_every_matmul_and_stays_within_the_perplexity_bound(trained, tmp_path):

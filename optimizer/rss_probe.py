@@ -1,0 +1,48 @@
+"""`python -m optimizer.rss_probe image MODEL LATENT_DIM BATCH` or
+`python -m optimizer.rss_probe text MODEL SPEC_JSON PROMPT_TOKENS NEW_TOKENS`: peak memory of a
+fresh process that loads a graph in ONNX Runtime and runs it as the server would (an image
+batch three times; a text generation through the KV cache).
+
+Prints JSON: `peak_rss_bytes` (VmHWM, the high-water mark of this process image) and
+`model_rss_bytes` (that minus the resident size once numpy and onnxruntime are imported).
+Not ru_maxrss: Linux carries it across exec, so a child of a torch-laden parent would report
+the parent's peak. Imports no torch.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edge_app.system import memory
+
+
+def run_image(model: str, latent_dim: str, batch: str) -> None:
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    z = np.zeros((int(batch), int(latent_dim)), np.float32)
+    for _ in range(3):
+        session.run(None, {"z": z})
+
+
+def run_text(model: str, spec_file: str, prompt_tokens: str, new_tokens: str) -> None:
+    from edge_app.bundle import parse_text_generation
+    from edge_app.textgen import Decoder
+
+    sections = json.loads(Path(spec_file).read_text(encoding="utf-8"))
+    spec = parse_text_generation(sections["generation"], sections["graph"], spec_file)
+    prompt = (np.arange(int(prompt_tokens)) % spec.vocab_size).tolist()
+    Decoder.open(model, spec).generate(prompt, int(new_tokens), stop_at_eos=False)
+
+
+def main() -> None:
+    before = memory(Path("/"))["rss"]
+    kind, *args = sys.argv[1:]
+    {"image": run_image, "text": run_text}[kind](*args)
+    peak = memory(Path("/"))["peak_rss"]
+    print(json.dumps({"peak_rss_bytes": peak, "model_rss_bytes": peak - before}))
+
+
+if __name__ == "__main__":
+    main()
