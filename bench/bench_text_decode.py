@@ -152,7 +152,7 @@ def worker(backend: str, model_dir: Path, opts: dict) -> dict:
                 ids = torch.tensor([[token]])
             return stamps, tokens
     else:
-        from edge_app.bundle import parse_text_generation
+        from edge_app.generation import parse_text_generation
         from edge_app.textgen import Decoder
 
         sections = json.loads((model_dir / "sections.json").read_text())

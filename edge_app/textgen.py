@@ -19,7 +19,8 @@ from typing import Iterator
 import numpy as np
 import onnxruntime as ort
 
-from .bundle import Bundle, BundleError, TextGeneration
+from .bundle import Bundle, BundleError
+from .generation import TextGeneration
 
 
 class PromptTooLong(ValueError):

@@ -27,7 +27,7 @@ def run_image(model: str, latent_dim: str, batch: str) -> None:
 
 
 def run_text(model: str, spec_file: str, prompt_tokens: str, new_tokens: str) -> None:
-    from edge_app.bundle import parse_text_generation
+    from edge_app.generation import parse_text_generation
     from edge_app.textgen import Decoder
 
     sections = json.loads(Path(spec_file).read_text(encoding="utf-8"))

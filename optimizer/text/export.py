@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache, GPT2LMHeadModel
 
-from edge_app.bundle import CacheLayer, TextGeneration
+from edge_app.generation import CacheLayer, TextGeneration
 from edge_app.textgen import Decoder
 
 from ..errors import OptimizerError
