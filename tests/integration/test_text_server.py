@@ -16,19 +16,19 @@ def test_openai_client_gets_completions_with_and_without_streaming(gpt2_bundle, 
     server = ServerProcess(gpt2_bundle, dcgan_bundle)
     server.wait_ready()
     try:
-        client = OpenAI(base_url=server.base + "/v1", api_key="not-needed-offline")
-        whole = client.completions.create(model="tiny-gpt2", prompt="The while statement",
-                                          max_tokens=16, temperature=0)
-        text = whole.choices[0].text
-        assert text and whole.usage.completion_tokens == 16
-        assert whole.choices[0].finish_reason == "length"
-        chunks = list(client.completions.create(model="tiny-gpt2", prompt="The while statement",
-                                                max_tokens=16, temperature=0, stream=True))
-        assert len(chunks) > 2
-        assert "".join(c.choices[0].text for c in chunks) == text
-        assert chunks[-1].choices[0].finish_reason == "length"
-        models = {m.id for m in client.models.list()}
-        assert models == {"tiny-gpt2", "tiny-dcgan"}
+        with OpenAI(base_url=server.base + "/v1", api_key="not-needed-offline") as client:
+            whole = client.completions.create(model="tiny-gpt2", prompt="The while statement",
+                                              max_tokens=16, temperature=0)
+            text = whole.choices[0].text
+            assert text and whole.usage.completion_tokens == 16
+            assert whole.choices[0].finish_reason == "length"
+            chunks = list(client.completions.create(model="tiny-gpt2", prompt="The while statement",
+                                                    max_tokens=16, temperature=0, stream=True))
+            assert len(chunks) > 2
+            assert "".join(c.choices[0].text for c in chunks) == text
+            assert chunks[-1].choices[0].finish_reason == "length"
+            models = {m.id for m in client.models.list()}
+            assert models == {"tiny-gpt2", "tiny-dcgan"}
     finally:
         code, _ = server.stop()
     assert code == 0
