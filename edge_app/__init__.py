@@ -7,8 +7,8 @@ numpy and prometheus-client, never torch, transformers, `optimizer` or `fleet`.
 __version__ = "0.1.0"
 
 
-def create_app(config=None):
+def create_app(config=None, config_loader=None):
     """See edge_app.app.create_app (imported lazily so `edge_app.bundle` stays light)."""
     from .app import create_app as _create_app
 
-    return _create_app(config)
+    return _create_app(config, config_loader)

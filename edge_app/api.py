@@ -40,6 +40,8 @@ def int_field(body: dict, name: str, default: int | None, low: int, high: int) -
     value = body.get(name, default)
     if value is None and default is None:
         return None
+    if isinstance(value, float) and value.is_integer():  # JSON Schema: 3.0 is an integer
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidRequest(f"'{name}' must be an integer, got {type(value).__name__}", param=name)
     if not low <= value <= high:
@@ -72,7 +74,8 @@ class ImageRequest:
             raise InvalidRequest(f"'prompt' is longer than {_MAX_PROMPT_CHARS} characters",
                                  param="prompt")
         str_field(body, "user")
-        fmt = str_field(body, "response_format") or "b64_json"
+        fmt = str_field(body, "response_format")
+        fmt = "b64_json" if fmt is None else fmt
         if fmt != "b64_json":
             raise InvalidRequest(f"'response_format' {fmt!r} is not supported: an offline device "
                                  f"has no image URLs; use 'b64_json'", param="response_format")
@@ -133,6 +136,7 @@ def _describe(model) -> dict[str, Any]:
         "id": m.name, "object": "model", "owned_by": "edgegen",
         "created": int(m.provenance.get("created_unix", 0)),
         "task": m.task, "family": m.family, "precision": m.precision, "runtime": model.runtime,
+        "providers": model.session.get_providers(),
         **facts,
         "techniques": [{"name": t.name, "params": t.params} for t in m.techniques],
         "metrics": m.metrics,
@@ -145,10 +149,11 @@ def generate_images():
     registry = models()
     req = ImageRequest.parse(json_object(), registry,
                              current_app.extensions["edgegen.config"].max_images_per_request)
-    started = time.monotonic()  # the power sampler's clock
-    pixels = to_uint8(req.model.generate(req.n, req.seed),
-                      req.model.bundle.manifest.generation.image.value_range)
-    generated = time.monotonic()
+    with current_app.extensions["edgegen.admission"].slot() as waited:
+        started = time.monotonic()  # the power sampler's clock
+        pixels = to_uint8(req.model.generate(req.n, req.seed),
+                          req.model.bundle.manifest.generation.image.value_range)
+        generated = time.monotonic()
     data = [{"b64_json": base64.b64encode(encode_png(img)).decode("ascii")} for img in pixels]
     encoded = time.monotonic()
     current_app.extensions["edgegen.metrics"].images.labels(req.model.name).inc(req.n)
@@ -158,6 +163,7 @@ def generate_images():
         "created": int(time.time()), "model": req.model.name, "seed": req.seed,
         "output_format": "png", "data": data,
         "usage": {"images": req.n},
-        "timings": {"generate_ms": round((generated - started) * 1e3, 3),
+        "timings": {"queue_ms": round(waited * 1e3, 3),
+                    "generate_ms": round((generated - started) * 1e3, 3),
                     "encode_ms": round((encoded - generated) * 1e3, 3), **energy},
     })

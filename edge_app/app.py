@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import onnxruntime
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
-from . import __version__, api, completions, errors, health, metrics  # noqa: F401 (routes)
+from . import __version__, admin, api, auth, completions, errors, health, metrics  # noqa: F401
+from . import playground  # noqa: F401 (routes)
+from .admission import Admission
 from .config import Config, load_config
 from .power.service import PowerService
 from .runtime import ModelRegistry
+from .system import device_facts
 
 
-def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
+def create_app(config: Config | Mapping[str, Any] | None = None,
+               config_loader: Callable[[], Config] | None = None) -> Flask:
     """Build the server: config, error mapping, metrics, models (loaded and warmed), routes.
 
-    Raises BundleError, ConfigError or SensorError when a bundle, the config or the named power
-    sensor cannot be used.
+    `config_loader` gives a fresh Config on reload (the CLI re-reads its file and environment);
+    by default a reload keeps this config. Raises BundleError, ConfigError or SensorError when a
+    bundle, the config or the named power sensor cannot be used.
     """
     cfg = config if isinstance(config, Config) else load_config(config)
     app = Flask(__name__)
@@ -29,15 +35,21 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     registry = ModelRegistry()
     registry.load(cfg)
     for model in registry.models.values():
-        m = model.bundle.manifest
-        stats.model_info.labels(m.name, m.family, m.task, m.precision, model.runtime,
-                                str(m.schema_version)).set(1)
-    app.extensions.update({"edgegen.config": cfg, "edgegen.models": registry,
-                           "edgegen.metrics": stats,
-                           "edgegen.power": PowerService(cfg, stats)})
+        stats.model_info.labels(*admin.model_labels(model)).set(1)
+    stats.device_info.labels(**device_facts(Path("/"), cfg.device_class,
+                                            onnxruntime.get_available_providers())).set(1)
+    app.extensions.update({
+        "edgegen.config": cfg, "edgegen.config_loader": config_loader or (lambda: cfg),
+        "edgegen.models": registry, "edgegen.metrics": stats,
+        "edgegen.admission": Admission(cfg.max_concurrent, cfg.max_queue, cfg.queue_timeout_s,
+                                       stats),
+        "edgegen.power": PowerService(cfg, stats)})
 
     errors.init_app(app)
     metrics.init_app(app, stats, {"edgegen": __version__, "onnxruntime": onnxruntime.__version__})
+    auth.init_app(app, cfg.all_api_keys())  # after metrics: refused requests are counted too
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(playground.bp)
     return app

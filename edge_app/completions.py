@@ -85,9 +85,10 @@ class CompletionRequest:
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise InvalidRequest("'stream' must be true or false", param="stream")
-        options = body.get("stream_options") or {}
-        if not isinstance(options, dict) or set(options) - {"include_usage"}:
-            raise InvalidRequest("'stream_options' accepts only include_usage",
+        options = {} if body.get("stream_options") is None else body["stream_options"]
+        if not isinstance(options, dict) or set(options) - {"include_usage"} or \
+                not isinstance(options.get("include_usage", False), bool):
+            raise InvalidRequest("'stream_options' accepts only include_usage (true or false)",
                                  param="stream_options")
         str_field(body, "user")
         max_tokens = int_field(body, "max_tokens", 16, 1, max_tokens_cap)
@@ -142,12 +143,21 @@ class TextReleaser:
         return out
 
 
-def _timings(gen: Generation, energy: dict) -> dict:
+def _timings(gen: Generation, waited_s: float, energy: dict) -> dict:
     tps = gen.tokens_per_second
-    return {"prompt_tokens": gen.prompt_tokens, "generated_tokens": len(gen.tokens),
-            "time_to_first_token_ms": round(gen.prompt_ms, 3),
-            "decode_ms": round(gen.decode_ms, 3),
-            "tokens_per_second": round(tps, 2) if tps else None, **energy}
+    out = {"prompt_tokens": gen.prompt_tokens, "generated_tokens": len(gen.tokens),
+           "queue_ms": round(waited_s * 1e3, 3),
+           "time_to_first_token_ms": round(gen.prompt_ms, 3),
+           "decode_ms": round(gen.decode_ms, 3),
+           "tokens_per_second": round(tps, 2) if tps else None, **energy}
+    if gen.finish_reason == TIMEOUT:
+        out["stopped_by"] = "request_timeout"
+    return out
+
+
+def _finish(gen: Generation) -> str:
+    """OpenAI's finish reasons: a timeout is a limit, like max_tokens."""
+    return "length" if gen.finish_reason == TIMEOUT else gen.finish_reason
 
 
 def _usage(gen: Generation) -> dict:
@@ -155,8 +165,12 @@ def _usage(gen: Generation) -> dict:
             "total_tokens": gen.prompt_tokens + len(gen.tokens)}
 
 
-def _run(req: CompletionRequest, gen: Generation) -> Iterator[str]:
-    """Decode, yielding released text; fills `gen` (tokens, timings, finish reason)."""
+TIMEOUT = "timeout"
+
+
+def _run(req: CompletionRequest, gen: Generation, deadline: float) -> Iterator[str]:
+    """Decode, yielding released text; fills `gen` (tokens, timings, finish reason). Past the
+    deadline (monotonic) it stops early with finish reason TIMEOUT."""
     release = TextReleaser(req.model, req.stop)
     for token in req.model.stream(req.prompt_ids, req.max_tokens, req.sampling, result=gen):
         text = release.push(token)
@@ -165,21 +179,26 @@ def _run(req: CompletionRequest, gen: Generation) -> Iterator[str]:
         if release.stopped:
             gen.finish_reason = "stop"
             return
+        if time.monotonic() > deadline and len(gen.tokens) < req.max_tokens:
+            gen.finish_reason = TIMEOUT
+            break
     if tail := release.flush():
         yield tail
 
 
 @bp.post("/completions")
 def completions():
+    arrived = time.monotonic()
     registry = models()
     cfg = current_app.extensions["edgegen.config"]
     req = CompletionRequest.parse(json_object(), registry, cfg.max_tokens_per_request)
-    stats, power = current_app.extensions["edgegen.metrics"], current_app.extensions["edgegen.power"]
+    ext = current_app.extensions
+    stats, power, admission = ext["edgegen.metrics"], ext["edgegen.power"], ext["edgegen.admission"]
     endpoint = request.url_rule.rule
     ident, created = f"cmpl-{secrets.token_hex(12)}", int(time.time())
-    started = time.monotonic()
+    deadline = arrived + cfg.request_timeout_s
 
-    def account(gen: Generation) -> dict:
+    def account(gen: Generation, started: float) -> dict:
         stats.tokens.labels(req.model.name).inc(len(gen.tokens))
         if gen.tokens or gen.finish_reason == "stop":
             stats.ttft.labels(req.model.name).observe(gen.prompt_ms / 1000.0)
@@ -190,25 +209,34 @@ def completions():
 
     if not req.stream:
         gen = Generation(len(req.prompt_ids))
-        text = "".join(_run(req, gen))
-        energy = account(gen)
+        with admission.slot() as waited:
+            started = time.monotonic()
+            text = "".join(_run(req, gen, deadline))
+            energy = account(gen, started)
         return jsonify({"id": ident, "object": "text_completion", "created": created,
-                        "model": req.model.name, "choices": [choice(text, gen.finish_reason)],
-                        "usage": _usage(gen), "timings": _timings(gen, energy)})
+                        "model": req.model.name, "choices": [choice(text, _finish(gen))],
+                        "usage": _usage(gen), "timings": _timings(gen, waited, energy)})
+
+    waited = admission.acquire()  # 503 here, before any event is sent
+    admitted = time.monotonic()
 
     def events() -> Iterator[str]:
         gen = Generation(len(req.prompt_ids))
         base = {"id": ident, "object": "text_completion", "created": created,
                 "model": req.model.name}
-        for text in _run(req, gen):
+        for text in _run(req, gen, deadline):
             yield f"data: {json.dumps({**base, 'choices': [choice(text, None)]})}\n\n"
-        energy = account(gen)
-        last = {**base, "choices": [choice("", gen.finish_reason)],
-                "timings": _timings(gen, energy)}
+        energy = account(gen, admitted)
+        last = {**base, "choices": [choice("", _finish(gen))],
+                "timings": _timings(gen, waited, energy)}
         if req.include_usage:
             last["usage"] = _usage(gen)
         yield f"data: {json.dumps(last)}\n\n"
         yield "data: [DONE]\n\n"
 
-    return Response(stream_with_context(events()), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response = Response(stream_with_context(events()), mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    # The WSGI server closes the response when the stream ends or the client goes away,
+    # even if the generator never started: the slot is always given back.
+    response.call_on_close(lambda: admission.release(time.monotonic() - admitted))
+    return response

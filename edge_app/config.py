@@ -38,20 +38,61 @@ class Config:
     power_root: str = "/"
     power_hz: float = 10.0
     power_baseline_s: float = 2.0
+    # Execution providers, in order of preference (ONNX Runtime names, e.g.
+    # TensorrtExecutionProvider, CUDAExecutionProvider, XnnpackExecutionProvider,
+    # CPUExecutionProvider); empty = every accelerator this ORT build has, then CPU. A device
+    # class lists its chain in ansible/group_vars/<class>.yml.
+    execution_providers: tuple[str, ...] = ()
+    trt_cache_dir: str = ""  # TensorRT engine cache; "" = $XDG_CACHE_HOME/edgegen/tensorrt
+    trt_fp16: bool = True  # let TensorRT build FP16 kernels (INT8 follows the bundle's precision)
+    device_class: str = ""  # fleet class of this device (edgegen_device_info); "" = detected
+    # Admission: at most `max_concurrent` generations run at once, `max_queue` more wait (at
+    # most `queue_timeout_s`); anything beyond gets 503 with Retry-After.
+    max_concurrent: int = 2
+    max_queue: int = 16
+    queue_timeout_s: float = 30.0
+    request_timeout_s: float = 300.0  # a generation still running after this stops early
+    # Auth: bearer keys for generation and admin routes (none = open, logged as a warning
+    # when bound beyond loopback). /health and /ready stay public; /metrics too unless
+    # metrics_auth.
+    api_keys: tuple[str, ...] = ()
+    api_key_file: str = ""  # one key per line (a Docker/Kubernetes secret)
+    metrics_auth: bool = False
     # Process model (gunicorn): one worker holds one copy of each model, threads share it.
+    # threads 0 = max_concurrent + max_queue + 4 (so health and metrics always get a thread).
     workers: int = 1
-    threads: int = 4
+    threads: int = 0
     timeout_s: int = 120
+    graceful_timeout_s: int = 60  # SIGTERM: in-flight requests (streams too) get this long
     log_level: str = "info"
     extra: dict[str, Any] = field(default_factory=dict)  # unrecognised YAML keys are refused
 
     def __post_init__(self):
         for name in ("port", "max_images_per_request", "max_tokens_per_request", "max_body_bytes",
-                     "workers", "threads",
-                     "timeout_s"):
+                     "workers", "timeout_s", "graceful_timeout_s", "max_concurrent"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"config '{name}' must be a positive integer, got {value!r}")
+        for name in ("threads", "max_queue"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"config '{name}' must be an integer >= 0, got {value!r}")
+        if self.threads and self.threads <= self.max_concurrent + self.max_queue:
+            raise ConfigError(f"config 'threads' ({self.threads}) must exceed max_concurrent + "
+                              f"max_queue ({self.max_concurrent + self.max_queue}): each waiting "
+                              f"request holds a thread, and /health and /metrics need one free")
+        for name in ("queue_timeout_s", "request_timeout_s"):
+            if not _is_number(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ConfigError(f"config '{name}' must be a positive number of seconds, "
+                                  f"got {getattr(self, name)!r}")
+        for name in ("trt_fp16", "metrics_auth"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"config '{name}' must be true or false, "
+                                  f"got {getattr(self, name)!r}")
+        for key in self.api_keys:
+            if len(key) < 16 or any(c.isspace() for c in key):
+                raise ConfigError("config 'api_keys': each key must be at least 16 characters "
+                                  "with no whitespace (e.g. `openssl rand -hex 24`)")
         if not 0 < self.port < 65536:
             raise ConfigError(f"config 'port' must be in 1..65535, got {self.port}")
         if isinstance(self.intra_op_threads, bool) or not isinstance(self.intra_op_threads, int) \
@@ -70,6 +111,27 @@ class Config:
                               f"{sorted(_FIELDS)}")
 
 
+    @property
+    def gunicorn_threads(self) -> int:
+        return self.threads or self.max_concurrent + self.max_queue + 4
+
+    def all_api_keys(self) -> tuple[str, ...]:
+        """The configured keys plus those of api_key_file (read now, so a rotated secret file
+        takes effect on reload)."""
+        keys = list(self.api_keys)
+        if self.api_key_file:
+            try:
+                text = Path(self.api_key_file).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"cannot read api_key_file {self.api_key_file}: "
+                                  f"{exc.strerror}") from None
+            keys += [line.strip() for line in text.splitlines()
+                     if line.strip() and not line.lstrip().startswith("#")]
+            if not keys:
+                raise ConfigError(f"api_key_file {self.api_key_file} holds no key")
+        return tuple(keys)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -79,12 +141,18 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "extra"}
 
 def _coerce(name: str, value: Any) -> Any:
     """Bring a value from YAML or the environment to the field's type."""
-    if name == "bundles":
+    if _FIELDS[name].type == "tuple[str, ...]":
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"config 'bundles' must be a list of paths, got {value!r}")
+            what = "paths" if name == "bundles" else "strings"
+            raise ConfigError(f"config '{name}' must be a list of {what}, got {value!r}")
         return tuple(v.strip() for v in value)
+    if _FIELDS[name].type == "bool" and isinstance(value, str):
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if value.strip().lower() not in words:
+            raise ConfigError(f"config '{name}' must be true or false, got {value!r}")
+        return words[value.strip().lower()]
     kinds = {"int": (int, "an integer"), "float": (float, "a number")}
     if _FIELDS[name].type in kinds and isinstance(value, str):
         kind, words = kinds[_FIELDS[name].type]

@@ -19,10 +19,12 @@ class ApiError(Exception):
     type = "server_error"
     code = "internal_error"
 
-    def __init__(self, message: str, *, code: str | None = None, param: str | None = None):
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers = headers or {}
         if code is not None:
             self.code = code
 
@@ -38,6 +40,28 @@ class ModelNotFound(ApiError):
 class NotReady(ApiError):
     status, type, code = 503, "unavailable_error", "not_ready"
 
+    def __init__(self, message: str, retry_after_s: int = 5):
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class Overloaded(ApiError):
+    """Admission refused: every slot busy and the queue full, or the queue wait ran out."""
+    status, type, code = 503, "unavailable_error", "server_busy"
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class Unauthorized(ApiError):
+    status, type, code = 401, "authentication_error", "invalid_api_key"
+
+    def __init__(self, message: str):
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="edgegen"'})
+
+
+class Conflict(ApiError):
+    status, type, code = 409, "invalid_request_error", "conflict"
+
 
 def error_body(status: int, message: str, type_: str, code: str, param: str | None = None):
     error = {"message": message, "type": type_, "code": code}
@@ -51,7 +75,9 @@ def error_body(status: int, message: str, type_: str, code: str, param: str | No
 def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_body(exc.status, exc.message, exc.type, exc.code, exc.param)
+        response = error_body(exc.status, exc.message, exc.type, exc.code, exc.param)
+        response.headers.update(exc.headers)
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

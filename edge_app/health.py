@@ -17,8 +17,14 @@ def health():
 
 @bp.get("/ready")
 def ready():
-    """Ready: every configured model is loaded and warmed."""
+    """Ready: every configured model is loaded and warmed, and the queue has room (a load
+    balancer then sends work to a device that can take it)."""
     registry = current_app.extensions["edgegen.models"]
     if not registry.ready:
         raise NotReady("Loading model")
-    return jsonify({"status": "ready", "models": sorted(registry.models)})
+    admission = current_app.extensions["edgegen.admission"]
+    if admission.saturated:
+        raise NotReady("Saturated: every generation slot is busy and the queue is full",
+                       admission.retry_after())
+    return jsonify({"status": "ready", "models": sorted(registry.models),
+                    "admission": admission.describe()})

@@ -9,9 +9,9 @@ from __future__ import annotations
 import platform
 import time
 
-from flask import Flask, g, request
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
-from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from flask import Flask, Response, g, request
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
 
 from .system import SystemCollector
 
@@ -54,19 +54,40 @@ class Metrics:
             ["model", "endpoint"], buckets=ENERGY_BUCKETS, registry=registry)
         self.inflight = Gauge(
             "edgegen_inflight_requests", "Requests being served now.", registry=registry)
+        self.queue_depth = Gauge(
+            "edgegen_queue_depth", "Generation requests waiting for a slot.", registry=registry)
+        self.rejected = Counter(
+            "edgegen_requests_rejected", "Requests refused before generating: queue_full, "
+            "queue_timeout, unauthorized.", ["reason"], registry=registry)
+        self.device_info = Gauge(
+            "edgegen_device_info", "This device (value 1): fleet class, hardware, CPU, "
+            "accelerators ONNX Runtime can use.",
+            ["device_class", "hardware", "arch", "cpus", "memory_bytes", "providers"],
+            registry=registry)
         self.build_info = Gauge(
             "edgegen_build_info", "Server build (value 1).",
             ["version", "python", "onnxruntime"], registry=registry)
 
 
+UNTIMED = ("/metrics", "/health")  # probes and scrapes are not traffic
+
+
 def init_app(app: Flask, metrics: Metrics, versions: dict[str, str]) -> None:
-    """Time every request, export device gauges, and mount GET /metrics (Prometheus text)."""
+    """Time every request, export device gauges, and serve GET /metrics (Prometheus text, or
+    OpenMetrics when the scraper asks for it)."""
     metrics.registry.register(SystemCollector())
     metrics.build_info.labels(versions["edgegen"], platform.python_version(),
                               versions["onnxruntime"]).set(1)
 
+    @app.get("/metrics")
+    def prometheus_metrics():
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return Response(encoder(metrics.registry), content_type=content_type)
+
     @app.before_request
     def _start_timer():
+        if request.path in UNTIMED:
+            return
         g.edgegen_start = time.perf_counter()
         g.edgegen_model = NO_MODEL
         metrics.inflight.inc()
@@ -88,6 +109,3 @@ def init_app(app: Flask, metrics: Metrics, versions: dict[str, str]) -> None:
             else:
                 done()
         return response
-
-    app.wsgi_app = DispatcherMiddleware(app.wsgi_app,
-                                        {"/metrics": make_wsgi_app(metrics.registry)})

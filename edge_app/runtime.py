@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from .bundle import Bundle, BundleError, load_bundle
-from .config import Config
+from .config import Config, ConfigError
 from .latent import normal_latents
 from .textgen import ServedModel, TextModel, session_options
 
@@ -22,14 +24,78 @@ _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16",
                "tensor(int8)": "int8", "tensor(bool)": "bool"}
 
 
-def open_session(bundle: Bundle, threads: int = 0) -> ort.InferenceSession:
-    """The bundle's graph in ONNX Runtime (CPU), its I/O checked against the manifest."""
+CPU = "CPUExecutionProvider"
+# The order `auto` tries accelerators in; CPU always ends the chain.
+AUTO_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "XnnpackExecutionProvider")
+
+
+class ProviderError(ConfigError):
+    """The configured execution providers cannot be used; the message says which and why."""
+
+
+def provider_chain(requested: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """(providers to try in order, notes on those skipped): the requested chain (or `auto`)
+    filtered to what this ONNX Runtime build has, always ending with CPU."""
+    known, available = ort.get_all_providers(), ort.get_available_providers()
+    unknown = [p for p in requested if p not in known]
+    if unknown:
+        raise ProviderError(f"unknown execution provider(s) {unknown}; ONNX Runtime knows "
+                            f"{known}")
+    wanted = list(requested) if requested else [p for p in AUTO_ORDER if p in available]
+    chain = [p for p in wanted if p in available]
+    skipped = [f"{p} is not in this ONNX Runtime build ({ort.__version__}, has {available})"
+               for p in wanted if p not in available]
+    if CPU not in chain:
+        chain.append(CPU)
+    return chain, skipped
+
+
+def trt_cache_dir(configured: str = "") -> Path:
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgegen" / "tensorrt"
+
+
+def provider_options(chain: list[str], bundle: Bundle, config: Config | None) -> list:
+    """ORT's (name, options) pairs: TensorRT gets its engine cache and precision flags."""
+    out = []
+    for name in chain:
+        if name == "TensorrtExecutionProvider":
+            cache = trt_cache_dir(config.trt_cache_dir if config else "")
+            cache.mkdir(parents=True, exist_ok=True)
+            out.append((name, {
+                "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
+                "trt_fp16_enable": bool(config is None or config.trt_fp16),
+                "trt_int8_enable": bundle.manifest.precision.startswith("int8")}))
+        else:
+            out.append((name, {}))
+    return out
+
+
+def open_session(bundle: Bundle, threads: int = 0,
+                 config: Config | None = None) -> ort.InferenceSession:
+    """The bundle's graph in ONNX Runtime on the configured provider chain, its I/O checked
+    against the manifest. Each fallback (a provider missing from the build, or one that failed
+    to initialise, e.g. CUDA without a GPU) is logged."""
+    chain, skipped = provider_chain(config.execution_providers if config else ())
+    for note in skipped:
+        log.warning("%s: %s; falling back", bundle.manifest.name, note)
     try:
         session = ort.InferenceSession(str(bundle.model_path), session_options(threads),
-                                       providers=["CPUExecutionProvider"])
+                                       providers=provider_options(chain, bundle, config))
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
         raise BundleError(f"bundle {bundle.path}: ONNX Runtime cannot load "
                           f"'{bundle.manifest.model_file}': {exc}") from None
+    active = session.get_providers()
+    failed = [p for p in chain if p not in active]
+    if failed:
+        log.warning("%s: %s could not initialise; running on %s", bundle.manifest.name,
+                    failed, active)
+    log.info("%s: execution providers %s (requested %s)", bundle.manifest.name, active,
+             list(config.execution_providers) if config and config.execution_providers
+             else "auto")
     declared = {t.name: t.dtype for t in bundle.manifest.graph.inputs + bundle.manifest.graph.outputs}
     actual = {a.name: _ORT_DTYPES.get(a.type, a.type)
               for a in session.get_inputs() + session.get_outputs()}
@@ -56,7 +122,7 @@ class ImageModel(ServedModel):
 
 def load_model(bundle: Bundle, config: Config) -> "ImageModel | TextModel":
     """A warmed model for a bundle: the first run allocates and pre-packs weights."""
-    session = open_session(bundle, config.intra_op_threads)
+    session = open_session(bundle, config.intra_op_threads, config)
     if bundle.manifest.task == "text-generation":
         model = TextModel(bundle, session)
         model.generate([bundle.manifest.generation.eos_token_id], 2, stop_at_eos=False)
@@ -66,29 +132,68 @@ def load_model(bundle: Bundle, config: Config) -> "ImageModel | TextModel":
     return model
 
 
+@dataclass(frozen=True)
+class Swap:
+    """What a (re)load did: models now served, those loaded anew, those kept as they were."""
+
+    models: list[str]
+    loaded: list[str]
+    reused: list[str]
+    seconds: float
+
+
 class ModelRegistry:
-    """The loaded models by name, and whether the server is ready to generate."""
+    """The loaded models by name, and whether the server is ready to generate.
+
+    A reload builds the complete new set (each bundle checked and warmed) before one reference
+    swap; if anything fails, the old set keeps serving. Requests hold the model they picked, so
+    those in flight finish on the old one. A bundle whose path and manifest are unchanged is
+    kept rather than loaded twice (no second copy in memory, no re-warm).
+    """
 
     def __init__(self):
         self.models: dict[str, ImageModel | TextModel] = {}
         self._ready = threading.Event()
+        self._reloading = threading.Lock()
 
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
 
-    def load(self, config: Config) -> None:
-        if not config.bundles:
+    def load(self, config: Config, bundles: tuple[str, ...] | None = None) -> Swap:
+        """Load `bundles` (default: the config's) and swap them in. Raises BundleError (the old
+        models stay) or RuntimeError when another reload is running."""
+        if not self._reloading.acquire(blocking=False):
+            raise RuntimeError("a reload is already in progress")
+        try:
+            return self._load(config, config.bundles if bundles is None else tuple(bundles))
+        finally:
+            self._reloading.release()
+
+    def _load(self, config: Config, paths: tuple[str, ...]) -> Swap:
+        started = time.perf_counter()
+        if not paths:
             raise BundleError("no bundles configured: pass --bundle DIR (or set EDGEGEN_BUNDLES)")
-        for path in config.bundles:
-            started = time.perf_counter()
-            bundle = load_bundle(path)
+        current = list(self.models.values())
+        new: dict[str, ImageModel | TextModel] = {}
+        loaded, reused = [], []
+        for path in paths:
+            t0 = time.perf_counter()
+            bundle = load_bundle(path)  # schema and every file's sha256
             name = bundle.manifest.name
-            if name in self.models:
-                raise BundleError(f"two bundles are named '{name}': {self.models[name].bundle.path} "
+            if name in new:
+                raise BundleError(f"two bundles are named '{name}': {new[name].bundle.path} "
                                   f"and {bundle.path}")
-            model = load_model(bundle, config)
-            self.models[name] = model
-            log.info("loaded %s from %s in %.2f s (%s)", name, path,
-                     time.perf_counter() - started, model.runtime)
+            same = next((m for m in current if m.bundle.path.resolve() == bundle.path.resolve()
+                         and m.bundle.manifest == bundle.manifest), None)
+            if same is not None:
+                new[name] = same
+                reused.append(name)
+                continue
+            new[name] = load_model(bundle, config)
+            loaded.append(name)
+            log.info("loaded %s from %s in %.2f s (%s)", name, path, time.perf_counter() - t0,
+                     new[name].runtime)
+        self.models = new  # one reference swap: a request sees the old set or the new one
         self._ready.set()
+        return Swap(sorted(new), loaded, reused, round(time.perf_counter() - started, 3))

@@ -5,37 +5,63 @@ malformed bundle stops the process with one line and a non-zero exit. The Flask 
 ONNX Runtime sessions) is built in each worker, after the fork: ORT's thread pools do not
 survive a fork.
 
-Process model: one worker holds one copy of each model; `threads` gthread threads serve
-requests concurrently against it (ORT's `run` is thread-safe). More workers multiply memory.
+Process model: one worker holds one copy of each model; gthread threads serve requests
+concurrently against it (ORT's `run` is thread-safe) and admission (edge_app.admission) bounds
+how many generate at once. More workers multiply memory.
+
+Signals: SIGTERM (and SIGINT) stop gracefully: the listening socket closes and requests in
+flight, streams included, finish within `graceful_timeout_s`; then the exit status is 0.
+SIGHUP reloads the bundles in every worker (validated and warmed before the swap; on failure
+the old ones keep serving) instead of gunicorn's restart of the workers, which would drop the
+models and, with a broken bundle, take the server down.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+from typing import Callable
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
 from .bundle import BundleError, load_bundle
 from .config import Config, ConfigError, load_config
 from .power import SensorError, detect
+from .runtime import provider_chain
 
 log = logging.getLogger("edgegen")
 
 
+class _Arbiter(Arbiter):
+    def handle_hup(self):
+        """Forward SIGHUP to the workers: each reloads its models in place."""
+        self.log.info("Hang up: reloading the bundles in %d worker(s)", len(self.WORKERS))
+        for pid in list(self.WORKERS):
+            self.kill_worker(pid, signal.SIGHUP)
+
+
 class _Gunicorn(BaseApplication):
-    def __init__(self, config: Config):
-        self.edgegen = config
+    def __init__(self, config: Config, loader: Callable[[], Config]):
+        self.edgegen, self.edgegen_loader = config, loader
         super().__init__()
+
+    def run(self):
+        try:
+            _Arbiter(self).run()
+        except RuntimeError as exc:
+            print(f"edgegen: error: {exc}", file=sys.stderr)
+            sys.exit(1)
 
     def load_config(self):
         cfg = self.edgegen
         settings = {
-            "bind": f"{cfg.host}:{cfg.port}", "workers": cfg.workers, "threads": cfg.threads,
-            "worker_class": "gthread", "timeout": cfg.timeout_s, "graceful_timeout": 30,
-            "loglevel": cfg.log_level, "preload_app": False,
-            "post_worker_init": _announce,
+            "bind": f"{cfg.host}:{cfg.port}", "workers": cfg.workers,
+            "threads": cfg.gunicorn_threads, "worker_class": "gthread", "timeout": cfg.timeout_s,
+            "graceful_timeout": cfg.graceful_timeout_s, "loglevel": cfg.log_level,
+            "preload_app": False, "post_worker_init": _worker_ready,
             # gunicorn >= 25 opens a control socket at one fixed path per user; several servers
             # on a host (a test fleet, a blue/green swap) would fight over it. We manage
             # processes with signals and the container runtime instead.
@@ -47,24 +73,43 @@ class _Gunicorn(BaseApplication):
     def load(self):
         from .app import create_app
 
-        return create_app(self.edgegen)
+        # Our log lines (model loads, provider fallbacks, reloads) go where gunicorn's go, in
+        # its format, at the configured level.
+        ours = logging.getLogger("edge_app")
+        ours.handlers = list(logging.getLogger("gunicorn.error").handlers)
+        ours.setLevel(self.edgegen.log_level.upper())
+        ours.propagate = False
+
+        return create_app(self.edgegen, self.edgegen_loader)
 
 
-def _announce(worker) -> None:
-    """Once the first worker has loaded the models, print where to reach them."""
+def _worker_ready(worker) -> None:
+    """In each worker (main thread, models loaded): take SIGHUP for reloads; the first worker
+    prints where to reach the server."""
+    from .admin import install_sighup
+
+    install_sighup(worker.wsgi)
     if worker.age != 1:
         return
     config: Config = worker.app.edgegen
     base = f"http://{config.host}:{config.port}"
-    names = sorted(worker.wsgi.extensions["edgegen.models"].models)
-    print(f"\nEdgeGen is serving {', '.join(names)} at {base}\n"
-          f"  models   {base}/v1/models\n  health   {base}/health   ready {base}/ready\n"
-          f"  metrics  {base}/metrics\n"
-          f"Try:\n  curl -s {base}/v1/images/generations -H 'Content-Type: application/json' \\\n"
-          f"    -d '{{\"model\": \"{names[0]}\", \"n\": 1, \"seed\": 42}}' \\\n"
-          f"    | python3 -c 'import sys,json,base64; "
-          f"open(\"out.png\",\"wb\").write(base64.b64decode(json.load(sys.stdin)[\"data\"][0][\"b64_json\"]))'"
-          f"\n  (writes out.png)\n", flush=True)
+    models = worker.wsgi.extensions["edgegen.models"].models
+    auth = " -H 'Authorization: Bearer $EDGEGEN_KEY'" if config.api_keys or config.api_key_file \
+        else ""
+    lines = [f"\nEdgeGen is serving {', '.join(sorted(models))} at {base}",
+             f"  playground {base}/   API {base}/openapi.json   models {base}/v1/models",
+             f"  health {base}/health   ready {base}/ready   metrics {base}/metrics", "Try:"]
+    for name, model in sorted(models.items()):
+        if model.bundle.manifest.task == "text-generation":
+            lines += [f"  curl -s {base}/v1/completions{auth} -H 'Content-Type: application/json' "
+                      f"-d '{{\"model\": \"{name}\", \"prompt\": \"The\", \"max_tokens\": 32}}'"]
+        else:
+            lines += [f"  curl -s {base}/v1/images/generations{auth} -H 'Content-Type: "
+                      f"application/json' -d '{{\"model\": \"{name}\", \"n\": 1, \"seed\": 42}}' \\",
+                      "    | python3 -c 'import sys,json,base64; open(\"out.png\",\"wb\").write("
+                      "base64.b64decode(json.load(sys.stdin)[\"data\"][0][\"b64_json\"]))'"
+                      "   # writes out.png"]
+    print("\n".join(lines) + "\n", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,15 +123,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in {"bundles": args.bundles, "host": args.host,
                                    "port": args.port}.items() if v is not None}
+    def loader() -> Config:  # reloads re-read the file and the environment
+        return load_config(overrides, path=args.config)
+
     try:
-        config = load_config(overrides, path=args.config)
+        config = loader()
         if not config.bundles:
             raise BundleError("no bundles configured: pass --bundle DIR or set EDGEGEN_BUNDLES")
         for path in config.bundles:
             load_bundle(path)  # schema and sha256 of every file, before any worker starts
         detect(config.power_root, config.power_sensor)  # a named sensor must exist
+        provider_chain(config.execution_providers)  # names ONNX Runtime knows
+        config.all_api_keys()  # a key file that cannot be read
     except (ConfigError, BundleError, SensorError) as exc:
         print(f"edgegen: error: {exc}", file=sys.stderr)
         return 2
-    _Gunicorn(config).run()  # exits the process itself on fatal errors (e.g. port in use)
+    _Gunicorn(config, loader).run()  # exits the process itself on fatal errors (port in use)
     return 0

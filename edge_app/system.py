@@ -7,6 +7,8 @@ Stdlib only (a Pi image stays small): /proc/self/status (VmRSS, VmHWM), /proc/me
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 from typing import Iterator
 
@@ -65,3 +67,30 @@ class SystemCollector(Collector):
         for zone, value in temperatures(self.root).items():
             temp.add_metric([zone], value)
         yield temp
+
+
+def _first_line(*paths: Path) -> str:
+    for path in paths:
+        try:
+            text = path.read_bytes().replace(b"\0", b"").decode("utf-8", "replace").strip()
+        except OSError:
+            continue
+        if text:
+            return text.splitlines()[0]
+    return ""
+
+
+def device_facts(root: Path, device_class: str, providers: list[str]) -> dict[str, str]:
+    """Labels of edgegen_device_info. `hardware` is the board as the firmware names it
+    (device tree on Pi and Jetson, DMI on PCs); `device_class` the fleet class (configured, or
+    guessed from that name when not)."""
+    hardware = _first_line(root / "proc/device-tree/model", root / "sys/firmware/devicetree/base/model",
+                           root / "sys/class/dmi/id/product_name") or "unknown"
+    if not device_class:
+        lowered = hardware.lower()
+        device_class = ("jetson" if "jetson" in lowered or (root / "etc/nv_tegra_release").exists()
+                        else "pi" if "raspberry pi" in lowered else "local")
+    total = memory(root).get("total")
+    return {"device_class": device_class, "hardware": hardware, "arch": platform.machine(),
+            "cpus": str(os.cpu_count() or 0), "memory_bytes": str(total or 0),
+            "providers": ",".join(providers)}

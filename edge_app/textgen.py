@@ -55,7 +55,10 @@ class Sampler:
         s = self.s
         if s.temperature == 0.0:
             return int(np.argmax(logits))
-        z = logits.astype(np.float64) / s.temperature
+        with np.errstate(over="ignore"):
+            z = logits.astype(np.float64) / s.temperature
+        if np.isnan(z).any() or np.isposinf(z).any():  # T so small that logits overflow: its limit
+            return int(np.argmax(logits))
         if 0 < s.top_k < z.size:
             kth = np.partition(z, -s.top_k)[-s.top_k]
             z = np.where(z < kth, -np.inf, z)

@@ -12,6 +12,7 @@ rails is not either. Paths and units (kernel ABI docs, jetson_stats, energymon):
 - Android power_supply battery: current_now µA (negative while discharging per the ABI; some
   vendors report mA or flip the sign), voltage_now µV; only meaningful while discharging.
 - Raspberry Pi 5: `vcgencmd pmic_read_adc` lines `<RAIL>_A current(i)=xA` / `<RAIL>_V volt(i)=yV`.
+- NVIDIA discrete GPUs: NVML (nvidia-ml-py) nvmlDeviceGetPowerUsage, milliwatts per GPU board.
 """
 
 from __future__ import annotations
@@ -310,11 +311,59 @@ class Pi5PmicSensor(PowerSensor):
         return Reading(watts=sum(rails.values()), rails=rails)
 
 
+# --------------------------------------------------------------------------- NVML
+
+
+class NvmlSensor(PowerSensor):
+    """NVIDIA GPU board power through NVML (the library nvidia-smi uses), summed over GPUs.
+
+    A library, not a sysfs tree: present only on the real root, with the NVIDIA driver loaded
+    (/proc/driver/nvidia/version) and nvidia-ml-py importable. `nvml` lets tests pass a replay
+    of the calls used here.
+    """
+
+    name = "nvml"
+    scope = "GPU board power (NVML), summed over GPUs; not the host CPU or wall power"
+
+    def __init__(self, root: str | Path = "/", nvml=None):
+        super().__init__(root)
+        if nvml is None:
+            import pynvml as nvml  # nvidia-ml-py
+        self.nvml = nvml
+        try:
+            nvml.nvmlInit()
+            self.handles = [(i, nvml.nvmlDeviceGetHandleByIndex(i))
+                            for i in range(nvml.nvmlDeviceGetCount())]
+        except nvml.NVMLError as exc:
+            raise SensorError(f"NVML: {exc}") from None
+        if not self.handles:
+            raise SensorError("NVML found no GPU")
+
+    @classmethod
+    def present(cls, root: Path) -> bool:
+        if Path(root).resolve() != Path("/") or not Path("/proc/driver/nvidia/version").exists():
+            return False
+        try:
+            import pynvml  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def read(self) -> Reading:
+        rails = {}
+        try:
+            for index, handle in self.handles:
+                rails[f"gpu{index}"] = self.nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0  # mW
+        except self.nvml.NVMLError as exc:
+            raise SensorError(f"NVML power reading failed: {exc}") from None
+        return Reading(watts=sum(rails.values()), rails=rails)
+
+
 # --------------------------------------------------------------------------- detection
 
 BACKENDS: dict[str, type[PowerSensor]] = {
-    b.name: b for b in (JetsonHwmonSensor, JetsonIIOSensor, Pi5PmicSensor, RaplSensor,
-                        HwmonSensor, AndroidBatterySensor)
+    b.name: b for b in (JetsonHwmonSensor, JetsonIIOSensor, Pi5PmicSensor, NvmlSensor,
+                        RaplSensor, HwmonSensor, AndroidBatterySensor)
 }
 
 

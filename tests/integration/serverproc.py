@@ -77,13 +77,19 @@ class Proc:
 class ServerProcess(Proc):
     """`python -m edge_app serve` on a free loopback port."""
 
-    def __init__(self, *bundles: Path):
+    def __init__(self, *bundles: Path, config: Path | None = None, env: dict | None = None):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "edge_app", "serve", "--port", str(self.port)]
         for bundle in bundles:
             args += ["--bundle", str(bundle)]
-        super().__init__(args)
+        if config is not None:
+            args += ["--config", str(config)]
+        super().__init__(args, env={"EDGEGEN_POWER_BASELINE_S": "0", **(env or {})})
+
+    def signal(self, signum: int) -> None:
+        """Signal the gunicorn master (the process group leader)."""
+        os.kill(self.proc.pid, signum)
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

@@ -1,5 +1,5 @@
 """The official `openai` client against a real gunicorn server holding a text and an image
-bundle side by side: completions whole and streamed."""
+bundle side by side, behind an API key: completions whole and streamed."""
 
 from __future__ import annotations
 
@@ -13,10 +13,16 @@ pytestmark = pytest.mark.integration
 def test_openai_client_gets_completions_with_and_without_streaming(gpt2_bundle, dcgan_bundle):
     from openai import OpenAI
 
-    server = ServerProcess(gpt2_bundle, dcgan_bundle)
+    from openai import AuthenticationError
+
+    key = "sk-edge-0123456789abcdef0123"
+    server = ServerProcess(gpt2_bundle, dcgan_bundle, env={"EDGEGEN_API_KEYS": key})
     server.wait_ready()
     try:
-        with OpenAI(base_url=server.base + "/v1", api_key="not-needed-offline") as client:
+        with OpenAI(base_url=server.base + "/v1", api_key="sk-wrong-0123456789abcdef",
+                    max_retries=0) as wrong, pytest.raises(AuthenticationError):
+            wrong.completions.create(model="tiny-gpt2", prompt="The", max_tokens=4)
+        with OpenAI(base_url=server.base + "/v1", api_key=key) as client:
             whole = client.completions.create(model="tiny-gpt2", prompt="The while statement",
                                               max_tokens=16, temperature=0)
             text = whole.choices[0].text

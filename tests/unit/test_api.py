@@ -33,7 +33,8 @@ def test_pngs_decode_to_the_manifest_shape(client, manifest):
     response = _generate(client, n=3, seed=7, size=f"{image.width}x{image.height}")
     body = response.get_json()
     assert body["usage"] == {"images": 3} and body["model"] == "tiny-dcgan"
-    assert set(body["timings"]) == {"generate_ms", "encode_ms", "energy_j", "energy_note"}
+    assert set(body["timings"]) == {"queue_ms", "generate_ms", "encode_ms", "energy_j",
+                                   "energy_note"}
     # this machine has no power sensor: the response says so instead of reporting zero
     assert body["timings"]["energy_j"] is None
     assert body["timings"]["energy_note"] == "no power sensor on this device"
@@ -116,7 +117,9 @@ def test_models_lists_manifest_facts(client, manifest):
 
 def test_health_and_ready(client):
     assert client.get("/health").get_json() == {"status": "ok"}
-    assert client.get("/ready").get_json() == {"status": "ready", "models": ["tiny-dcgan"]}
+    assert client.get("/ready").get_json() == {
+        "status": "ready", "models": ["tiny-dcgan"],
+        "admission": {"active": 0, "waiting": 0, "max_concurrent": 2, "max_queue": 16}}
 
 
 def test_metrics_count_requests_with_bounded_labels(client):

@@ -9,10 +9,14 @@ from edge_app.config import ConfigError, load_config
 
 def test_layering(tmp_path):
     path = tmp_path / "edge.yaml"
-    path.write_text("port: 9000\nthreads: 2\nbundles: [a, b]\n")
-    env = {"EDGEGEN_PORT": "9100", "EDGEGEN_BUNDLES": "x,y"}
+    path.write_text("port: 9000\nthreads: 3\nmax_queue: 0\nbundles: [a, b]\n")
+    env = {"EDGEGEN_PORT": "9100", "EDGEGEN_BUNDLES": "x,y", "EDGEGEN_METRICS_AUTH": "yes",
+           "EDGEGEN_EXECUTION_PROVIDERS": "CUDAExecutionProvider, CPUExecutionProvider"}
     cfg = load_config({"threads": 8}, path=str(path), environ=env)
     assert (cfg.port, cfg.threads, cfg.bundles) == (9100, 8, ("x", "y"))
+    assert cfg.metrics_auth is True and cfg.max_queue == 0
+    assert cfg.execution_providers == ("CUDAExecutionProvider", "CPUExecutionProvider")
+    assert load_config(environ={}).gunicorn_threads == 2 + 16 + 4  # slots + queue + spare
     assert load_config(environ={}).host == "127.0.0.1"
     assert load_config(environ={"EDGEGEN_POWER_HZ": "5"}).power_hz == 5.0
     assert load_config(environ={"EDGEGEN_CONFIG": str(path)}).bundles == ("a", "b")
@@ -22,7 +26,13 @@ def test_layering(tmp_path):
     ({"port": 0}, {}, "'port' must be a positive integer"),
     ({"port": 70000}, {}, "'port' must be in 1..65535"),
     ({}, {"EDGEGEN_PORT": "http"}, "'port' must be an integer, got 'http'"),
-    ({"threads": True}, {}, "'threads' must be a positive integer"),
+    ({"threads": True}, {}, "'threads' must be an integer >= 0"),
+    ({"threads": 10}, {}, r"'threads' \(10\) must exceed max_concurrent \+ max_queue \(18\)"),
+    ({"max_concurrent": 0}, {}, "'max_concurrent' must be a positive integer"),
+    ({"queue_timeout_s": -1}, {}, "'queue_timeout_s' must be a positive number"),
+    ({}, {"EDGEGEN_METRICS_AUTH": "maybe"}, "'metrics_auth' must be true or false"),
+    ({"api_keys": ["short"]}, {}, "each key must be at least 16 characters"),
+    ({"api_keys": "k" * 20 + ",x y" + "z" * 16}, {}, "no whitespace"),
     ({"log_level": "loud"}, {}, "'log_level' must be"),
     ({}, {"EDGEGEN_POWER_HZ": "fast"}, "'power_hz' must be a number, got 'fast'"),
     ({"power_hz": 0}, {}, "'power_hz' must be a positive number"),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
 from edge_app.power import BACKENDS, PowerSampler, PowerSensor, Reading, SensorError, detect
 from edge_app.power.sensors import (AndroidBatterySensor, HwmonSensor, JetsonHwmonSensor,
-                                    JetsonIIOSensor, Pi5PmicSensor, RaplSensor, parse_pmic)
+                                    JetsonIIOSensor, NvmlSensor, Pi5PmicSensor, RaplSensor,
+                                    parse_pmic)
 
 from ..conftest import REPO
 
@@ -95,8 +97,8 @@ def test_detect_without_sensor_says_so(tmp_path):
         detect(tmp_path, "ina999")
     with pytest.raises(SensorError, match="'rapl' is not present under"):
         detect(tmp_path, "rapl")
-    assert set(BACKENDS) == {"jetson-ina3221-iio", "jetson-ina3221-hwmon", "rpi5-pmic", "rapl",
-                             "hwmon", "android-battery"}
+    assert set(BACKENDS) == {"jetson-ina3221-iio", "jetson-ina3221-hwmon", "rpi5-pmic", "nvml",
+                             "rapl", "hwmon", "android-battery"}
 
 
 class ConstantPower(PowerSensor):
@@ -169,3 +171,47 @@ def test_constant_power_energy_is_power_times_duration_in_real_time():
         sampler.stop()
     assert joules == pytest.approx(6.0 * (t1 - t0), rel=0.05)
     assert len(sampler.window(t0, t1)) >= 8  # about 10 Hz
+
+
+class _NvmlReplay:
+    """The NVML calls NvmlSensor makes, answering from a list of (GPU name, milliwatts) in
+    NVML's units. Not a device recording (no NVIDIA GPU here): it pins the unit conversion,
+    the per-GPU rails and the error path; test_nvml_on_this_machine reads the real library."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, gpus, fail_reading=False):
+        self.gpus, self.fail_reading = gpus, fail_reading
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetCount(self):
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return index
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        if self.fail_reading:
+            raise self.NVMLError("GPU is lost")
+        return self.gpus[handle][1]
+
+
+def test_nvml_sums_gpu_board_power_in_watts():
+    reading = NvmlSensor(nvml=_NvmlReplay([("NVIDIA H200", 74_512), ("NVIDIA H200", 81_250)])).read()
+    assert reading.rails == {"gpu0": 74.512, "gpu1": 81.25}
+    assert reading.watts == pytest.approx(155.762)
+    with pytest.raises(SensorError, match="NVML found no GPU"):
+        NvmlSensor(nvml=_NvmlReplay([]))
+    with pytest.raises(SensorError, match="NVML power reading failed: GPU is lost"):
+        NvmlSensor(nvml=_NvmlReplay([("NVIDIA H200", 1)], fail_reading=True)).read()
+    assert not NvmlSensor.present(TREES / "rapl")  # a recorded tree never has NVML
+
+
+@pytest.mark.skipif(not NvmlSensor.present(Path("/")),
+                    reason="no NVIDIA driver (/proc/driver/nvidia/version) on this machine")
+def test_nvml_on_this_machine():
+    reading = NvmlSensor().read()
+    assert reading.watts > 0 and all(r.startswith("gpu") for r in reading.rails)

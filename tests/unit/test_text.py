@@ -241,6 +241,9 @@ def test_sampler_orders_and_seeds():
     assert {Sampler(Sampling(top_p=0.01, seed=s))(logits) for s in range(20)} == {1}
     draws = [Sampler(Sampling(top_k=2, seed=7))(logits) for _ in range(5)]
     assert len(set(draws)) == 1 and draws[0] in (1, 2)  # same seed, same draw
+    # A temperature so small that logits / T overflows is greedy (its limit), not NaN (found
+    # by schemathesis: temperature 5e-324 gave "Probabilities contain NaN", a 500).
+    assert {Sampler(Sampling(temperature=5e-324, seed=s))(logits) for s in range(5)} == {1}
     for bad in ({"temperature": -1}, {"top_k": -1}, {"top_p": 0.0}):
         with pytest.raises(ValueError):
             Sampling(**bad)
