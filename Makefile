@@ -16,7 +16,7 @@ PORT    ?= 8080
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run optimize bundle serve status test test-fast wheelhouse image-optimizer bench-images bench-text clean
+.PHONY: help venv run optimize bundle serve status test test-fast wheelhouse image-optimizer bench-images bench-text bench-serving bench-load clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -71,6 +71,12 @@ bench-images: $(STAMP) ## latency ratios of pruned / INT8 / FP16 image generator
 
 bench-text: $(STAMP) ## GPT-2 124M and student decode tok/s: eager vs ORT FP32 vs ORT INT8
 	$(BIN)/python bench/bench_text_decode.py
+
+bench-serving: $(STAMP) ## decode tok/s through HTTP vs the runtime directly; image req/s at batch 1 and 8
+	$(BIN)/python bench/bench_serving.py
+
+bench-load: $(STAMP) ## 64 clients x 60 s, twice: only 200 or 503 + Retry-After; RSS growth < 5%
+	$(BIN)/python bench/bench_load.py
 
 clean: ## remove bundles, runs and caches (keeps .venv)
 	rm -rf bundles runs mlruns .pytest_cache

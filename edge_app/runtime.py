@@ -63,7 +63,11 @@ def provider_options(chain: list[str], bundle: Bundle, config: Config | None) ->
     for name in chain:
         if name == "TensorrtExecutionProvider":
             cache = trt_cache_dir(config.trt_cache_dir if config else "")
-            cache.mkdir(parents=True, exist_ok=True)
+            try:
+                cache.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"trt_cache_dir {cache}: cannot create it ({exc.strerror}); "
+                                  f"set trt_cache_dir to a writable directory") from None
             out.append((name, {
                 "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
                 "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),

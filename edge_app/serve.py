@@ -32,8 +32,6 @@ from .config import Config, ConfigError, load_config
 from .power import SensorError, detect
 from .runtime import provider_chain
 
-log = logging.getLogger("edgegen")
-
 
 class _Arbiter(Arbiter):
     def handle_hup(self):

@@ -203,7 +203,7 @@ def test_provider_chain_falls_back_to_cpu_and_says_why(dcgan_bundle, caplog):
 def test_device_and_model_info_name_the_runtime(client):
     text = client.get("/metrics").get_data(as_text=True)
     info = next(ln for ln in text.splitlines() if ln.startswith("edgegen_device_info{"))
-    assert 'providers="' in info and f'cpus="' in info and info.endswith(" 1.0")
+    assert 'providers="' in info and 'cpus="' in info and info.endswith(" 1.0")
     model = client.get("/v1/models").get_json()["data"][0]
     assert model["providers"][-1] == CPU and model["runtime"] == model["providers"][0]
 
