@@ -1,0 +1,121 @@
+"""The playground page in headless Chromium against the real server (text and image models,
+behind an API key): it lists the models, streams a completion, and shows generated images;
+what it shows equals what the API returns for the same parameters, and the browser logs no
+error (a blocked external asset or a script error would be one)."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+
+import pytest
+import requests
+
+from tests.integration.serverproc import ServerProcess
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+KEY = "sk-browser-0123456789abcdef"
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM and DRIVER):
+        pytest.skip("headless Chromium is not installed (apt-get install chromium "
+                    "chromium-driver; .ci/run does)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", "--disable-extensions", "--disable-background-networking",
+                "--window-size=1200,1000"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def server(gpt2_bundle, dcgan_bundle):
+    proc = ServerProcess(gpt2_bundle, dcgan_bundle, env={"EDGEGEN_API_KEYS": KEY})
+    proc.wait_ready()
+    yield proc
+    code, output = proc.stop()
+    assert code == 0, output
+
+
+def test_playground_streams_text_and_shows_images(browser, server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    wait = WebDriverWait(browser, 60)
+    browser.get(server.base + "/")
+    assert browser.title == "EdgeGen playground"
+    key = browser.find_element(By.ID, "key")
+    key.send_keys(KEY)
+    browser.execute_script("document.getElementById('key').dispatchEvent(new Event('change'))")
+    wait.until(lambda d: len(Select(d.find_element(By.ID, "text-model")).options) == 1)
+    assert Select(browser.find_element(By.ID, "text-model")).first_selected_option \
+        .get_attribute("value") == "tiny-gpt2"
+    assert Select(browser.find_element(By.ID, "image-model")).first_selected_option \
+        .get_attribute("value") == "tiny-dcgan"
+
+    # Text, streamed, seeded: the page shows the prompt plus exactly the API's answer.
+    prompt = browser.find_element(By.ID, "prompt")
+    prompt.clear()
+    prompt.send_keys("The for statement")
+    for field, value in (("max-tokens", "24"), ("text-seed", "11")):
+        element = browser.find_element(By.ID, field)
+        element.clear()
+        element.send_keys(value)
+    assert browser.find_element(By.ID, "stream").is_selected()
+    browser.find_element(By.ID, "complete").click()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "text-timings"), "finish:"))
+    shown = browser.find_element(By.ID, "completion").text
+    api = requests.post(server.base + "/v1/completions", headers={"Authorization": f"Bearer {KEY}"},
+                        json={"model": "tiny-gpt2", "prompt": "The for statement",
+                              "max_tokens": 24, "temperature": 0.8, "top_p": 0.95, "seed": 11},
+                        timeout=30).json()
+    assert shown == ("The for statement" + api["choices"][0]["text"]).strip()
+    timings = browser.find_element(By.ID, "text-timings").text
+    assert "tokens/s" in timings and "energy: no power sensor" in timings
+
+    # Images: n PNGs, the same bytes as the API gives for the same seed.
+    for field, value in (("n", "3"), ("image-seed", "42")):
+        element = browser.find_element(By.ID, field)
+        element.clear()
+        element.send_keys(value)
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#images img")) == 3)
+    images = browser.find_elements(By.CSS_SELECTOR, "#images img")
+    wait.until(lambda d: all(d.execute_script("return arguments[0].complete && "
+                                              "arguments[0].naturalWidth", img) for img in images))
+    assert {browser.execute_script("return arguments[0].naturalWidth", img) for img in images} \
+        == {32}
+    api = requests.post(server.base + "/v1/images/generations",
+                        headers={"Authorization": f"Bearer {KEY}"},
+                        json={"model": "tiny-dcgan", "n": 3, "seed": 42}, timeout=30).json()
+    shown = [img.get_attribute("src").split(",", 1)[1] for img in images]
+    assert shown == [d["b64_json"] for d in api["data"]]
+    assert base64.b64decode(shown[0]).startswith(b"\x89PNG")
+
+    # The one expected error: the first model listing, sent before the key was typed (401).
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"
+              and not ("/v1/models" in e["message"] and "status of 401" in e["message"])]
+    assert not errors, errors
+
+
+def test_wrong_key_is_shown_as_an_error(browser, server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server.base + "/")
+    browser.execute_script("localStorage.setItem('edgegen-key', 'wrong-key-0123456789abcdef')")
+    browser.get(server.base + "/")
+    WebDriverWait(browser, 30).until(
+        lambda d: "401" in d.find_element(By.ID, "status").text)
+    assert "missing or invalid API key" in browser.find_element(By.ID, "status").text
