@@ -16,7 +16,7 @@ PORT    ?= 8080
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run optimize bundle serve status test test-fast wheelhouse image-optimizer bench-images bench-text bench-serving bench-load clean
+.PHONY: help venv run optimize bundle serve status targets monitor monitor-down test test-fast wheelhouse image-optimizer bench-images bench-text bench-serving bench-load clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,24 @@ serve: $(STAMP) ## serve chosen bundles: make serve BUNDLES="bundles/a bundles/b
 INVENTORY ?= ansible/inventory/example.yml
 status: $(STAMP) ## probe every device of an inventory: make status INVENTORY=... [LIMIT=host,class]
 	$(BIN)/python -m fleet status --inventory $(INVENTORY) $(if $(LIMIT),--limit $(LIMIT))
+
+targets: $(STAMP) ## write Prometheus targets for INVENTORY (monitoring/prometheus/targets/edge.json)
+	$(BIN)/python -m fleet targets --inventory $(INVENTORY) $(if $(LIMIT),--limit $(LIMIT))
+
+# Compose v2 plugin when present, else docker-compose (Debian's package).
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+GRAFANA_PORT ?= 3000
+GRAFANA_PASSWORD_FILE := build/grafana-admin-password
+monitor: targets ## Prometheus + Grafana + Pushgateway for INVENTORY (official images); prints the Grafana URL
+	@mkdir -p build; test -s $(GRAFANA_PASSWORD_FILE) || $(BIN)/python -c \
+	    "import secrets; print(secrets.token_urlsafe(18))" > $(GRAFANA_PASSWORD_FILE)
+	GRAFANA_ADMIN_PASSWORD="$${GRAFANA_ADMIN_PASSWORD:-$$(cat $(GRAFANA_PASSWORD_FILE))}" GRAFANA_PORT=$(GRAFANA_PORT) \
+	    $(COMPOSE) -p edgegen-monitoring -f compose/monitoring.yml up -d
+	@echo "Grafana    http://127.0.0.1:$(GRAFANA_PORT)  (user admin, password in $(GRAFANA_PASSWORD_FILE))"
+	@echo "Prometheus http://127.0.0.1:9090   Pushgateway http://127.0.0.1:9091"
+
+monitor-down: ## stop the monitoring stack (its data volumes are kept)
+	GRAFANA_ADMIN_PASSWORD=unused $(COMPOSE) -p edgegen-monitoring -f compose/monitoring.yml down
 
 test: $(STAMP) ## the whole suite, every tier this machine supports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

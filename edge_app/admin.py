@@ -28,13 +28,19 @@ def reload_models(app: Flask, bundles: list[str] | None = None) -> Swap:
     """Re-read the config, load the bundles and swap them in; BundleError/ConfigError (old
     models kept) or RuntimeError (a reload is already running)."""
     loader: Callable[[], Config] = app.extensions["edgegen.config_loader"]
-    config = loader()
-    keys = config.all_api_keys()
+    stats = app.extensions["edgegen.metrics"]
     registry: ModelRegistry = app.extensions["edgegen.models"]
     old = dict(registry.models)
-    swap = registry.load(config, tuple(bundles) if bundles is not None else None)
+    try:
+        config = loader()
+        keys = config.all_api_keys()
+        swap = registry.load(config, tuple(bundles) if bundles is not None else None)
+    except (BundleError, ConfigError):
+        stats.reloads.labels("failure").inc()
+        raise
+    stats.reloads.labels("success").inc()
     app.extensions["edgegen.api_keys"] = keys
-    info = app.extensions["edgegen.metrics"].model_info
+    info = stats.model_info
     for name, model in old.items():
         if registry.models.get(name) is not model:
             info.remove(*model_labels(model))

@@ -46,7 +46,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None,
         "edgegen.power": PowerService(cfg, stats)})
 
     errors.init_app(app)
-    metrics.init_app(app, stats, {"edgegen": __version__, "onnxruntime": onnxruntime.__version__})
+    metrics.init_app(app, stats, {"edgegen": __version__, "onnxruntime": onnxruntime.__version__},
+                     sensors_root=cfg.power_root)
     auth.init_app(app, cfg.all_api_keys())  # after metrics: refused requests are counted too
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)

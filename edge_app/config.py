@@ -32,8 +32,9 @@ class Config:
     max_body_bytes: int = 1 << 20  # larger request bodies get 413
     # Runtime
     intra_op_threads: int = 0  # ONNX Runtime intra-op threads; 0 = its default (all cores)
-    # Power (the paper's method): sensor backend name, "auto" or "none"; sysfs root (tests point
-    # it at recorded trees); sampling rate; idle baseline measured at startup.
+    # Power (the paper's method): sensor backend name, "auto" or "none"; the sysfs root of power
+    # and thermal sensors (tests point it at recorded trees); sampling rate; idle baseline
+    # measured at startup.
     power_sensor: str = "auto"
     power_root: str = "/"
     power_hz: float = 10.0

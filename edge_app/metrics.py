@@ -64,6 +64,15 @@ class Metrics:
             "accelerators ONNX Runtime can use.",
             ["device_class", "hardware", "arch", "cpus", "memory_bytes", "providers"],
             registry=registry)
+        self.reloads = Counter(
+            "edgegen_reloads", "Bundle reloads (SIGHUP or /admin/reload) by result: success, "
+            "failure (the previous models kept serving).", ["result"], registry=registry)
+        # Counters with fixed label sets start at 0, so the first event is an increase that
+        # rate() and increase() can see (a series born at 1 shows no increase).
+        for reason in ("queue_full", "queue_timeout", "unauthorized"):
+            self.rejected.labels(reason)
+        for result in ("success", "failure"):
+            self.reloads.labels(result)
         self.build_info = Gauge(
             "edgegen_build_info", "Server build (value 1).",
             ["version", "python", "onnxruntime"], registry=registry)
@@ -72,10 +81,12 @@ class Metrics:
 UNTIMED = ("/metrics", "/health")  # probes and scrapes are not traffic
 
 
-def init_app(app: Flask, metrics: Metrics, versions: dict[str, str]) -> None:
+def init_app(app: Flask, metrics: Metrics, versions: dict[str, str],
+             sensors_root: str = "/") -> None:
     """Time every request, export device gauges, and serve GET /metrics (Prometheus text, or
-    OpenMetrics when the scraper asks for it)."""
-    metrics.registry.register(SystemCollector())
+    OpenMetrics when the scraper asks for it). Thermal zones are read under `sensors_root`
+    (the power sensors' root), process memory from this process."""
+    metrics.registry.register(SystemCollector("/", thermal_root=sensors_root))
     metrics.build_info.labels(versions["edgegen"], platform.python_version(),
                               versions["onnxruntime"]).set(1)
 

@@ -52,8 +52,9 @@ def temperatures(root: Path) -> dict[str, float]:
 
 
 class SystemCollector(Collector):
-    def __init__(self, root: str | Path = "/"):
+    def __init__(self, root: str | Path = "/", thermal_root: str | Path | None = None):
         self.root = Path(root)
+        self.thermal_root = Path(thermal_root) if thermal_root is not None else self.root
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         mem = GaugeMetricFamily("edgegen_memory_bytes", "Process resident memory (rss, "
@@ -64,7 +65,7 @@ class SystemCollector(Collector):
         yield mem
         temp = GaugeMetricFamily("edgegen_temperature_celsius", "Thermal zone temperatures.",
                                  labels=["zone"])
-        for zone, value in temperatures(self.root).items():
+        for zone, value in temperatures(self.thermal_root).items():
             temp.add_metric([zone], value)
         yield temp
 

@@ -1,4 +1,5 @@
-"""`python -m fleet status --inventory FILE [--limit HOST,...]`: the fleet at a glance."""
+"""`python -m fleet status --inventory FILE [--limit HOST,...]`: the fleet at a glance.
+`python -m fleet targets --inventory FILE [--out PATH]`: Prometheus file_sd targets."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from pathlib import Path
 
 from .inventory import InventoryError, load_inventory
 from .status import probe_all, render_table
+from .targets import write_file_sd
+
+DEFAULT_TARGETS = Path("monitoring/prometheus/targets/edge.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("--inventory", type=Path, default=Path("ansible/inventory/example.yml"))
     status.add_argument("--limit", help="comma-separated host names or classes to probe")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
+    targets = sub.add_parser("targets", help="write Prometheus file_sd targets for the fleet")
+    targets.add_argument("--inventory", type=Path, default=Path("ansible/inventory/example.yml"))
+    targets.add_argument("--limit", help="comma-separated host names or classes to include")
+    targets.add_argument("--out", type=Path, default=DEFAULT_TARGETS,
+                         help=f"targets file (default {DEFAULT_TARGETS})")
     args = parser.parse_args(argv)
     try:
         devices = load_inventory(args.inventory)
@@ -29,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         if not devices:
             print(f"fleet: error: --limit {args.limit} matches no host or class", file=sys.stderr)
             return 2
+    if args.command == "targets":
+        path = write_file_sd(devices, args.out)
+        print(f"wrote {len(devices)} target(s) to {path}")
+        return 0
     statuses = probe_all(devices, args.timeout)
     print(render_table(statuses))
     down = [s.device.name for s in statuses if not s.ok]

@@ -17,7 +17,7 @@ def _make_run(bundle, port) -> Proc:
     """Start `make run` and read its output until it has announced the URLs."""
     proc = Proc(["make", "--no-print-directory", "run", f"RECIPE={TINY_RECIPE}",
                  f"BUNDLE={bundle}", f"PORT={port}"], env={"MAKEFLAGS": ""})
-    if not proc.wait_for("(writes out.png)", timeout=300):
+    if not proc.wait_for("# writes out.png", timeout=300):
         pytest.fail(f"make run did not come up:\n{proc.stop()[1]}")
     return proc
 

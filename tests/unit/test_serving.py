@@ -174,6 +174,8 @@ def test_reload_swaps_only_after_validation_and_refuses_tampered(bundle_copy, tm
     assert _images(client, model="tiny-dcgan-b", headers=auth).status_code == 200
     text = client.get("/metrics", headers=auth).get_data(as_text=True)
     assert 'model="tiny-dcgan-b"' in text.split("edgegen_model_info", 1)[1]
+    assert 'edgegen_reloads_total{result="failure"} 1.0' in text
+    assert 'edgegen_reloads_total{result="success"} 2.0' in text
 
     r = client.post("/admin/reload", json={"bundles": "not-a-list"}, headers=auth)
     assert r.status_code == 400 and r.get_json()["error"]["param"] == "bundles"

@@ -1,0 +1,35 @@
+"""Prometheus file_sd targets from an inventory: one entry per device, labelled with its name
+and class, so every series a device exports carries `device` and `device_class`.
+
+Prometheus re-reads the file when it changes (monitoring/prometheus/prometheus.yml globs
+targets/*.json), so writing it is how a deploy adds devices to monitoring.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .inventory import Device
+
+
+def file_sd(devices: list[Device]) -> list[dict]:
+    entries = []
+    for d in devices:
+        host = f"[{d.address}]" if ":" in d.address else d.address
+        entries.append({"targets": [f"{host}:{d.port}"],
+                        "labels": {"device": d.name, "device_class": d.device_class}})
+    return entries
+
+
+def write_file_sd(devices: list[Device], path: Path) -> Path:
+    """Write atomically (Prometheus may read while we write)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(file_sd(devices), f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
