@@ -70,6 +70,21 @@ def image_bundle() -> Path:
     return path
 
 
+def wait_ready(base: str, proc: subprocess.Popen, timeout: float) -> str:
+    """Poll GET /ready until 200: "ready", or "exited" (the process died), or "timeout"."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return "exited"
+        try:
+            if requests.get(base + "/ready", timeout=2).status_code == 200:
+                return "ready"
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    return "timeout"
+
+
 class Server:
     """`python -m edge_app serve` on 127.0.0.1 with the given bundles and config (env)."""
 
@@ -82,18 +97,12 @@ class Server:
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "EDGEGEN_POWER_BASELINE_S": "0",
                                           **(env or {})}, start_new_session=True)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}; see {self.log.name}")
-            try:
-                if requests.get(self.base + "/ready", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"server not ready in 300 s; see {self.log.name}")
+        state = wait_ready(self.base, self.proc, 300)
+        if state == "exited":
+            raise RuntimeError(f"server exited {self.proc.returncode}; see {self.log.name}")
+        if state == "timeout":
+            self.stop()
+            raise TimeoutError(f"server not ready in 300 s; see {self.log.name}")
 
     def stop(self) -> int:
         if self.proc.poll() is None:

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-import requests
+from bench.serving import wait_ready
 
 from ..conftest import REPO, free_port
 
@@ -92,14 +92,8 @@ class ServerProcess(Proc):
         os.kill(self.proc.pid, signum)
 
     def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.stop()[1]}")
-            try:
-                if requests.get(self.base + "/ready", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"server not ready within {timeout} s:\n{self.stop()[1]}")
+        state = wait_ready(self.base, self.proc, timeout)
+        if state == "exited":
+            raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.stop()[1]}")
+        if state == "timeout":
+            raise TimeoutError(f"server not ready within {timeout} s:\n{self.stop()[1]}")

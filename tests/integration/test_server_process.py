@@ -99,4 +99,5 @@ def test_unknown_power_sensor_stops_the_boot(dcgan_bundle):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == ("edgegen: error: unknown power sensor 'ina999'; known: "
                                      "['android-battery', 'hwmon', 'jetson-ina3221-hwmon', "
-                                     "'jetson-ina3221-iio', 'rapl', 'rpi5-pmic'] (or auto, none)")
+                                     "'jetson-ina3221-iio', 'nvml', 'rapl', 'rpi5-pmic'] "
+                                     "(or auto, none)")
