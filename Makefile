@@ -16,7 +16,7 @@ PORT    ?= 8080
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run optimize bundle serve status targets monitor monitor-down test test-fast wheelhouse image-optimizer bench-images bench-text bench-serving bench-load clean
+.PHONY: help venv run optimize bundle serve status bench report targets monitor monitor-down test test-fast wheelhouse image-optimizer bench-images bench-text bench-serving bench-load clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,20 @@ serve: $(STAMP) ## serve chosen bundles: make serve BUNDLES="bundles/a bundles/b
 INVENTORY ?= ansible/inventory/example.yml
 status: $(STAMP) ## probe every device of an inventory: make status INVENTORY=... [LIMIT=host,class]
 	$(BIN)/python -m fleet status --inventory $(INVENTORY) $(if $(LIMIT),--limit $(LIMIT))
+
+# Device benchmark (the paper's method): every bundle x 3 repeats, each in a fresh process,
+# with the idle baseline and a 60 s power window where a sensor exists. Resumable.
+DEVICE ?= local
+BENCH_BUNDLES ?= $(patsubst %/manifest.json,%,$(wildcard bundles/*/manifest.json))
+RESULTS ?= results
+BENCH_ARGS ?=
+bench: $(STAMP) ## measure bundles on this machine: make bench DEVICE=local [BENCH_BUNDLES=...]
+	@test "$(DEVICE)" = local || { echo "make bench: DEVICE=$(DEVICE) needs the fleet deploy (make deploy), which this kit does not have yet; DEVICE=local measures this machine" >&2; exit 2; }
+	$(BIN)/python -m edge_app bench $(addprefix --bundle ,$(BENCH_BUNDLES)) --device $(DEVICE) \
+	    --out $(RESULTS)/bench $(BENCH_ARGS)
+
+report: $(STAMP) ## the paper's tables, figures and one HTML page from $(RESULTS)/bench
+	$(BIN)/python -m fleet report --results $(RESULTS)/bench --out $(RESULTS)/report
 
 targets: $(STAMP) ## write Prometheus targets for INVENTORY (monitoring/prometheus/targets/edge.json)
 	$(BIN)/python -m fleet targets --inventory $(INVENTORY) $(if $(LIMIT),--limit $(LIMIT))
@@ -97,4 +111,4 @@ bench-load: $(STAMP) ## 64 clients x 60 s, twice: only 200 or 503 + Retry-After;
 	$(BIN)/python bench/bench_load.py
 
 clean: ## remove bundles, runs and caches (keeps .venv)
-	rm -rf bundles runs mlruns .pytest_cache
+	rm -rf bundles runs mlruns results .pytest_cache

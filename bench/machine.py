@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 
+from edge_app.system import cpu_info
 
-def cpu_info() -> dict:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
-                  if ln.startswith("model name")), platform.processor())
-    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines()
-                      if ln.startswith("flags")), []))
-    return {"model": model, "logical_cpus": os.cpu_count(),
-            **{f: f in flags for f in ("avx512_vnni", "avx_vnni", "avxvnni", "avx512f", "avx2")}}
+__all__ = ["cpu_info", "cpu_load"]
 
 
 def cpu_load() -> dict:

@@ -1,12 +1,19 @@
-"""`python -m edge_app serve ...` (see edge_app.serve)."""
+"""`python -m edge_app serve ...` (see edge_app.serve) and `python -m edge_app bench ...`
+(see edge_app.benchmark)."""
 
 import sys
 
-from .serve import main
+USAGE = ("usage: python -m edge_app serve [--bundle DIR ...] [--config FILE] [--host H] "
+         "[--port P]\n       python -m edge_app bench --bundle DIR [...] [--out DIR] "
+         "[--device NAME] [--repeats 3] [--window 60]")
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] != "serve":
-        print("usage: python -m edge_app serve [--bundle DIR ...] [--config FILE] "
-              "[--host H] [--port P]", file=sys.stderr)
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command == "serve":
+        from .serve import main
+    elif command == "bench":
+        from .benchmark import main
+    else:
+        print(USAGE, file=sys.stderr)
         sys.exit(2)
     sys.exit(main(sys.argv[2:]))

@@ -189,6 +189,11 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
+def _plain(description: str, kind: str, *media_types: str) -> dict:
+    return {"description": description,
+            "content": {m: {"schema": {"type": kind}} for m in media_types}}
+
+
 def document(cfg: Config, registry, keys: bool) -> dict[str, Any]:
     by_task: dict[str, list] = {"text-generation": [], "image-generation": []}
     for model in registry.models.values():
@@ -212,11 +217,13 @@ def document(cfg: Config, registry, keys: bool) -> dict[str, Any]:
                 "description": "The completion, or with `stream: true` server-sent events "
                                "(`data: {chunk}` lines, the last chunk with finish_reason and "
                                "timings, then `data: [DONE]`).",
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Completion"}},
-                            "text/event-stream": {"schema": _SSE_EVENT}}},
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Completion"}},
+                    "text/event-stream": {"schema": _SSE_EVENT}}},
                 **generation_errors}}},
         "/v1/images/generations": {"post": {
-            "operationId": "createImage", "summary": "Generate PNG images (OpenAI-style, b64_json).",
+            "operationId": "createImage",
+            "summary": "Generate PNG images (OpenAI-style, b64_json).",
             "requestBody": json_body(_image_request(cfg, images, sizes)),
             "responses": {"200": ok("The images, base64 PNG.", "Images"), **generation_errors}}},
         "/v1/models": {"get": {
@@ -239,15 +246,15 @@ def document(cfg: Config, registry, keys: bool) -> dict[str, Any]:
                            "summary": "Readiness: models loaded and warmed, queue not full.",
                            "responses": {"200": ok("Ready.", "Status"), "503": _BUSY}}},
         "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics.",
-                             "responses": {"200": {"description": "Prometheus text format.",
-                                                   "content": {"text/plain": {"schema": {"type": "string"}},
-                                                               "application/openmetrics-text": {"schema": {"type": "string"}}}}}}},
+                             "responses": {"200": _plain("Prometheus text format.", "string",
+                                                         "text/plain",
+                                                         "application/openmetrics-text")}}},
         "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document.",
-                                  "responses": {"200": {"description": "OpenAPI 3.1.",
-                                                        "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+                                  "responses": {"200": _plain("OpenAPI 3.1.", "object",
+                                                              "application/json")}}},
         "/": {"get": {"operationId": "playground", "summary": "The playground page.",
-                      "responses": {"200": {"description": "HTML, no external assets.",
-                                            "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+                      "responses": {"200": _plain("HTML, no external assets.", "string",
+                                                  "text/html")}}},
     }
     for rule, item in paths.items():
         for op in item.values():

@@ -95,3 +95,25 @@ def device_facts(root: Path, device_class: str, providers: list[str]) -> dict[st
     return {"device_class": device_class, "hardware": hardware, "arch": platform.machine(),
             "cpus": str(os.cpu_count() or 0), "memory_bytes": str(total or 0),
             "providers": ",".join(providers)}
+
+
+# CPU features that decide whether INT8 can beat FP32: x86 VNNI (8-bit dot products), ARM
+# dot-product (asimddp, Armv8.2) and int8 matrix multiply (i8mm, Armv8.6).
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "asimddp", "i8mm", "sve")
+
+
+def cpu_info(root: Path = Path("/")) -> dict:
+    """The CPU's model name, logical CPUs and INT8-relevant features, from /proc/cpuinfo
+    (x86 `flags`, ARM `Features`)."""
+    try:
+        text = (root / "proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    lines = text.splitlines()
+    model = next((ln.split(":", 1)[1].strip() for ln in lines
+                  if ln.split(":")[0].strip() in ("model name", "Model", "Hardware")), "") \
+        or platform.processor() or platform.machine()
+    flags = set(next((ln.split(":", 1)[1].split() for ln in lines
+                      if ln.split(":")[0].strip() in ("flags", "Features")), []))
+    return {"model": model, "arch": platform.machine(), "logical_cpus": os.cpu_count(),
+            **{f: f in flags for f in CPU_FEATURES}}

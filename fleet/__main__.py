@@ -1,5 +1,6 @@
 """`python -m fleet status --inventory FILE [--limit HOST,...]`: the fleet at a glance.
-`python -m fleet targets --inventory FILE [--out PATH]`: Prometheus file_sd targets."""
+`python -m fleet targets --inventory FILE [--out PATH]`: Prometheus file_sd targets.
+`python -m fleet report --results DIR --out DIR`: tables, figures and HTML from measurements."""
 
 from __future__ import annotations
 
@@ -26,7 +27,21 @@ def main(argv: list[str] | None = None) -> int:
     targets.add_argument("--limit", help="comma-separated host names or classes to include")
     targets.add_argument("--out", type=Path, default=DEFAULT_TARGETS,
                          help=f"targets file (default {DEFAULT_TARGETS})")
+    report = sub.add_parser("report", help="tables, figures and HTML from bench results")
+    report.add_argument("--results", type=Path, default=Path("results/bench"))
+    report.add_argument("--out", type=Path, default=Path("results/report"))
     args = parser.parse_args(argv)
+    if args.command == "report":
+        from .report import ReportError, build_report
+
+        try:
+            summary = build_report(args.results, args.out)
+        except ReportError as exc:
+            print(f"fleet: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"report for {len(summary['devices'])} device(s), {len(summary['bundles'])} "
+              f"bundle(s): {args.out / 'report.md'}, {args.out / 'report.html'}")
+        return 0
     try:
         devices = load_inventory(args.inventory)
     except InventoryError as exc:

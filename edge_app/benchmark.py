@@ -1,0 +1,306 @@
+"""`python -m edge_app bench`: the device-side benchmark (the paper's method), torch-free so it
+runs inside a device image.
+
+For each bundle and each repeat, in a fresh process (so peak RSS is that bundle's own):
+warm-up, then `runs` timed runs of a fixed workload:
+- images: batch 1 and a larger batch; latency p50/p95/mean ± std, images/s;
+- text: a fixed prompt set, `new_tokens` greedy tokens each; latency, time to first token,
+  decode tokens/s.
+Where a power sensor exists, the idle baseline is measured first (before any bundle loads),
+then each workload runs back to back for a fixed window (`window_s`, 60 s in the paper) while
+the sensor is sampled at 10 Hz: mean power above the baseline, and energy per image / per token
+(the window's energy above baseline over the items produced). With no sensor, the power fields
+are null and say why.
+
+Results: `<out>/<device>/<bundle>/repeat-<k>.json`, each carrying its method (sensor and scope,
+repeats, seed, runtime and providers, CPU features). A run interrupted halfway resumes: a
+repeat whose file exists with the same workload is not run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .bundle import BundleError, load_bundle
+from .config import ConfigError, load_config
+from .power import PowerSampler, SensorError, detect
+from .system import cpu_info, memory
+
+# A fixed prompt set: plain English of the kind the quick text models were trained on.
+PROMPTS = ("The while statement is used for repeated execution",
+           "A function definition defines a user-defined function object",
+           "The import statement is executed in two steps",
+           "Exceptions are raised by the raise statement")
+NO_SENSOR = "no power sensor on this device"
+
+
+@dataclass(frozen=True)
+class Workload:
+    runs: int = 20
+    warmup: int = 3
+    image_batches: tuple[int, ...] = (1, 8)
+    new_tokens: int = 128
+    window_s: float = 60.0  # power window per workload (0: no power measurement)
+    seed: int = 0
+    threads: int = 0  # ONNX Runtime intra-op threads (0: its default)
+    prompts: tuple[str, ...] = field(default=PROMPTS)
+
+
+def latency_stats(seconds: list[float]) -> dict:
+    ordered = sorted(seconds)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"n": len(seconds), "p50_s": statistics.median(seconds), "p95_s": p95,
+            "mean_s": statistics.fmean(seconds),
+            "std_s": statistics.stdev(seconds) if len(seconds) > 1 else 0.0}
+
+
+def _window(sampler: PowerSampler | None, work, window_s: float) -> dict:
+    """Run `work()` (returns items produced) back to back for window_s; energy above baseline."""
+    if sampler is None or window_s <= 0:
+        return {"power_w": None, "energy_j": None,
+                "energy_note": NO_SENSOR if sampler is None else "power window disabled"}
+    items, t0 = 0, time.monotonic()
+    while time.monotonic() - t0 < window_s:
+        items += work()
+    t1 = time.monotonic()
+    time.sleep(2 * sampler.period)  # a sample after the window's end
+    joules = sampler.energy(t0, t1)
+    if joules is None:
+        return {"power_w": None, "energy_j": None, "energy_note": "no samples in the window"}
+    return {"power_w": joules / (t1 - t0), "energy_j": joules, "window_s": t1 - t0,
+            "items": items, "energy_per_item_j": joules / items if items else None}
+
+
+def _bench_images(model, w: Workload, sampler) -> dict:
+    out = {}
+    for batch in w.image_batches:
+        for i in range(w.warmup):
+            model.generate(batch, w.seed + i)
+        times = []
+        for i in range(w.runs):
+            t0 = time.perf_counter()
+            model.generate(batch, w.seed + i)
+            times.append(time.perf_counter() - t0)
+        stats = latency_stats(times)
+        seeds = iter(range(w.seed, w.seed + 10**9))
+        out[f"batch_{batch}"] = {
+            "batch": batch, "latency": stats, "images_per_s": batch / stats["mean_s"],
+            "power": _window(sampler, lambda: (model.generate(batch, next(seeds)), batch)[1],
+                             w.window_s)}
+    return out
+
+
+def _bench_text(model, w: Workload, sampler) -> dict:
+    prompts = [model.encode(p) for p in w.prompts]
+    ctx = model.spec.context_length
+    new = [min(w.new_tokens, ctx - len(p)) for p in prompts]
+
+    def run(i: int):
+        k = i % len(prompts)
+        return model.generate(prompts[k], new[k], stop_at_eos=False)
+
+    for i in range(w.warmup):
+        run(i)
+    latency, ttft, tps, tokens = [], [], [], 0
+    for i in range(w.runs):
+        t0 = time.perf_counter()
+        gen = run(i)
+        latency.append(time.perf_counter() - t0)
+        ttft.append(gen.prompt_ms / 1000.0)
+        if gen.tokens_per_second:
+            tps.append(gen.tokens_per_second)
+        tokens += len(gen.tokens)
+    counter = iter(range(10**9))
+    return {"generate": {
+        "new_tokens": new, "prompt_tokens": [len(p) for p in prompts],
+        "latency": latency_stats(latency), "time_to_first_token": latency_stats(ttft),
+        "tokens_per_s_mean": statistics.fmean(tps) if tps else None,
+        "tokens_per_s_std": statistics.stdev(tps) if len(tps) > 1 else 0.0,
+        "power": _window(sampler, lambda: len(run(next(counter)).tokens), w.window_s)}}
+
+
+def run_worker(bundle_dir: str, w: Workload, sensor_name: str, sensor_root: str,
+               baseline_w: float | None) -> dict:
+    """One bundle, one repeat, in this (fresh) process."""
+    from .runtime import load_model
+
+    config = load_config({"intra_op_threads": w.threads, "power_sensor": "none"}, environ={})
+    before = memory(Path("/")).get("rss", 0)
+    model = load_model(load_bundle(bundle_dir), config)
+    sampler = None
+    if sensor_name != "none":
+        sampler = PowerSampler(detect(sensor_root, sensor_name)).start()
+        sampler.baseline_w = baseline_w or 0.0
+    try:
+        task = model.bundle.manifest.task
+        results = (_bench_text if task == "text-generation" else _bench_images)(model, w, sampler)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+    mem = memory(Path("/"))
+    return {"bundle": model.name, "task": task, "runtime": model.runtime,
+            "providers": model.session.get_providers(), "workloads": results,
+            "memory": {"peak_rss_bytes": mem.get("peak_rss"), "rss_before_load_bytes": before}}
+
+
+def _method(w: Workload, sensor, baseline_w: float | None, repeats: int) -> dict:
+    import onnxruntime
+
+    return {
+        "tool": f"edgegen {__version__} (python -m edge_app bench)",
+        "workload": {k: v for k, v in asdict(w).items()}, "repeats": repeats,
+        "power": ({"sensor": sensor.name, "scope": sensor.scope, "hz": 10.0,
+                   "idle_baseline_w": baseline_w, "method": "energy above the idle baseline "
+                   "over a back-to-back window, trapezoid rule"} if sensor else
+                  {"sensor": None, "note": NO_SENSOR}),
+        "latency": "time.perf_counter around each run; p95 by nearest rank",
+        "peak_rss": "VmHWM of a fresh process per bundle and repeat",
+        "runtime": {"onnxruntime": onnxruntime.__version__,
+                    "available_providers": onnxruntime.get_available_providers(),
+                    "python": platform.python_version()},
+        "cpu": cpu_info(),
+    }
+
+
+def benchmark(bundles: list[str], out: Path, device: str, w: Workload, repeats: int,
+              sensor_name: str = "auto", sensor_root: str = "/", baseline_s: float = 10.0,
+              log=print) -> list[Path]:
+    """Every bundle x repeat, each in a fresh process; skips repeats already on disk."""
+    for b in bundles:
+        load_bundle(b)  # refuse a bad bundle before measuring anything
+    sensor = detect(sensor_root, sensor_name)
+    baseline_w = None
+    if sensor is not None and w.window_s > 0:
+        sampler = PowerSampler(sensor).start()
+        try:
+            baseline_w = sampler.measure_baseline(baseline_s)
+        finally:
+            sampler.stop()
+        log(f"power: {sensor.name}, idle baseline {baseline_w:.3f} W over {baseline_s:g} s")
+    else:
+        log(f"power: {NO_SENSOR if sensor is None else 'window disabled'}")
+    method = _method(w, sensor, baseline_w, repeats)
+    written, total, done = [], len(bundles) * repeats, 0
+    started = time.monotonic()
+    for b in bundles:
+        name = load_bundle(b).manifest.name
+        for k in range(1, repeats + 1):
+            path = out / device / name / f"repeat-{k}.json"
+            done += 1
+            if path.exists() and json.loads(path.read_text())["method"]["workload"] == \
+                    json.loads(json.dumps(method["workload"])):  # tuples as stored (lists)
+                log(f"[{done}/{total}] {name} repeat {k}: already measured, kept")
+                written.append(path)
+                continue
+            result = _spawn(b, w, sensor.name if sensor else "none", sensor_root, baseline_w)
+            record = {"device": device, "repeat": k, "bundle_dir": str(Path(b).resolve()),
+                      "manifest_sha256": _manifest_sha(b), "manifest": _manifest_facts(b),
+                      **result, "method": method,
+                      "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(record, indent=1) + "\n")
+            tmp.replace(path)  # a repeat is on disk whole or not at all
+            written.append(path)
+            elapsed = time.monotonic() - started
+            log(f"[{done}/{total}] {name} repeat {k}: {_headline(result)} "
+                f"({elapsed:.0f} s elapsed)")
+    return written
+
+
+def _manifest_facts(bundle_dir: str) -> dict:
+    """What the report needs of the bundle: family, precision, techniques, the optimizer's
+    measured metrics (size, complexity, quality)."""
+    m = load_bundle(bundle_dir, verify=False).manifest
+    return {"name": m.name, "task": m.task, "family": m.family, "precision": m.precision,
+            "techniques": [t.name for t in m.techniques], "metrics": m.metrics}
+
+
+def _manifest_sha(bundle_dir: str) -> str:
+    import hashlib
+
+    return hashlib.sha256((Path(bundle_dir) / "manifest.json").read_bytes()).hexdigest()
+
+
+def _headline(result: dict) -> str:
+    parts = []
+    for key, wl in result["workloads"].items():
+        parts.append(f"{key} p50 {wl['latency']['p50_s'] * 1e3:.2f} ms")
+        if wl.get("tokens_per_s_mean"):
+            parts.append(f"{wl['tokens_per_s_mean']:.0f} tok/s")
+    return ", ".join(parts)
+
+
+def _spawn(bundle_dir: str, w: Workload, sensor_name: str, sensor_root: str,
+           baseline_w: float | None) -> dict:
+    args = json.dumps({"bundle": bundle_dir, "workload": asdict(w), "sensor": sensor_name,
+                       "root": sensor_root, "baseline_w": baseline_w})
+    run = subprocess.run([sys.executable, "-m", "edge_app", "bench", "--worker", args],
+                         capture_output=True, text=True, env={**os.environ})
+    if run.returncode != 0:
+        raise RuntimeError(f"benchmark of {bundle_dir} failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edge_app bench",
+                                description="Measure bundles on this device (the paper's method).")
+    p.add_argument("--bundle", action="append", dest="bundles", metavar="DIR")
+    p.add_argument("--out", type=Path, default=Path("results/bench"))
+    p.add_argument("--device", default=platform.node() or "device",
+                   help="device name for the results (default: the hostname)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--runs", type=int, default=Workload.runs)
+    p.add_argument("--warmup", type=int, default=Workload.warmup)
+    p.add_argument("--batches", default="1,8", help="image batch sizes (default 1,8)")
+    p.add_argument("--new-tokens", type=int, default=Workload.new_tokens)
+    p.add_argument("--window", type=float, default=Workload.window_s,
+                   help="power window per workload in seconds (paper: 60; 0: none)")
+    p.add_argument("--baseline", type=float, default=10.0, help="idle baseline seconds")
+    p.add_argument("--sensor", default="auto", help="power sensor: auto, none or a backend")
+    p.add_argument("--sensor-root", default="/", help="sysfs root of the sensor (tests)")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        job = json.loads(args.worker)
+        wl = job["workload"]
+        w = Workload(**{**wl, "image_batches": tuple(wl["image_batches"]),
+                        "prompts": tuple(wl["prompts"])})
+        print(json.dumps(run_worker(job["bundle"], w, job["sensor"], job["root"],
+                                    job["baseline_w"])))
+        return 0
+    try:
+        if not args.bundles:
+            raise BundleError("no bundles: pass --bundle DIR (repeatable)")
+        batches = tuple(int(b) for b in args.batches.split(",") if b.strip())
+        for name in ("repeats", "runs"):
+            if getattr(args, name) < 1:
+                raise ConfigError(f"--{name} must be at least 1")
+        if not batches or min(batches) < 1 or args.new_tokens < 1 or args.warmup < 0 \
+                or args.window < 0 or args.baseline < 0:
+            raise ConfigError("--batches, --new-tokens must be >= 1; --warmup, --window, "
+                              "--baseline >= 0")
+        w = Workload(runs=args.runs, warmup=args.warmup, image_batches=batches,
+                     new_tokens=args.new_tokens, window_s=args.window, seed=args.seed,
+                     threads=args.threads)
+        benchmark(args.bundles, args.out, args.device, w, args.repeats, args.sensor,
+                  args.sensor_root, args.baseline)
+    except ValueError as exc:
+        print(f"edgegen bench: error: --batches: {exc}", file=sys.stderr)
+        return 2
+    except (BundleError, ConfigError, SensorError, RuntimeError) as exc:
+        print(f"edgegen bench: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,410 @@
+"""`python -m fleet report`: the paper's tables and figures from measured device results.
+
+Input: the results store written by `python -m edge_app bench` (`<results>/<device>/<bundle>/
+repeat-<k>.json`, one file per bundle and repeat, each carrying the bundle's manifest facts and
+the method). Output, in `--out`:
+- `tables/*.csv` (every number at full precision, each row naming the raw files it comes
+  from) and `report.md`: size and complexity, latency per device, throughput, memory, power
+  and energy, quality; each optimized bundle against its baseline (the shortest other bundle
+  name it extends, e.g. `dcgan-digits` for `dcgan-digits-int8`) as a paired t-test over
+  matched repeats with the 95% CI of the change;
+- `figures/*.png`: latency across devices, power and energy, quality vs compression, and a
+  Pareto plot of quality vs latency;
+- `report.html`: one self-contained page (tables and figures inline).
+A cell that could not be measured says why (e.g. "no power sensor on this device").
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from optimizer.stats import paired_comparison, summarize
+
+NO_SENSOR = "no power sensor on this device"
+
+
+class ReportError(Exception):
+    """The results store cannot be reported on; the message says what is missing."""
+
+
+@dataclass
+class Series:
+    """One bundle on one device: its repeats, in repeat order."""
+
+    device: str
+    bundle: str
+    records: list[dict]
+    files: list[Path]
+    baseline: str | None = None
+
+    @property
+    def manifest(self) -> dict:
+        return self.records[0]["manifest"]
+
+    def values(self, getter) -> list[float | None]:
+        out = []
+        for r in self.records:
+            try:
+                out.append(getter(r))
+            except (KeyError, TypeError):
+                out.append(None)
+        return out
+
+
+def load_results(root: Path) -> list[Series]:
+    series = []
+    for bundle_dir in sorted(p for p in Path(root).glob("*/*") if p.is_dir()):
+        files = sorted(bundle_dir.glob("repeat-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+        if not files:
+            continue
+        records = [json.loads(f.read_text()) for f in files]
+        series.append(Series(bundle_dir.parent.name, bundle_dir.name, records, files))
+    if not series:
+        raise ReportError(f"no results under {root} (expected <device>/<bundle>/repeat-<k>.json;"
+                          f" run `make bench` first)")
+    names = {s.bundle for s in series}
+    for s in series:
+        prefixes = [n for n in names if s.bundle.startswith(n + "-")]
+        s.baseline = min(prefixes, key=len) if prefixes else None
+    return series
+
+
+# --------------------------------------------------------------------------- tables
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    columns: list[str]
+    rows: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _stat(values: list[float | None]) -> dict:
+    vals = [v for v in values if v is not None]
+    return summarize(vals) if vals else {"mean": None, "std": None, "n": 0}
+
+
+def _compare(s: Series, by: dict, getter) -> dict:
+    """Paired test of s against its baseline on the same device, over matched repeats."""
+    if s.baseline is None:
+        return {"vs_baseline": "baseline"}
+    base = by.get((s.device, s.baseline))
+    if base is None:
+        return {"vs_baseline": f"baseline {s.baseline} not measured on {s.device}"}
+    n = min(len(base.records), len(s.records))
+    a, b = base.values(getter)[:n], s.values(getter)[:n]
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    if len(pairs) < 2:
+        return {"vs_baseline": "needs >= 2 matched repeats"}
+    c = paired_comparison([x for x, _ in pairs], [y for _, y in pairs])
+    return {"change_pct": c["relative_pct"], "ci95_low_pct": c["relative_ci95_pct"][0],
+            "ci95_high_pct": c["relative_ci95_pct"][1], "p": c["p"],
+            "vs_baseline": f"{c['verdict']} vs {s.baseline} (n={c['n']})"}
+
+
+def _workloads(s: Series) -> list[str]:
+    return list(s.records[0]["workloads"])
+
+
+def _sources(s: Series, root: Path) -> str:
+    return ";".join(str(f.relative_to(root)) for f in s.files)
+
+
+def _one_per_bundle(series: list[Series]) -> list[Series]:
+    """The first device's series of each bundle (manifest facts are the same everywhere)."""
+    first: dict[str, Series] = {}
+    for s in series:
+        first.setdefault(s.bundle, s)
+    return list(first.values())
+
+
+def build_tables(series: list[Series], root: Path) -> list[Table]:
+    by = {(s.device, s.bundle): s for s in series}
+    size = Table("size", "Size and complexity (from the bundles' manifests)",
+                 ["bundle", "family", "precision", "techniques", "params", "file_size_mb",
+                  "flops_per_item"])
+    for s in _one_per_bundle(series):
+        m = s.manifest["metrics"]
+        size_mb = m["file_size_bytes"] / 1e6 if "file_size_bytes" in m else None
+        size.rows.append({"bundle": s.bundle, "family": s.manifest["family"],
+                          "precision": s.manifest["precision"],
+                          "techniques": " > ".join(s.manifest["techniques"]),
+                          "params": m.get("params"),
+                          "file_size_mb": size_mb,
+                          "flops_per_item": m.get("flops_per_image", m.get("flops_per_token"))})
+
+    cols = ["device", "bundle", "workload", "repeats", "mean", "std", "change_pct",
+            "ci95_low_pct", "ci95_high_pct", "p", "vs_baseline", "sources"]
+    latency = Table("latency", "Latency per device: p50 of each repeat, ms (mean ± std over "
+                    "repeats)", cols)
+    ttft = Table("ttft", "Time to first token per device: p50 of each repeat, ms", cols)
+    throughput = Table("throughput", "Throughput per device: images/s or tokens/s", cols)
+    memory = Table("memory", "Peak resident memory per device (fresh process per repeat), MB",
+                   cols)
+    power = Table("power", "Mean power above the idle baseline, W", cols)
+    energy = Table("energy", "Energy per image / per token above the idle baseline, J", cols)
+    for s in series:
+        src = _sources(s, root)
+        base_row = {"device": s.device, "bundle": s.bundle, "repeats": len(s.records),
+                    "sources": src}
+
+        def add(table: Table, workload: str, getter):
+            st = _stat(s.values(getter))
+            table.rows.append({**base_row, "workload": workload, "mean": st["mean"],
+                               "std": st["std"], **_compare(s, by, getter)})
+
+        for w in _workloads(s):
+            add(latency, w, lambda r, w=w: r["workloads"][w]["latency"]["p50_s"] * 1e3)
+            if "time_to_first_token" in s.records[0]["workloads"][w]:
+                add(ttft, w, lambda r, w=w: r["workloads"][w]["time_to_first_token"]["p50_s"] * 1e3)
+            key = "tokens_per_s_mean" if s.manifest["task"] == "text-generation" else "images_per_s"
+            add(throughput, f"{w} ({'tokens' if 'tokens' in key else 'images'}/s)",
+                lambda r, w=w, key=key: r["workloads"][w][key])
+            sensor = s.records[0]["method"]["power"].get("sensor")
+            if sensor is None:
+                for t in (power, energy):
+                    t.rows.append({**base_row, "workload": w, "mean": None, "std": None,
+                                   "vs_baseline": NO_SENSOR})
+            else:
+                add(power, w, lambda r, w=w: r["workloads"][w]["power"]["power_w"])
+                add(energy, w, lambda r, w=w: r["workloads"][w]["power"]["energy_per_item_j"])
+        add(memory, "process", lambda r: r["memory"]["peak_rss_bytes"] / 1e6)
+
+    quality = Table("quality", "Quality (from the optimizer's evaluation, in the manifests)",
+                    ["bundle", "metric", "value", "method"])
+    for s in _one_per_bundle(series):
+        m = s.manifest["metrics"]
+        for metric, value in (m.get("quality") or {}).items():
+            method = (m.get("fid_extractor", {}).get("name", "") if metric == "fid" else
+                      (m.get("quality_method", {}).get("dataset", "")))
+            quality.rows.append({"bundle": s.bundle, "metric": metric, "value": value,
+                                 "method": method})
+    return [size, latency, ttft, throughput, memory, power, energy, quality]
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "n/a"
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
+    return str(v)
+
+
+def _cell(row: dict, col: str) -> str:
+    if col == "mean" and row.get("mean") is not None and row.get("std") is not None:
+        return f"{_fmt(row['mean'])} ± {_fmt(row['std'])}"
+    if col == "change_pct" and row.get("change_pct") is not None:
+        return (f"{row['change_pct']:+.1f}% [{row['ci95_low_pct']:+.1f}, "
+                f"{row['ci95_high_pct']:+.1f}]")
+    return _fmt(row.get(col))
+
+
+_SHOWN = {"mean": "mean ± std", "change_pct": "change vs baseline [95% CI]", "p": "p"}
+
+
+def _display_columns(t: Table) -> list[str]:
+    hidden = {"std", "ci95_low_pct", "ci95_high_pct", "sources"}
+    return [c for c in t.columns if c not in hidden]
+
+
+def write_csv(t: Table, path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=t.columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in t.rows:
+            writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in t.columns})
+
+
+def markdown(t: Table) -> str:
+    cols = _display_columns(t)
+    lines = [f"### {t.title}", "", "| " + " | ".join(_SHOWN.get(c, c) for c in cols) + " |",
+             "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_cell(r, c) for c in cols) + " |" for r in t.rows]
+    return "\n".join(lines + [""] + t.notes)
+
+
+def html_table(t: Table) -> str:
+    cols = _display_columns(t)
+    head = "".join(f"<th>{html.escape(_SHOWN.get(c, c))}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r, c))}</td>" for c in cols)
+                   + "</tr>" for r in t.rows)
+    return f"<h3>{html.escape(t.title)}</h3><table><tr>{head}</tr>{body}</table>"
+
+
+# --------------------------------------------------------------------------- figures
+
+def figures(tables: dict[str, Table], out: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+    out.mkdir(parents=True, exist_ok=True)
+    made = {}
+    lat = [r for r in tables["latency"].rows if r["mean"] is not None]
+    devices = sorted({r["device"] for r in lat})
+    keys = sorted({(r["bundle"], r["workload"]) for r in lat})
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(keys) * len(devices) + 2), 4.5))
+    width = 0.8 / max(1, len(devices))
+    for i, dev in enumerate(devices):
+        rows = {(r["bundle"], r["workload"]): r for r in lat if r["device"] == dev}
+        xs = [k + i * width for k in range(len(keys))]
+        ax.bar(xs, [rows[k]["mean"] if k in rows else 0 for k in keys], width,
+               yerr=[rows[k]["std"] if k in rows else 0 for k in keys], capsize=3, label=dev)
+    ax.set_xticks([k + width * (len(devices) - 1) / 2 for k in range(len(keys))])
+    ax.set_xticklabels([f"{b}\n{w}" for b, w in keys], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("p50 latency per run (ms)")
+    ax.set_yscale("log")
+    ax.set_title("Latency across devices (mean ± std over repeats)")
+    ax.legend(title="device")
+    fig.tight_layout()
+    made["latency"] = out / "latency.png"
+    fig.savefig(made["latency"], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    pw = [r for r in tables["power"].rows if r.get("mean") is not None]
+    if pw:
+        labels = [f"{r['device']}\n{r['bundle']}\n{r['workload']}" for r in pw]
+        ax.bar(range(len(pw)), [r["mean"] for r in pw], yerr=[r["std"] for r in pw], capsize=3)
+        ax.set_xticks(range(len(pw)))
+        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("mean power above idle (W)")
+        ax.set_title("Power per device and workload")
+    else:
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"Power: {NO_SENSOR}\n(no device in these results has one)",
+                ha="center", va="center", fontsize=12)
+    fig.tight_layout()
+    made["power"] = out / "power.png"
+    fig.savefig(made["power"], dpi=120)
+    plt.close(fig)
+
+    size = {r["bundle"]: r for r in tables["size"].rows}
+    quality = {}
+    for r in tables["quality"].rows:
+        if r["metric"] in ("fid", "perplexity"):
+            quality[r["bundle"]] = (r["metric"], r["value"])
+    fams = sorted({size[b]["family"] for b in quality})
+    fig, axes = plt.subplots(1, max(1, len(fams)), figsize=(5.5 * max(1, len(fams)), 4.2),
+                             squeeze=False)
+    for ax, fam in zip(axes[0], fams):
+        pts = [(size[b]["file_size_mb"], quality[b][1], b) for b in quality
+               if size[b]["family"] == fam and size[b]["file_size_mb"]]
+        for x, y, b in pts:
+            ax.scatter(x, y)
+            ax.annotate(b, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        metric = next(quality[b][0] for b in quality if size[b]["family"] == fam)
+        ax.set_xlabel("model file size (MB)")
+        ax.set_ylabel(f"{metric} (lower is better)")
+        ax.set_title(f"{fam}: quality vs compression")
+    fig.tight_layout()
+    made["quality"] = out / "quality_vs_compression.png"
+    fig.savefig(made["quality"], dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, max(1, len(fams)), figsize=(5.5 * max(1, len(fams)), 4.2),
+                             squeeze=False)
+    for ax, fam in zip(axes[0], fams):
+        for dev in devices:
+            pts = []
+            for r in lat:
+                if r["device"] == dev and r["bundle"] in quality and \
+                        size[r["bundle"]]["family"] == fam and \
+                        r["workload"] in ("batch_1", "generate"):
+                    pts.append((r["mean"], quality[r["bundle"]][1], r["bundle"]))
+            if not pts:
+                continue
+            xs, ys, names = zip(*pts)
+            ax.scatter(xs, ys, label=dev)
+            for x, y, b in pts:
+                ax.annotate(b, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            front, best = [], math.inf
+            for x, y, _ in sorted(pts):
+                if y < best:
+                    front.append((x, y))
+                    best = y
+            ax.step([p[0] for p in front], [p[1] for p in front], where="post", alpha=0.6)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("p50 latency (ms, batch 1 / one generation)")
+        ax.set_ylabel("quality metric (lower is better)")
+        ax.set_title(f"{fam}: Pareto front of quality vs latency")
+        ax.legend(title="device", fontsize=7)
+    fig.tight_layout()
+    made["pareto"] = out / "pareto.png"
+    fig.savefig(made["pareto"], dpi=120)
+    plt.close(fig)
+    return made
+
+
+# --------------------------------------------------------------------------- report
+
+def _methods(series: list[Series]) -> list[str]:
+    lines = []
+    for dev in sorted({s.device for s in series}):
+        m = next(s.records[0]["method"] for s in series if s.device == dev)
+        power = m["power"]
+        psens = (f"{power['sensor']} ({power['scope']}), idle baseline "
+                 f"{power['idle_baseline_w']:.3f} W, {power['hz']:g} Hz" if power.get("sensor")
+                 else power.get("note", NO_SENSOR))
+        cpu = m["cpu"]
+        feats = ", ".join(k for k, v in cpu.items() if v is True) or "none of note"
+        w = m["workload"]
+        lines.append(f"- **{dev}**: {cpu['model']} ({cpu['arch']}, {cpu['logical_cpus']} CPUs; "
+                     f"INT8-relevant features: {feats}); ONNX Runtime "
+                     f"{m['runtime']['onnxruntime']}; power: {psens}; {m['repeats']} repeats x "
+                     f"{w['runs']} runs after {w['warmup']} warm-up, image batches "
+                     f"{w['image_batches']}, {w['new_tokens']} new tokens, power window "
+                     f"{w['window_s']:g} s, seed {w['seed']}.")
+    return lines
+
+
+def build_report(results: Path, out: Path) -> dict:
+    series = load_results(results)
+    tables = build_tables(series, results)
+    by_name = {t.name: t for t in tables}
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    for t in tables:
+        write_csv(t, out / "tables" / f"{t.name}.csv")
+    figs = figures(by_name, out / "figures")
+    method = _methods(series)
+    md = ["# EdgeGen benchmark report", "", "## Method", "", *method, "",
+          "Each optimized bundle is compared with its baseline on the same device by a paired "
+          "t-test over matched repeats; changes are relative to the baseline mean, with the "
+          "95% confidence interval.", "", "## Tables", ""]
+    md += [markdown(t) + "\n" for t in tables]
+    md += ["## Figures", ""] + [f"![{k}](figures/{p.name})" for k, p in figs.items()]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    images = "".join(
+        f'<figure><img alt="{k}" src="data:image/png;base64,'
+        f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{k}</figcaption></figure>'
+        for k, p in figs.items())
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>EdgeGen benchmark report</title>
+<link rel="icon" href="data:,">
+<style>body{{font:14px/1.4 system-ui,sans-serif;max-width:80rem;margin:auto;padding:1rem}}
+table{{border-collapse:collapse;margin:.5rem 0 1.5rem}}td,th{{border:1px solid #ccc;padding:2px 6px;
+font-size:12px}}th{{background:#f3f3f3}}img{{max-width:100%}}figure{{margin:1rem 0}}</style>
+</head><body><h1>EdgeGen benchmark report</h1><h2>Method</h2><ul>
+{''.join('<li>' + html.escape(line[2:].replace('**', '')) + '</li>' for line in method)}</ul>
+<h2>Tables</h2>{''.join(html_table(t) for t in tables)}<h2>Figures</h2>{images}</body></html>
+"""
+    (out / "report.html").write_text(page)
+    summary = {"devices": sorted({s.device for s in series}),
+               "bundles": sorted({s.bundle for s in series}),
+               "tables": [t.name for t in tables], "figures": [str(p) for p in figs.values()]}
+    (out / "report.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary

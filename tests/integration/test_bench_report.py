@@ -1,0 +1,160 @@
+"""`python -m edge_app bench` then `python -m fleet report` on real tiny bundles: measured on
+this machine as two "devices" (one reading a recorded Jetson power tree, one with no sensor),
+resumed without re-measuring, and every number of the report traced back to a raw file."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ..conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def _bench(bundles, out, device, *extra):
+    args = [sys.executable, "-m", "edge_app", "bench", "--out", str(out), "--device", device,
+            "--repeats", "3", "--runs", "5", "--warmup", "1", "--new-tokens", "24",
+            "--window", "1", "--baseline", "0.5", *extra]
+    for b in bundles:
+        args += ["--bundle", str(b)]
+    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def measured(gpt2_run, dcgan_bundle, tmp_path_factory):
+    result, _ = gpt2_run
+    bundles = [dcgan_bundle] + [b.path for b in result.bundles]  # tiny-gpt2 and tiny-gpt2-int8
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "results"
+    jetson = _bench(bundles, out, "jetson-sim", "--sensor", "jetson-ina3221-hwmon",
+                    "--sensor-root", str(REPO / "tests/data/power/jetson-orin-nano-jp6"))
+    assert jetson.returncode == 0, jetson.stderr
+    plain = _bench(bundles, out, "no-sensor", "--sensor", "none")
+    assert plain.returncode == 0, plain.stderr
+    report = subprocess.run([sys.executable, "-m", "fleet", "report", "--results", str(out),
+                             "--out", str(tmp / "report")], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    return bundles, out, tmp / "report", jetson.stdout
+
+
+def test_results_carry_their_method(measured):
+    _, out, _, log = measured
+    assert "idle baseline" in log and "[9/9]" in log
+    record = json.loads((out / "jetson-sim" / "tiny-gpt2-int8" / "repeat-2.json").read_text())
+    method = record["method"]
+    assert method["power"]["sensor"] == "jetson-ina3221-hwmon" and method["repeats"] == 3
+    assert {"avx512_vnni", "asimddp", "logical_cpus"} <= set(method["cpu"])
+    assert method["runtime"]["onnxruntime"] and record["providers"][-1] == "CPUExecutionProvider"
+    gen = record["workloads"]["generate"]
+    assert gen["latency"]["n"] == 5 and gen["tokens_per_s_mean"] > 0
+    assert gen["power"]["items"] > 0 and gen["power"]["energy_per_item_j"] is not None
+    assert record["memory"]["peak_rss_bytes"] > record["memory"]["rss_before_load_bytes"]
+    none = json.loads((out / "no-sensor" / "tiny-dcgan" / "repeat-1.json").read_text())
+    assert none["workloads"]["batch_8"]["power"] == {
+        "power_w": None, "energy_j": None, "energy_note": "no power sensor on this device"}
+
+
+def test_an_interrupted_run_resumes_without_remeasuring(measured, tmp_path):
+    bundles, measured_out, _, _ = measured
+    out = Path(shutil.copytree(measured_out, tmp_path / "results"))  # the report's stay intact
+    files = sorted((out / "no-sensor").rglob("repeat-*.json"))
+    before = {f: f.stat().st_mtime_ns for f in files}
+    files[-1].unlink()  # as if the run had stopped before its last repeat
+    again = _bench(bundles, out, "no-sensor", "--sensor", "none")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("already measured, kept") == len(files) - 1
+    for f in files[:-1]:
+        assert f.stat().st_mtime_ns == before[f]
+    assert files[-1].exists()
+
+
+def _check(row: dict, table: str, root: Path) -> None:
+    """Recompute a row's mean and std from the raw files it names."""
+    import statistics
+
+    records = [json.loads((root / s).read_text()) for s in row["sources"].split(";")]
+    w = row["workload"].split(" (")[0]
+    get = {
+        "latency": lambda r: r["workloads"][w]["latency"]["p50_s"] * 1e3,
+        "ttft": lambda r: r["workloads"][w]["time_to_first_token"]["p50_s"] * 1e3,
+        "throughput": lambda r: r["workloads"][w].get("tokens_per_s_mean") or
+        r["workloads"][w]["images_per_s"],
+        "memory": lambda r: r["memory"]["peak_rss_bytes"] / 1e6,
+        "power": lambda r: r["workloads"][w]["power"]["power_w"],
+        "energy": lambda r: r["workloads"][w]["power"]["energy_per_item_j"],
+    }[table]
+    values = [get(r) for r in records]
+    assert float(row["mean"]) == pytest.approx(statistics.fmean(values), rel=1e-9, abs=1e-12)
+    assert float(row["std"]) == pytest.approx(statistics.stdev(values), rel=1e-9, abs=1e-12)
+
+
+def test_every_number_of_the_report_traces_to_a_raw_measurement(measured):
+    _, out, report, _ = measured
+    checked = 0
+    for table in ("latency", "ttft", "throughput", "memory", "power", "energy"):
+        with open(report / "tables" / f"{table}.csv") as f:
+            for row in csv.DictReader(f):
+                if row["device"] == "no-sensor" and table in ("power", "energy"):
+                    assert row["mean"] == "" and row["vs_baseline"] == \
+                        "no power sensor on this device"
+                    continue
+                _check(row, table, out)
+                checked += 1
+    assert checked >= 20
+    with open(report / "tables" / "latency.csv") as f:
+        int8 = [r for r in csv.DictReader(f) if r["bundle"] == "tiny-gpt2-int8"]
+    assert all("vs tiny-gpt2 (n=3)" in r["vs_baseline"] and r["p"] for r in int8)
+    md = (report / "report.md").read_text()
+    assert "no power sensor on this device" in md and "jetson-ina3221-hwmon" in md
+    for png in ("latency", "power", "quality_vs_compression", "pareto"):
+        data = (report / "figures" / f"{png}.png").read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 10_000
+
+
+@pytest.mark.browser
+def test_the_html_report_opens_in_chromium_without_errors(measured):
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("headless Chromium is not installed (apt-get install chromium "
+                    "chromium-driver; .ci/run does)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    _, _, report, _ = measured
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(service=Service(driver), options=options)
+    try:
+        browser.get((report / "report.html").as_uri())
+        assert browser.title == "EdgeGen benchmark report"
+        images = browser.find_elements(By.TAG_NAME, "img")
+        assert len(images) == 4
+        assert all(browser.execute_script("return arguments[0].complete && "
+                                          "arguments[0].naturalWidth > 0", i) for i in images)
+        assert len(browser.find_elements(By.TAG_NAME, "table")) == 8
+        assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    finally:
+        browser.quit()
+
+
+def test_bad_bench_input_is_one_line(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "edge_app", "bench", "--out", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and run.stderr.strip().count("\n") == 0
+    assert "no bundles" in run.stderr and "Traceback" not in run.stderr
+    run = subprocess.run([sys.executable, "-m", "edge_app", "bench", "--bundle",
+                          str(tmp_path), "--out", str(tmp_path)], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2 and "no manifest.json" in run.stderr
