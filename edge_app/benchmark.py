@@ -222,8 +222,10 @@ def _manifest_facts(bundle_dir: str) -> dict:
     """What the report needs of the bundle: family, precision, techniques, the optimizer's
     measured metrics (size, complexity, quality)."""
     m = load_bundle(bundle_dir, verify=False).manifest
+    recipe = m.provenance.get("recipe") or {}
     return {"name": m.name, "task": m.task, "family": m.family, "precision": m.precision,
-            "techniques": [t.name for t in m.techniques], "metrics": m.metrics}
+            "techniques": [t.name for t in m.techniques], "metrics": m.metrics,
+            "recipe": {"path": recipe.get("path"), "sha256": recipe.get("sha256")}}
 
 
 def _manifest_sha(bundle_dir: str) -> str:

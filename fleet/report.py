@@ -6,8 +6,8 @@ the method). Output, in `--out`:
 - `tables/*.csv` (every number at full precision, each row naming the raw files it comes
   from) and `report.md`: size and complexity, latency per device, throughput, memory, power
   and energy, quality; each optimized bundle against its baseline (the shortest other bundle
-  name it extends, e.g. `dcgan-digits` for `dcgan-digits-int8`) as a paired t-test over
-  matched repeats with the 95% CI of the change;
+  name it extends from the same recipe, e.g. `dcgan-digits` for `dcgan-digits-int8`) as a
+  paired t-test over matched repeats with the 95% CI of the change;
 - `figures/*.png`: latency across devices, power and energy, quality vs compression, and a
   Pareto plot of quality vs latency;
 - `report.html`: one self-contained page (tables and figures inline).
@@ -68,9 +68,13 @@ def load_results(root: Path) -> list[Series]:
     if not series:
         raise ReportError(f"no results under {root} (expected <device>/<bundle>/repeat-<k>.json;"
                           f" run `make bench` first)")
-    names = {s.bundle for s in series}
+    recipe_of = {s.bundle: (s.manifest.get("recipe") or {}).get("sha256") for s in series}
     for s in series:
-        prefixes = [n for n in names if s.bundle.startswith(n + "-")]
+        # The baseline is the run's own: the shortest bundle name this one extends, built by
+        # the same recipe (`dcgan-digits-sweep-int8` -> `dcgan-digits-sweep`, not the
+        # `dcgan-digits` of another recipe).
+        prefixes = [n for n, r in recipe_of.items() if s.bundle.startswith(n + "-")
+                    and r == recipe_of[s.bundle]]
         s.baseline = min(prefixes, key=len) if prefixes else None
     return series
 
@@ -247,7 +251,6 @@ def figures(tables: dict[str, Table], out: Path) -> dict[str, Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
     out.mkdir(parents=True, exist_ok=True)
     made = {}
@@ -336,9 +339,6 @@ def figures(tables: dict[str, Table], out: Path) -> dict[str, Path]:
                     front.append((x, y))
                     best = y
             ax.step([p[0] for p in front], [p[1] for p in front], where="post", alpha=0.6)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("p50 latency (ms, batch 1 / one generation)")
         ax.set_ylabel("quality metric (lower is better)")
         ax.set_title(f"{fam}: Pareto front of quality vs latency")
