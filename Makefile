@@ -6,7 +6,7 @@ PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-EXTRAS  ?= serve,optimize,test
+EXTRAS  ?= serve,optimize,report,test
 
 RECIPE  ?= recipes/dcgan-digits-quick.yaml
 BUNDLE  ?= bundles/dcgan-digits

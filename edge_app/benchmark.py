@@ -134,7 +134,9 @@ def run_worker(bundle_dir: str, w: Workload, sensor_name: str, sensor_root: str,
     """One bundle, one repeat, in this (fresh) process."""
     from .runtime import load_model
 
-    config = load_config({"intra_op_threads": w.threads, "power_sensor": "none"}, environ={})
+    # The device's own server settings (EDGEGEN_* or EDGEGEN_CONFIG: execution providers,
+    # TensorRT cache) apply, so the benchmark runs what the server would.
+    config = load_config({"intra_op_threads": w.threads} if w.threads else {})
     before = memory(Path("/")).get("rss", 0)
     model = load_model(load_bundle(bundle_dir), config)
     sampler = None
