@@ -58,6 +58,7 @@ bench: $(STAMP) ## measure bundles on this machine: make bench DEVICE=local [BEN
 	@test "$(DEVICE)" = local || { echo "make bench: DEVICE=$(DEVICE) needs the fleet deploy (make deploy), which this kit does not have yet; DEVICE=local measures this machine" >&2; exit 2; }
 	$(BIN)/python -m edge_app bench $(addprefix --bundle ,$(BENCH_BUNDLES)) --device $(DEVICE) \
 	    --out $(RESULTS)/bench $(BENCH_ARGS)
+	$(BIN)/python -m fleet measured --results $(RESULTS)/bench --bundles bundles
 
 report: $(STAMP) ## the paper's tables, figures and one HTML page from $(RESULTS)/bench
 	$(BIN)/python -m fleet report --results $(RESULTS)/bench --out $(RESULTS)/report

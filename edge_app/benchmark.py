@@ -176,7 +176,7 @@ def _method(w: Workload, sensor, baseline_w: float | None, repeats: int) -> dict
 
 def benchmark(bundles: list[str], out: Path, device: str, w: Workload, repeats: int,
               sensor_name: str = "auto", sensor_root: str = "/", baseline_s: float = 10.0,
-              log=print) -> list[Path]:
+              log=print, device_class: str = "") -> list[Path]:
     """Every bundle x repeat, each in a fresh process; skips repeats already on disk."""
     for b in bundles:
         load_bundle(b)  # refuse a bad bundle before measuring anything
@@ -205,7 +205,8 @@ def benchmark(bundles: list[str], out: Path, device: str, w: Workload, repeats: 
                 written.append(path)
                 continue
             result = _spawn(b, w, sensor.name if sensor else "none", sensor_root, baseline_w)
-            record = {"device": device, "repeat": k, "bundle_dir": str(Path(b).resolve()),
+            record = {"device": device, "device_class": device_class or device, "repeat": k,
+                      "bundle_dir": str(Path(b).resolve()),
                       "manifest_sha256": _manifest_sha(b), "manifest": _manifest_facts(b),
                       **result, "method": method,
                       "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -226,7 +227,9 @@ def _manifest_facts(bundle_dir: str) -> dict:
     m = load_bundle(bundle_dir, verify=False).manifest
     recipe = m.provenance.get("recipe") or {}
     return {"name": m.name, "task": m.task, "family": m.family, "precision": m.precision,
-            "techniques": [t.name for t in m.techniques], "metrics": m.metrics,
+            "techniques": [t.name for t in m.techniques],
+            "metrics": {k: v for k, v in m.metrics.items() if k != "measured"},
+            "model_sha256": m.files[m.model_file].sha256,
             "recipe": {"path": recipe.get("path"), "sha256": recipe.get("sha256")}}
 
 
@@ -263,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("results/bench"))
     p.add_argument("--device", default=platform.node() or "device",
                    help="device name for the results (default: the hostname)")
+    p.add_argument("--device-class", default="",
+                   help="the device's fleet class (default: the device name)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--runs", type=int, default=Workload.runs)
     p.add_argument("--warmup", type=int, default=Workload.warmup)
@@ -300,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                      new_tokens=args.new_tokens, window_s=args.window, seed=args.seed,
                      threads=args.threads)
         benchmark(args.bundles, args.out, args.device, w, args.repeats, args.sensor,
-                  args.sensor_root, args.baseline)
+                  args.sensor_root, args.baseline, device_class=args.device_class)
     except ValueError as exc:
         print(f"edgegen bench: error: --batches: {exc}", file=sys.stderr)
         return 2

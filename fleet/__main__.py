@@ -1,6 +1,7 @@
 """`python -m fleet status --inventory FILE [--limit HOST,...]`: the fleet at a glance.
 `python -m fleet targets --inventory FILE [--out PATH]`: Prometheus file_sd targets.
-`python -m fleet report --results DIR --out DIR`: tables, figures and HTML from measurements."""
+`python -m fleet report --results DIR --out DIR`: tables, figures and HTML from measurements.
+`python -m fleet measured --results DIR --bundles DIR`: measured figures into bundle manifests."""
 
 from __future__ import annotations
 
@@ -13,6 +14,26 @@ from .status import probe_all, render_table
 from .targets import write_file_sd
 
 DEFAULT_TARGETS = Path("monitoring/prometheus/targets/edge.json")
+
+
+def _measured(args) -> int:
+    from .measured import write_measured
+
+    written = write_measured(args.results, args.bundles)
+    for bundle, device_class, device in written:
+        print(f"{bundle}: metrics.measured.{device_class}.{device}")
+    print(f"{len(written)} measured entr{'y' if len(written) == 1 else 'ies'} written under "
+          f"{args.bundles}")
+    return 0
+
+
+def _report(args) -> int:
+    from .report import build_report
+
+    summary = build_report(args.results, args.out)
+    print(f"report for {len(summary['devices'])} device(s), {len(summary['bundles'])} "
+          f"bundle(s): {args.out / 'report.md'}, {args.out / 'report.html'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,18 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="tables, figures and HTML from bench results")
     report.add_argument("--results", type=Path, default=Path("results/bench"))
     report.add_argument("--out", type=Path, default=Path("results/report"))
+    measured = sub.add_parser("measured", help="write measured figures into bundle manifests")
+    measured.add_argument("--results", type=Path, default=Path("results/bench"))
+    measured.add_argument("--bundles", type=Path, default=Path("bundles"))
     args = parser.parse_args(argv)
-    if args.command == "report":
-        from .report import ReportError, build_report
+    if args.command in ("measured", "report"):
+        from .report import ReportError
 
         try:
-            summary = build_report(args.results, args.out)
+            return (_measured if args.command == "measured" else _report)(args)
         except ReportError as exc:
             print(f"fleet: error: {exc}", file=sys.stderr)
             return 2
-        print(f"report for {len(summary['devices'])} device(s), {len(summary['bundles'])} "
-              f"bundle(s): {args.out / 'report.md'}, {args.out / 'report.html'}")
-        return 0
     try:
         devices = load_inventory(args.inventory)
     except InventoryError as exc:

@@ -158,3 +158,38 @@ def test_bad_bench_input_is_one_line(tmp_path):
                           str(tmp_path), "--out", str(tmp_path)], cwd=REPO, capture_output=True,
                          text=True, timeout=60)
     assert run.returncode == 2 and "no manifest.json" in run.stderr
+
+
+def test_measured_figures_go_into_the_manifests_of_the_bundles_measured(measured, tmp_path):
+    from edge_app.bundle import load_bundle
+
+    bundles, out, report, _ = measured
+    copies = tmp_path / "bundles"
+    for b in bundles:
+        shutil.copytree(b, copies / Path(b).name)
+    run = subprocess.run([sys.executable, "-m", "fleet", "measured", "--results", str(out),
+                          "--bundles", str(copies)], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "6 measured entries written" in run.stdout  # 3 bundles x 2 devices
+    gpt2 = load_bundle(copies / "tiny-gpt2")  # still a valid bundle: file checksums hold
+    entry = gpt2.manifest.metrics["measured"]["jetson-sim"]["jetson-sim"]
+    with open(report / "tables" / "latency.csv") as f:
+        row = next(r for r in csv.DictReader(f)
+                   if (r["device"], r["bundle"]) == ("jetson-sim", "tiny-gpt2"))
+    assert entry["workloads"]["generate"]["latency_p50_ms"]["mean"] == \
+        pytest.approx(float(row["mean"]), rel=1e-12)
+    assert entry["repeats"] == 3 and entry["method"]["power"] == "jetson-ina3221-hwmon"
+    none = gpt2.manifest.metrics["measured"]["no-sensor"]["no-sensor"]
+    assert none["workloads"]["generate"]["energy_note"] == "no power sensor on this device"
+    # A rebuilt bundle (another model file) gets nothing measured on the old one.
+    dcgan = copies / "tiny-dcgan"
+    data = json.loads((dcgan / "manifest.json").read_text())
+    data["files"]["model.onnx"]["sha256"] = "0" * 64
+    data["metrics"].pop("measured")
+    (dcgan / "manifest.json").write_text(json.dumps(data))
+    again = subprocess.run([sys.executable, "-m", "fleet", "measured", "--results", str(out),
+                            "--bundles", str(copies)], cwd=REPO, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0 and "4 measured entries" in again.stdout
+    assert "measured" not in json.loads((dcgan / "manifest.json").read_text())["metrics"]
