@@ -19,7 +19,7 @@ from .runtime import ImageModel, ModelRegistry
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
 _IMAGE_FIELDS = ("model", "prompt", "n", "size", "response_format", "seed", "user")
-_MAX_PROMPT_CHARS = 4000
+MAX_IMAGE_PROMPT_CHARS = 4000
 
 
 def models() -> ModelRegistry:
@@ -70,8 +70,8 @@ class ImageRequest:
                                  param=unknown[0])
         model = pick_model(registry, str_field(body, "model"), "image-generation")
         prompt = str_field(body, "prompt")  # unconditional generators do not use it
-        if prompt is not None and len(prompt) > _MAX_PROMPT_CHARS:
-            raise InvalidRequest(f"'prompt' is longer than {_MAX_PROMPT_CHARS} characters",
+        if prompt is not None and len(prompt) > MAX_IMAGE_PROMPT_CHARS:
+            raise InvalidRequest(f"'prompt' is longer than {MAX_IMAGE_PROMPT_CHARS} characters",
                                  param="prompt")
         str_field(body, "user")
         fmt = str_field(body, "response_format")

@@ -25,8 +25,8 @@ from .textgen import Generation, PromptTooLong, Sampling, TextModel
 _FIELDS = ("model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
            "stream", "n", "echo", "logprobs", "user", "presence_penalty", "frequency_penalty",
            "stream_options")
-_MAX_PROMPT_CHARS = 100_000
-_MAX_SEED = 2 ** 63 - 1
+MAX_PROMPT_CHARS = 100_000
+MAX_TEXT_SEED = 2 ** 63 - 1
 
 
 def _number(body: dict, name: str, default: float, low: float, high: float,
@@ -66,8 +66,8 @@ class CompletionRequest:
         if not isinstance(prompt, str):
             raise InvalidRequest("'prompt' must be a string (or a list of exactly one string)",
                                  param="prompt")
-        if len(prompt) > _MAX_PROMPT_CHARS:
-            raise InvalidRequest(f"'prompt' is longer than {_MAX_PROMPT_CHARS} characters",
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise InvalidRequest(f"'prompt' is longer than {MAX_PROMPT_CHARS} characters",
                                  param="prompt")
         for name, allowed in (("n", 1), ("echo", False), ("logprobs", None),
                               ("presence_penalty", 0), ("frequency_penalty", 0)):
@@ -92,12 +92,12 @@ class CompletionRequest:
                                  param="stream_options")
         str_field(body, "user")
         max_tokens = int_field(body, "max_tokens", 16, 1, max_tokens_cap)
-        seed = int_field(body, "seed", None, 0, _MAX_SEED)
+        seed = int_field(body, "seed", None, 0, MAX_TEXT_SEED)
         try:
             sampling = Sampling(temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
                                 top_p=_number(body, "top_p", 1.0, 0.0, 1.0, low_open=True),
                                 top_k=int_field(body, "top_k", 0, 0, model.spec.vocab_size),
-                                seed=secrets.randbelow(_MAX_SEED) if seed is None else seed)
+                                seed=secrets.randbelow(MAX_TEXT_SEED) if seed is None else seed)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
         ids = model.encode(prompt) if prompt else [model.spec.bos_token_id]

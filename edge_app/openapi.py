@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
+from .api import MAX_IMAGE_PROMPT_CHARS
 from .auth import protected
+from .completions import MAX_PROMPT_CHARS, MAX_TEXT_SEED
 from .config import Config
 from .latent import MAX_SEED
-
-_MAX_SEED_TEXT = 2 ** 63 - 1
 
 
 def _error(description: str, headers: dict | None = None) -> dict:
@@ -53,18 +53,23 @@ _TIMINGS = {
 }
 
 
-def _completion_request(cfg: Config, names: list[str], context: int) -> dict:
-    model = {"type": ["string", "null"], "description": "A loaded text-generation model "
-             "(optional when exactly one is loaded)."}
+def _model_field(task: str, names: list[str]) -> dict:
+    """`model`: one of the loaded models of `task`, or null (the only one of its task)."""
+    model = {"type": ["string", "null"], "description": f"A loaded {task} model (optional "
+             f"when exactly one is loaded)."}
     if names:
         model["enum"] = names + [None]
+    return model
+
+
+def _completion_request(cfg: Config, names: list[str], context: int) -> dict:
     return {
         "type": "object", "additionalProperties": False,
         "properties": {
-            "model": model,
-            "prompt": {"oneOf": [{"type": "string", "maxLength": 100_000},
+            "model": _model_field("text-generation", names),
+            "prompt": {"oneOf": [{"type": "string", "maxLength": MAX_PROMPT_CHARS},
                                  {"type": "array", "minItems": 1, "maxItems": 1,
-                                  "items": {"type": "string", "maxLength": 100_000}}],
+                                  "items": {"type": "string", "maxLength": MAX_PROMPT_CHARS}}],
                        "description": "Prompt text; prompt tokens + max_tokens must fit the "
                                       "model's context length."},
             "max_tokens": {"type": "integer", "minimum": 1, "default": 16,
@@ -75,7 +80,7 @@ def _completion_request(cfg: Config, names: list[str], context: int) -> dict:
                       "default": 1},
             "top_k": {"type": "integer", "minimum": 0, "default": 0,
                       "description": "0: no cut; at most the vocabulary size."},
-            "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": _MAX_SEED_TEXT},
+            "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_TEXT_SEED},
             "stop": {"oneOf": [{"type": "string", "minLength": 1},
                                {"type": "array", "maxItems": 4,
                                 "items": {"type": "string", "minLength": 1}},
@@ -95,18 +100,14 @@ def _completion_request(cfg: Config, names: list[str], context: int) -> dict:
 
 
 def _image_request(cfg: Config, names: list[str], sizes: list[str]) -> dict:
-    model = {"type": ["string", "null"], "description": "A loaded image-generation model "
-             "(optional when exactly one is loaded)."}
-    if names:
-        model["enum"] = names + [None]
     size = {"type": ["string", "null"], "description": "Must be the model's own WxH."}
     if sizes:
         size["enum"] = sizes + [None]
     return {
         "type": "object", "additionalProperties": False,
         "properties": {
-            "model": model,
-            "prompt": {"type": ["string", "null"], "maxLength": 4000,
+            "model": _model_field("image-generation", names),
+            "prompt": {"type": ["string", "null"], "maxLength": MAX_IMAGE_PROMPT_CHARS,
                        "description": "Ignored: the generators are unconditional."},
             "n": {"type": "integer", "minimum": 1, "maximum": cfg.max_images_per_request,
                   "default": 1},
