@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .bundle import BundleError, load_bundle
+from .bundle import MANIFEST, BundleError, Manifest, load_bundle
 from .config import ConfigError, load_config
 from .power import PowerSampler, SensorError, detect
 from .system import cpu_info, memory
@@ -178,8 +178,7 @@ def benchmark(bundles: list[str], out: Path, device: str, w: Workload, repeats: 
               sensor_name: str = "auto", sensor_root: str = "/", baseline_s: float = 10.0,
               log=print, device_class: str = "") -> list[Path]:
     """Every bundle x repeat, each in a fresh process; skips repeats already on disk."""
-    for b in bundles:
-        load_bundle(b)  # refuse a bad bundle before measuring anything
+    loaded = [load_bundle(b) for b in bundles]  # refuse a bad bundle before measuring anything
     sensor = detect(sensor_root, sensor_name)
     baseline_w = None
     if sensor is not None and w.window_s > 0:
@@ -192,23 +191,26 @@ def benchmark(bundles: list[str], out: Path, device: str, w: Workload, repeats: 
     else:
         log(f"power: {NO_SENSOR if sensor is None else 'window disabled'}")
     method = _method(w, sensor, baseline_w, repeats)
+    stored_workload = json.loads(json.dumps(method["workload"]))  # tuples as stored (lists)
     written, total, done = [], len(bundles) * repeats, 0
     started = time.monotonic()
-    for b in bundles:
-        name = load_bundle(b).manifest.name
+    for bundle in loaded:
+        name = bundle.manifest.name
+        facts = {"bundle_dir": str(bundle.path.resolve()),
+                 "manifest_sha256": _manifest_sha(bundle.path),
+                 "manifest": _manifest_facts(bundle.manifest)}
         for k in range(1, repeats + 1):
             path = out / device / name / f"repeat-{k}.json"
             done += 1
-            if path.exists() and json.loads(path.read_text())["method"]["workload"] == \
-                    json.loads(json.dumps(method["workload"])):  # tuples as stored (lists)
+            if path.exists() and \
+                    json.loads(path.read_text())["method"]["workload"] == stored_workload:
                 log(f"[{done}/{total}] {name} repeat {k}: already measured, kept")
                 written.append(path)
                 continue
-            result = _spawn(b, w, sensor.name if sensor else "none", sensor_root, baseline_w)
+            result = _spawn(str(bundle.path), w, sensor.name if sensor else "none",
+                            sensor_root, baseline_w)
             record = {"device": device, "device_class": device_class or device, "repeat": k,
-                      "bundle_dir": str(Path(b).resolve()),
-                      "manifest_sha256": _manifest_sha(b), "manifest": _manifest_facts(b),
-                      **result, "method": method,
+                      **facts, **result, "method": method,
                       "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".json.tmp")
@@ -221,10 +223,9 @@ def benchmark(bundles: list[str], out: Path, device: str, w: Workload, repeats: 
     return written
 
 
-def _manifest_facts(bundle_dir: str) -> dict:
+def _manifest_facts(m: Manifest) -> dict:
     """What the report needs of the bundle: family, precision, techniques, the optimizer's
     measured metrics (size, complexity, quality)."""
-    m = load_bundle(bundle_dir, verify=False).manifest
     recipe = m.provenance.get("recipe") or {}
     return {"name": m.name, "task": m.task, "family": m.family, "precision": m.precision,
             "techniques": [t.name for t in m.techniques],
@@ -233,10 +234,10 @@ def _manifest_facts(bundle_dir: str) -> dict:
             "recipe": {"path": recipe.get("path"), "sha256": recipe.get("sha256")}}
 
 
-def _manifest_sha(bundle_dir: str) -> str:
+def _manifest_sha(bundle_dir: Path) -> str:
     import hashlib
 
-    return hashlib.sha256((Path(bundle_dir) / "manifest.json").read_bytes()).hexdigest()
+    return hashlib.sha256((bundle_dir / MANIFEST).read_bytes()).hexdigest()
 
 
 def _headline(result: dict) -> str:
