@@ -33,7 +33,7 @@ from pathlib import Path
 from . import __version__
 from .bundle import MANIFEST, BundleError, Manifest, load_bundle
 from .config import ConfigError, load_config
-from .power import PowerSampler, SensorError, detect
+from .power import NO_SENSOR, PowerSampler, SensorError, detect
 from .system import cpu_info, memory
 
 # A fixed prompt set: plain English of the kind the quick text models were trained on.
@@ -41,7 +41,6 @@ PROMPTS = ("The while statement is used for repeated execution",
            "A function definition defines a user-defined function object",
            "The import statement is executed in two steps",
            "Exceptions are raised by the raise statement")
-NO_SENSOR = "no power sensor on this device"
 
 
 @dataclass(frozen=True)

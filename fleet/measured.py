@@ -15,45 +15,36 @@ import tempfile
 from pathlib import Path
 
 from edge_app.bundle import MANIFEST, parse_manifest
-from optimizer.stats import summarize
 
 from .report import Series, load_results
-
-
-def _stat(values: list) -> dict | None:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return None
-    s = summarize(vals)
-    return {"mean": s["mean"], "std": s["std"], "n": s["n"]}
 
 
 def entry(s: Series, results_root: Path) -> dict:
     workloads = {}
     for w in s.records[0]["workloads"]:
         def get(path, w=w):
-            return s.values(lambda r: path(r["workloads"][w]))
+            return s.summary(lambda r: path(r["workloads"][w]))
 
-        item = {"latency_p50_ms": _stat(get(lambda x: x["latency"]["p50_s"] * 1e3)),
-                "latency_p95_ms": _stat(get(lambda x: x["latency"]["p95_s"] * 1e3))}
+        item = {"latency_p50_ms": get(lambda x: x["latency"]["p50_s"] * 1e3),
+                "latency_p95_ms": get(lambda x: x["latency"]["p95_s"] * 1e3)}
         if "time_to_first_token" in s.records[0]["workloads"][w]:
-            item["time_to_first_token_p50_ms"] = _stat(
-                get(lambda x: x["time_to_first_token"]["p50_s"] * 1e3))
-            item["tokens_per_s"] = _stat(get(lambda x: x["tokens_per_s_mean"]))
+            item["time_to_first_token_p50_ms"] = get(
+                lambda x: x["time_to_first_token"]["p50_s"] * 1e3)
+            item["tokens_per_s"] = get(lambda x: x["tokens_per_s_mean"])
         else:
-            item["images_per_s"] = _stat(get(lambda x: x["images_per_s"]))
+            item["images_per_s"] = get(lambda x: x["images_per_s"])
         power = s.records[0]["workloads"][w]["power"]
         if power.get("power_w") is None:
             item["energy_note"] = power.get("energy_note")
         else:
-            item["power_above_idle_w"] = _stat(get(lambda x: x["power"]["power_w"]))
-            item["energy_per_item_j"] = _stat(get(lambda x: x["power"]["energy_per_item_j"]))
+            item["power_above_idle_w"] = get(lambda x: x["power"]["power_w"])
+            item["energy_per_item_j"] = get(lambda x: x["power"]["energy_per_item_j"])
         workloads[w] = item
     method = s.records[0]["method"]
     return {
         "repeats": len(s.records), "measured_at": s.records[-1]["measured_at"],
         "workloads": workloads,
-        "peak_rss_mb": _stat(s.values(lambda r: r["memory"]["peak_rss_bytes"] / 1e6)),
+        "peak_rss_mb": s.summary(lambda r: r["memory"]["peak_rss_bytes"] / 1e6),
         "method": {"power": method["power"].get("sensor") or method["power"].get("note"),
                    "onnxruntime": method["runtime"]["onnxruntime"],
                    "providers": s.records[0]["providers"], "cpu": method["cpu"]["model"],

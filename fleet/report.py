@@ -24,9 +24,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_app.power import NO_SENSOR
 from optimizer.stats import paired_comparison, summarize
 
-NO_SENSOR = "no power sensor on this device"
+from .figures import figures
 
 
 class ReportError(Exception):
@@ -55,6 +56,11 @@ class Series:
             except (KeyError, TypeError):
                 out.append(None)
         return out
+
+    def summary(self, getter) -> dict | None:
+        """Mean, std and n over the repeats that measured it; None when none did."""
+        vals = [v for v in self.values(getter) if v is not None]
+        return summarize(vals) if vals else None
 
 
 def load_results(root: Path) -> list[Series]:
@@ -88,11 +94,6 @@ class Table:
     columns: list[str]
     rows: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def _stat(values: list[float | None]) -> dict:
-    vals = [v for v in values if v is not None]
-    return summarize(vals) if vals else {"mean": None, "std": None, "n": 0}
 
 
 def _compare(s: Series, by: dict, getter) -> dict:
@@ -160,7 +161,7 @@ def build_tables(series: list[Series], root: Path) -> list[Table]:
                     "sources": src}
 
         def add(table: Table, workload: str, getter):
-            st = _stat(s.values(getter))
+            st = s.summary(getter) or {"mean": None, "std": None}
             table.rows.append({**base_row, "workload": workload, "mean": st["mean"],
                                "std": st["std"], **_compare(s, by, getter)})
 
@@ -242,112 +243,6 @@ def html_table(t: Table) -> str:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r, c))}</td>" for c in cols)
                    + "</tr>" for r in t.rows)
     return f"<h3>{html.escape(t.title)}</h3><table><tr>{head}</tr>{body}</table>"
-
-
-# --------------------------------------------------------------------------- figures
-
-def figures(tables: dict[str, Table], out: Path) -> dict[str, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    made = {}
-    lat = [r for r in tables["latency"].rows if r["mean"] is not None]
-    devices = sorted({r["device"] for r in lat})
-    keys = sorted({(r["bundle"], r["workload"]) for r in lat})
-
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(keys) * len(devices) + 2), 4.5))
-    width = 0.8 / max(1, len(devices))
-    for i, dev in enumerate(devices):
-        rows = {(r["bundle"], r["workload"]): r for r in lat if r["device"] == dev}
-        xs = [k + i * width for k in range(len(keys))]
-        ax.bar(xs, [rows[k]["mean"] if k in rows else 0 for k in keys], width,
-               yerr=[rows[k]["std"] if k in rows else 0 for k in keys], capsize=3, label=dev)
-    ax.set_xticks([k + width * (len(devices) - 1) / 2 for k in range(len(keys))])
-    ax.set_xticklabels([f"{b}\n{w}" for b, w in keys], rotation=30, ha="right", fontsize=7)
-    ax.set_ylabel("p50 latency per run (ms)")
-    ax.set_yscale("log")
-    ax.set_title("Latency across devices (mean ± std over repeats)")
-    ax.legend(title="device")
-    fig.tight_layout()
-    made["latency"] = out / "latency.png"
-    fig.savefig(made["latency"], dpi=120)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    pw = [r for r in tables["power"].rows if r.get("mean") is not None]
-    if pw:
-        labels = [f"{r['device']}\n{r['bundle']}\n{r['workload']}" for r in pw]
-        ax.bar(range(len(pw)), [r["mean"] for r in pw], yerr=[r["std"] for r in pw], capsize=3)
-        ax.set_xticks(range(len(pw)))
-        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel("mean power above idle (W)")
-        ax.set_title("Power per device and workload")
-    else:
-        ax.axis("off")
-        ax.text(0.5, 0.5, f"Power: {NO_SENSOR}\n(no device in these results has one)",
-                ha="center", va="center", fontsize=12)
-    fig.tight_layout()
-    made["power"] = out / "power.png"
-    fig.savefig(made["power"], dpi=120)
-    plt.close(fig)
-
-    size = {r["bundle"]: r for r in tables["size"].rows}
-    quality = {}
-    for r in tables["quality"].rows:
-        if r["metric"] in ("fid", "perplexity"):
-            quality[r["bundle"]] = (r["metric"], r["value"])
-    fams = sorted({size[b]["family"] for b in quality})
-    fig, axes = plt.subplots(1, max(1, len(fams)), figsize=(5.5 * max(1, len(fams)), 4.2),
-                             squeeze=False)
-    for ax, fam in zip(axes[0], fams):
-        pts = [(size[b]["file_size_mb"], quality[b][1], b) for b in quality
-               if size[b]["family"] == fam and size[b]["file_size_mb"]]
-        for x, y, b in pts:
-            ax.scatter(x, y)
-            ax.annotate(b, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        metric = next(quality[b][0] for b in quality if size[b]["family"] == fam)
-        ax.set_xlabel("model file size (MB)")
-        ax.set_ylabel(f"{metric} (lower is better)")
-        ax.set_title(f"{fam}: quality vs compression")
-    fig.tight_layout()
-    made["quality"] = out / "quality_vs_compression.png"
-    fig.savefig(made["quality"], dpi=120)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, max(1, len(fams)), figsize=(5.5 * max(1, len(fams)), 4.2),
-                             squeeze=False)
-    for ax, fam in zip(axes[0], fams):
-        for dev in devices:
-            pts = []
-            for r in lat:
-                if r["device"] == dev and r["bundle"] in quality and \
-                        size[r["bundle"]]["family"] == fam and \
-                        r["workload"] in ("batch_1", "generate"):
-                    pts.append((r["mean"], quality[r["bundle"]][1], r["bundle"]))
-            if not pts:
-                continue
-            xs, ys, names = zip(*pts)
-            ax.scatter(xs, ys, label=dev)
-            for x, y, b in pts:
-                ax.annotate(b, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-            front, best = [], math.inf
-            for x, y, _ in sorted(pts):
-                if y < best:
-                    front.append((x, y))
-                    best = y
-            ax.step([p[0] for p in front], [p[1] for p in front], where="post", alpha=0.6)
-        ax.set_xlabel("p50 latency (ms, batch 1 / one generation)")
-        ax.set_ylabel("quality metric (lower is better)")
-        ax.set_title(f"{fam}: Pareto front of quality vs latency")
-        ax.legend(title="device", fontsize=7)
-    fig.tight_layout()
-    made["pareto"] = out / "pareto.png"
-    fig.savefig(made["pareto"], dpi=120)
-    plt.close(fig)
-    return made
 
 
 # --------------------------------------------------------------------------- report

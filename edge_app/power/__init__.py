@@ -2,6 +2,7 @@
 at 10 Hz, subtract the idle baseline, integrate over each request window."""
 
 from .sampler import PowerSampler
-from .sensors import BACKENDS, PowerSensor, Reading, SensorError, detect
+from .sensors import BACKENDS, NO_SENSOR, PowerSensor, Reading, SensorError, detect
 
-__all__ = ["BACKENDS", "PowerSampler", "PowerSensor", "Reading", "SensorError", "detect"]
+__all__ = ["BACKENDS", "NO_SENSOR", "PowerSampler", "PowerSensor", "Reading", "SensorError",
+           "detect"]

@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Callable
 
 
+NO_SENSOR = "no power sensor on this device"  # said wherever a figure needs a sensor
+
+
 class SensorError(Exception):
     """A sensor that exists but cannot be read (permissions, a vanished device, bad output)."""
 

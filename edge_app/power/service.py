@@ -11,10 +11,9 @@ import logging
 from ..config import Config
 from ..metrics import Metrics
 from .sampler import PowerSampler
-from .sensors import SensorError, detect
+from .sensors import NO_SENSOR, SensorError, detect
 
 log = logging.getLogger(__name__)
-NO_SENSOR = "no power sensor on this device"
 
 
 class PowerService:
