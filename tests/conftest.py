@@ -76,3 +76,28 @@ def gpt2_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def gpt2_bundle(gpt2_run) -> Path:
     return gpt2_run[0].bundles[0].path
+
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Debian's chromium + chromium-driver, through Selenium), with the
+    browser console log kept; skipped, with the reason, where it is not installed."""
+    if not (CHROMIUM and DRIVER):
+        pytest.skip("headless Chromium is not installed (apt-get install chromium "
+                    "chromium-driver; .ci/run does)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", "--disable-extensions", "--disable-background-networking",
+                "--window-size=1200,1000"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()

@@ -6,7 +6,6 @@ error (a blocked external asset or a script error would be one)."""
 from __future__ import annotations
 
 import base64
-import shutil
 
 import pytest
 import requests
@@ -15,27 +14,6 @@ from tests.integration.serverproc import ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 KEY = "sk-browser-0123456789abcdef"
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not (CHROMIUM and DRIVER):
-        pytest.skip("headless Chromium is not installed (apt-get install chromium "
-                    "chromium-driver; .ci/run does)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--disable-extensions", "--disable-background-networking",
-                "--window-size=1200,1000"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture(scope="module")

@@ -120,33 +120,18 @@ def test_every_number_of_the_report_traces_to_a_raw_measurement(measured):
 
 
 @pytest.mark.browser
-def test_the_html_report_opens_in_chromium_without_errors(measured):
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.skip("headless Chromium is not installed (apt-get install chromium "
-                    "chromium-driver; .ci/run does)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+def test_the_html_report_opens_in_chromium_without_errors(measured, browser):
     from selenium.webdriver.common.by import By
 
     _, _, report, _ = measured
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(service=Service(driver), options=options)
-    try:
-        browser.get((report / "report.html").as_uri())
-        assert browser.title == "EdgeGen benchmark report"
-        images = browser.find_elements(By.TAG_NAME, "img")
-        assert len(images) == 4
-        assert all(browser.execute_script("return arguments[0].complete && "
-                                          "arguments[0].naturalWidth > 0", i) for i in images)
-        assert len(browser.find_elements(By.TAG_NAME, "table")) == 8
-        assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-    finally:
-        browser.quit()
+    browser.get((report / "report.html").as_uri())
+    assert browser.title == "EdgeGen benchmark report"
+    images = browser.find_elements(By.TAG_NAME, "img")
+    assert len(images) == 4
+    assert all(browser.execute_script("return arguments[0].complete && "
+                                      "arguments[0].naturalWidth > 0", i) for i in images)
+    assert len(browser.find_elements(By.TAG_NAME, "table")) == 8
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
 
 def test_bad_bench_input_is_one_line(tmp_path):
