@@ -6,7 +6,7 @@ PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-EXTRAS  ?= serve,optimize,report,test
+EXTRAS  ?= serve,optimize,report,deploy,test
 
 RECIPE  ?= recipes/dcgan-digits-quick.yaml
 BUNDLE  ?= bundles/dcgan-digits
@@ -16,7 +16,7 @@ PORT    ?= 8080
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run optimize bundle serve status bench report targets monitor monitor-down test test-fast wheelhouse image-optimizer bench-images bench-text bench-serving bench-load clean
+.PHONY: help venv run optimize bundle serve status images deploy bench report targets monitor monitor-down test test-fast wheelhouse image-optimizer bench-images bench-text bench-serving bench-load clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,14 @@ serve: $(STAMP) ## serve chosen bundles: make serve BUNDLES="bundles/a bundles/b
 INVENTORY ?= ansible/inventory/example.yml
 status: $(STAMP) ## probe every device of an inventory: make status INVENTORY=... [LIMIT=host,class]
 	$(BIN)/python -m fleet status --inventory $(INVENTORY) $(if $(LIMIT),--limit $(LIMIT))
+
+# Fleet rollout. Images: one per class (edgegen-edge:<version>-<class>-<arch>), built from a
+# host-side wheelhouse and saved for devices that have no registry.
+images: $(STAMP) ## build and save the edge server image: make images DEVICE=pi|jetson|local
+	$(BIN)/python -m fleet images --device $(DEVICE) $(if $(filter-out ansible/inventory/example.yml,$(INVENTORY)),--inventory $(INVENTORY))
+
+deploy: $(STAMP) $(BUNDLE)/manifest.json ## roll out to a class: make deploy DEVICE=pi [INVENTORY=...] [LIMIT=host,...]
+	$(BIN)/python -m fleet deploy --device $(DEVICE) --inventory $(INVENTORY) $(if $(LIMIT),--limit $(LIMIT)) $(DEPLOY_ARGS)
 
 # Device benchmark (the paper's method): every bundle x 3 repeats, each in a fresh process,
 # with the idle baseline and a 60 s power window where a sensor exists. Resumable.

@@ -53,7 +53,8 @@ def reload_models(app: Flask, bundles: list[str] | None = None) -> Swap:
 
 def model_labels(model) -> tuple[str, ...]:
     m = model.bundle.manifest
-    return (m.name, m.family, m.task, m.precision, model.runtime, str(m.schema_version))
+    return (m.name, m.family, m.task, m.precision, model.runtime, model.requested_providers,
+            str(m.schema_version))
 
 
 @bp.post("/reload")

@@ -40,8 +40,10 @@ class Metrics:
             "edgegen_time_to_first_token_seconds", "Prompt processing and first token.",
             ["model"], buckets=LATENCY_BUCKETS, registry=registry)
         self.model_info = Gauge(
-            "edgegen_model_info", "Loaded models (value 1), with their manifest facts.",
-            ["model", "family", "task", "precision", "runtime", "schema_version"],
+            "edgegen_model_info", "Loaded models (value 1), with their manifest facts, the "
+            "execution provider in use (runtime) and the configured chain (requested_providers).",
+            ["model", "family", "task", "precision", "runtime", "requested_providers",
+             "schema_version"],
             registry=registry)
         self.power = Gauge(
             "edgegen_power_watts", "Latest power reading per sensor rail ('total' for the "

@@ -133,6 +133,7 @@ def load_model(bundle: Bundle, config: Config) -> "ImageModel | TextModel":
     else:
         model = ImageModel(bundle, session)
         model.generate(1, seed=0)
+    model.requested_providers = ",".join(config.execution_providers) or "auto"
     return model
 
 

@@ -208,6 +208,9 @@ class ServedModel:
 
     bundle: Bundle
     session: ort.InferenceSession
+    # The configured provider chain ("auto" when none): `runtime` differing from its first
+    # entry is a fallback (e.g. a Jetson image without CUDA), visible in edgegen_model_info.
+    requested_providers = "auto"
 
     @property
     def name(self) -> str:

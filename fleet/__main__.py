@@ -1,13 +1,17 @@
 """`python -m fleet status --inventory FILE [--limit HOST,...]`: the fleet at a glance.
 `python -m fleet targets --inventory FILE [--out PATH]`: Prometheus file_sd targets.
 `python -m fleet report --results DIR --out DIR`: tables, figures and HTML from measurements.
-`python -m fleet measured --results DIR --bundles DIR`: measured figures into bundle manifests."""
+`python -m fleet measured --results DIR --bundles DIR`: measured figures into bundle manifests.
+`python -m fleet images --device CLASS`: build and save the class's edge server image.
+`python -m fleet deploy --device CLASS --inventory FILE [--limit ...]`: roll it out (Ansible)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+import yaml
 
 from .inventory import InventoryError, load_inventory
 from .status import probe_all, render_table
@@ -36,6 +40,43 @@ def _report(args) -> int:
     return 0
 
 
+def _images(args) -> int:
+    from .images import ImageSpec, build, save
+    from .inventory import class_hosts, device_class
+
+    if args.inventory:
+        hosts = class_hosts(args.inventory, args.device)
+        if not hosts:
+            raise InventoryError(f"{args.inventory} has no hosts in group {args.device!r}")
+        spec = ImageSpec.for_hosts(args.device, hosts)
+    else:
+        spec = ImageSpec.from_settings(args.device, device_class(args.device))
+    build(spec)
+    archive = save(spec.tag)
+    print(f"{spec.tag}  {spec.platform}  image {archive.image_bytes / 1e6:.0f} MB  "
+          f"archive {archive.archive_bytes / 1e6:.0f} MB  {archive.path}")
+    return 0
+
+
+def _deploy(args) -> int:
+    from .deploy import deploy
+
+    if args.device == "pixel":
+        print("fleet: error: pixel phones run the bundles in the companion APK (android/), which "
+              "this kit does not build yet; no container deploy exists for them", file=sys.stderr)
+        return 2
+    extra = {}
+    for item in args.extra_vars or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"fleet: error: -e expects KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        extra[key] = yaml.safe_load(value) if value else ""
+    return deploy(args.device, args.inventory, limit=args.limit or "", check=args.check,
+                  image=args.image or "", archive_path=args.archive, bundles_dir=args.bundles, extra_vars=extra,
+                  vault_password_file=args.vault_password_file or "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleet")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,7 +95,34 @@ def main(argv: list[str] | None = None) -> int:
     measured = sub.add_parser("measured", help="write measured figures into bundle manifests")
     measured.add_argument("--results", type=Path, default=Path("results/bench"))
     measured.add_argument("--bundles", type=Path, default=Path("bundles"))
+    images = sub.add_parser("images", help="build and save the edge server image of a class")
+    images.add_argument("--device", required=True, help="device class (ansible/group_vars/<class>.yml)")
+    images.add_argument("--inventory", type=Path,
+                        help="inventory whose group vars override the class (e.g. a base image)")
+    deploy = sub.add_parser("deploy", help="roll the class's image and bundles out with Ansible")
+    deploy.add_argument("--device", required=True, help="device class = inventory group")
+    deploy.add_argument("--inventory", type=Path, default=Path("ansible/inventory/example.yml"))
+    deploy.add_argument("--limit", help="comma-separated hosts of the class")
+    deploy.add_argument("--check", action="store_true", help="dry run: report what would change")
+    deploy.add_argument("--image", help="deploy this local image instead of building the class's")
+    deploy.add_argument("--archive", type=Path,
+                        help="deploy a saved image archive (build/images/*.tar.gz with its .json); "
+                             "needs no Docker engine here")
+    deploy.add_argument("--bundles", type=Path, default=Path("bundles"),
+                        help="directory holding the bundles (default bundles/)")
+    deploy.add_argument("-e", "--extra-vars", action="append", metavar="KEY=VALUE",
+                        help="Ansible extra variable (repeatable)")
+    deploy.add_argument("--vault-password-file", help="for an API key kept in Ansible Vault")
     args = parser.parse_args(argv)
+    if args.command in ("images", "deploy"):
+        from .deploy import DeployError
+        from .images import ImageError
+
+        try:
+            return (_images if args.command == "images" else _deploy)(args)
+        except (DeployError, ImageError, InventoryError) as exc:
+            print(f"fleet: error: {exc}", file=sys.stderr)
+            return 2
     if args.command in ("measured", "report"):
         from .report import ReportError
 

@@ -38,32 +38,63 @@ def _yaml(path: Path) -> Any:
         raise InventoryError(f"{path} is not valid YAML: {exc}") from None
 
 
+# Inventory groups that are not device classes: the monitoring host(s) of deploy.yml.
+SERVICE_GROUPS = frozenset({"monitoring"})
+
+
 def device_class(name: str, ansible_dir: Path = ANSIBLE_DIR) -> dict[str, Any]:
-    """The settings of one device class; a class without a group_vars file is unknown."""
+    """The settings of one device class (group_vars/all.yml under <class>.yml); a class without
+    a group_vars file is unknown."""
     path = ansible_dir / "group_vars" / f"{name}.yml"
-    if not path.is_file():
+    if name == "all" or not path.is_file():
         known = sorted(p.stem for p in (ansible_dir / "group_vars").glob("*.yml") if p.stem != "all")
         raise InventoryError(f"unknown device class {name!r}: no {path}; known classes: {known}")
-    data = _yaml(path) or {}
-    if not isinstance(data, dict):
-        raise InventoryError(f"{path} must be a mapping of edgegen_* settings")
-    return data
+    merged: dict[str, Any] = {}
+    for p in (ansible_dir / "group_vars" / "all.yml", path):
+        data = (_yaml(p) if p.is_file() else None) or {}
+        if not isinstance(data, dict):
+            raise InventoryError(f"{p} must be a mapping of edgegen_* settings")
+        merged.update(data)
+    return merged
+
+
+def _groups(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the inventory's `all.vars`, its `all.children` groups)."""
+    data = _yaml(Path(path))
+    top = (data or {}).get("all") if isinstance(data, dict) else None
+    groups = top.get("children") if isinstance(top, dict) else None
+    if not isinstance(groups, dict) or not groups:
+        raise InventoryError(f"{path}: expected 'all: children: <class>: hosts: ...'")
+    top_vars = top.get("vars") or {}
+    if not isinstance(top_vars, dict):
+        raise InventoryError(f"{path}: all: 'vars' must be a mapping")
+    return top_vars, groups
+
+
+def class_hosts(path: Path, name: str, ansible_dir: Path = ANSIBLE_DIR
+                ) -> dict[str, dict[str, Any]]:
+    """{host: its settings} for the hosts of one class, merged as Ansible does: the inventory
+    file's `all` and group vars, then group_vars/all.yml and group_vars/<class>.yml (playbook
+    group vars outrank inventory-file group vars), then the host's own vars."""
+    settings = device_class(name, ansible_dir)
+    top_vars, groups = _groups(path)
+    body = groups.get(name) or {}
+    group_vars = body.get("vars") or {}
+    if not isinstance(group_vars, dict):
+        raise InventoryError(f"{path}: {name}: 'vars' must be a mapping")
+    base = {**top_vars, **group_vars, **settings}
+    return {host: {**base, **(v or {})} for host, v in (body.get("hosts") or {}).items()}
 
 
 def load_inventory(path: Path, ansible_dir: Path = ANSIBLE_DIR) -> list[Device]:
-    """Devices of every class group under `all.children`, class settings merged under host vars."""
-    data = _yaml(Path(path))
-    groups = (data or {}).get("all", {}).get("children") if isinstance(data, dict) else None
-    if not isinstance(groups, dict) or not groups:
-        raise InventoryError(f"{path}: expected 'all: children: <class>: hosts: ...'")
+    """The served devices of every class group under `all.children`, with their settings (see
+    class_hosts). Service groups, and classes that run no server (phones push their figures),
+    are left out."""
     devices = []
-    for group, body in groups.items():
-        hosts = (body or {}).get("hosts") or {}
-        if not hosts:
+    for group in _groups(path)[1]:
+        if group in SERVICE_GROUPS or "edgegen_port" not in device_class(group, ansible_dir):
             continue
-        settings = device_class(group, ansible_dir)
-        for name, host_vars in hosts.items():
-            merged = {**settings, **(host_vars or {})}
+        for name, merged in class_hosts(path, group, ansible_dir).items():
             port = merged.get("edgegen_port")
             if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
                 raise InventoryError(f"{path}: host {name!r}: edgegen_port must be a port "

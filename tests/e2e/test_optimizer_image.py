@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import pytest
@@ -11,22 +10,15 @@ import pytest
 from edge_app.bundle import load_bundle
 
 from ..conftest import REPO
+from .conftest import docker_missing
 
 pytestmark = pytest.mark.e2e
 IMAGE = "edgegen-optimizer:0.1.0"
 
 
-def _docker_ready() -> str | None:
-    if shutil.which("docker") is None:
-        return "no docker client installed"
-    info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
-                          capture_output=True, text=True, timeout=30)
-    return None if info.returncode == 0 else f"no Docker engine reachable: {info.stderr.strip()}"
-
-
 @pytest.fixture(scope="module")
 def optimizer_image():
-    reason = _docker_ready()
+    reason = docker_missing()
     if reason:
         pytest.skip(reason)
     for step in (["images/base/debian-base.sh"], ["make", "--no-print-directory", "image-optimizer"]):

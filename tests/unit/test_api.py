@@ -135,7 +135,8 @@ def test_metrics_count_requests_with_bounded_labels(client):
     assert 'edgegen_generated_images_total{model="tiny-dcgan"} 2.0' in text
     assert f'edgegen_request_duration_seconds_bucket{{endpoint="{ep}",le="300.0",model="tiny-dcgan"}} 2.0' in text
     assert 'edgegen_model_info{family="dcgan",model="tiny-dcgan",precision="fp32",' \
-           'runtime="CPUExecutionProvider",schema_version="1",task="image-generation"} 1.0' in text
+           'requested_providers="auto",runtime="CPUExecutionProvider",schema_version="1",' \
+           'task="image-generation"} 1.0' in text
     assert "attacker-chosen-name" not in text
 
 

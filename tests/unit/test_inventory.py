@@ -10,10 +10,15 @@ from ..conftest import REPO
 
 
 def test_example_inventory_merges_class_settings():
-    (device,) = load_inventory(REPO / "ansible" / "inventory" / "example.yml")
+    devices = {d.name: d for d in load_inventory(REPO / "ansible" / "inventory" / "example.yml")}
+    # Phones (no server) and the monitoring host are not devices to probe or scrape.
+    assert sorted(devices) == ["orin-nano-01", "pi-lab-01", "pi-lab-02", "workstation"]
+    device = devices["workstation"]
     assert (device.name, device.device_class, device.url) == (
         "workstation", "local", "http://127.0.0.1:8080")
     assert device.vars["edgegen_providers"] == ["CPUExecutionProvider"]
+    assert devices["orin-nano-01"].vars["edgegen_docker_runtime"] == "nvidia"
+    assert devices["pi-lab-01"].vars["edgegen_platform"] == "linux/arm64"
 
 
 def test_host_vars_override_class_settings(tmp_path):
@@ -26,7 +31,8 @@ def test_host_vars_override_class_settings(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("all:\n  children:\n    toaster:\n      hosts: {t1: }\n",
-     r"unknown device class 'toaster': no .*toaster.yml; known classes: \['local'\]"),
+     r"unknown device class 'toaster': no .*toaster.yml; known classes: "
+     r"\['jetson', 'local', 'pi', 'pixel'\]"),
     ("all:\n  children:\n    local:\n      hosts: {x: {edgegen_port: http}}\n",
      "host 'x': edgegen_port must be a port number, got 'http'"),
     ("hosts: [a]\n", "expected 'all: children: <class>: hosts: ...'"),
@@ -41,5 +47,7 @@ def test_bad_inventory_is_refused_with_location(tmp_path, text, message):
 
 def test_every_class_file_is_a_mapping():
     for path in (REPO / "ansible" / "group_vars").glob("*.yml"):
+        if path.stem == "all":
+            continue
         settings = device_class(path.stem)
         assert all(key.startswith("edgegen_") for key in settings), path

@@ -210,6 +210,17 @@ def test_device_and_model_info_name_the_runtime(client):
     assert model["providers"][-1] == CPU and model["runtime"] == model["providers"][0]
 
 
+def test_model_info_shows_a_fallback_from_the_requested_providers(dcgan_bundle):
+    # A Jetson class asks for TensorRT and CUDA; this ONNX Runtime build has neither.
+    chain = ["TensorrtExecutionProvider", "CUDAExecutionProvider", CPU]
+    client = create_app({"bundles": [str(dcgan_bundle)], "power_sensor": "none",
+                         "execution_providers": chain}).test_client()
+    text = client.get("/metrics").get_data(as_text=True)
+    info = next(ln for ln in text.splitlines() if ln.startswith("edgegen_model_info{"))
+    assert f'requested_providers="{",".join(chain)}"' in info
+    assert f'runtime="{CPU}"' in info
+
+
 # ------------------------------------------------------------------ timeout
 
 def test_request_timeout_stops_a_generation_early(gpt2_bundle):

@@ -1,0 +1,298 @@
+"""Edge server images per device class: a wheelhouse for the class's platform, `docker build`,
+`docker save` to a checksummed archive the devices load (they need no registry).
+
+Everything a class needs is data in ansible/group_vars/<class>.yml (`edgegen_platform`,
+`edgegen_base_image`, `edgegen_dockerfile`, `edgegen_ort_package`, ...); an inventory's host
+vars may override it (the same for every host of the class), e.g. to build the Jetson image on
+a Debian base where NVIDIA's L4T image cannot be had. Tags encode class, platform and version like jetson-containers':
+`edgegen-edge:0.1.0-pi-arm64`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_app import __version__
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD = REPO / "build"
+IMAGE_NAME = "edgegen-edge"
+
+# pip's platform tags per container platform (newest glibc first); Debian bookworm has glibc
+# 2.36, L4T r36 (Ubuntu 22.04) 2.35.
+WHEEL_PLATFORMS = {
+    "linux/amd64": ("manylinux_2_35_x86_64", "manylinux_2_28_x86_64", "manylinux_2_17_x86_64",
+                    "manylinux2014_x86_64"),
+    "linux/arm64": ("manylinux_2_35_aarch64", "manylinux_2_28_aarch64", "manylinux_2_17_aarch64",
+                    "manylinux2014_aarch64"),
+}
+# tokenizers goes in without its dependencies: huggingface_hub (and hf_xet, ~20 MB) serve only
+# Tokenizer.from_pretrained downloads; bundles carry their tokenizer.json.
+NODEPS_REQUIREMENTS = ("tokenizers",)
+
+
+def serve_requirements(ort_package: str) -> list[str]:
+    """pyproject's dependencies plus its `serve` extra, with the class's ONNX Runtime build."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    names = project["dependencies"] + project["optional-dependencies"]["serve"]
+    return [ort_package if n == "onnxruntime" else n for n in names
+            if n not in NODEPS_REQUIREMENTS]
+
+
+class ImageError(Exception):
+    """An image cannot be built or saved; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    device_class: str
+    platform: str  # linux/amd64 | linux/arm64
+    base_image: str
+    dockerfile: Path
+    ort_package: str = "onnxruntime"
+    pythons: tuple[str, ...] = ("3.11",)  # CPython versions of the base images it may use
+    extra_index_url: str = ""  # e.g. NVIDIA's Jetson AI Lab index for onnxruntime-gpu
+    version: str = __version__
+
+    @property
+    def arch(self) -> str:
+        return self.platform.split("/", 1)[1]
+
+    @property
+    def tag(self) -> str:
+        return f"{IMAGE_NAME}:{self.version}-{self.device_class}-{self.arch}"
+
+    @classmethod
+    def for_hosts(cls, device_class: str, hosts: dict[str, dict[str, Any]]) -> "ImageSpec":
+        """The one image of a class's hosts (fleet.inventory.class_hosts); they must agree."""
+        specs = {host: cls.from_settings(device_class, s) for host, s in hosts.items()}
+        distinct = set(specs.values())
+        if len(distinct) > 1:
+            raise ImageError(f"hosts of class {device_class!r} need different images "
+                             f"({', '.join(sorted(f'{h}: {s.tag} from {s.base_image}' for h, s in specs.items()))}); "
+                             f"image settings (edgegen_platform, edgegen_base_image, ...) must be "
+                             f"the same for the whole class")
+        return distinct.pop()
+
+    @classmethod
+    def from_settings(cls, device_class: str, settings: dict[str, Any]) -> "ImageSpec":
+        """From a class's edgegen_* settings (fleet.inventory.device_class or class_hosts)."""
+        platform = settings.get("edgegen_platform")
+        if platform not in WHEEL_PLATFORMS:
+            raise ImageError(f"class {device_class!r}: edgegen_platform must be one of "
+                             f"{sorted(WHEEL_PLATFORMS)}, got {platform!r}")
+        base = settings.get("edgegen_base_image")
+        dockerfile = settings.get("edgegen_dockerfile")
+        if not base or not dockerfile:
+            raise ImageError(f"class {device_class!r} has no edgegen_base_image / "
+                             f"edgegen_dockerfile: it is not deployed as a container image")
+        pythons = settings.get("edgegen_pythons", ["3.11"])
+        return cls(device_class, platform, str(base), REPO / str(dockerfile),
+                   str(settings.get("edgegen_ort_package", "onnxruntime")),
+                   tuple(str(p) for p in pythons), str(settings.get("edgegen_extra_index_url", "")))
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A `docker save` of one image, gzip-compressed (docker load reads it as is)."""
+    tag: str
+    image_id: str
+    path: Path
+    sha256: str
+    image_bytes: int  # the image's unpacked size (docker image inspect .Size)
+    archive_bytes: int
+
+
+def _run(cmd: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, check=True, text=True, **kwargs)
+    except FileNotFoundError:
+        raise ImageError(f"{what}: {cmd[0]} is not installed") from None
+    except subprocess.CalledProcessError as exc:
+        tail = (exc.stderr or exc.stdout or "").strip().splitlines()[-15:]
+        raise ImageError(f"{what} failed (exit {exc.returncode}): {' '.join(cmd[:6])} ...\n"
+                         + "\n".join(tail)) from None
+
+
+def image_id(ref: str) -> str:
+    """The local image's ID (sha256:...), or "" when there is none by that name."""
+    r = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", ref], text=True,
+                       capture_output=True)
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
+def _inspect(ref: str, fmt: str) -> str:
+    return _run(["docker", "image", "inspect", "-f", fmt, ref], f"docker image inspect {ref}",
+                capture_output=True).stdout.strip()
+
+
+def ensure_base(spec: ImageSpec, log=print) -> None:
+    """The base image in the local store for the spec's architecture. Debian bases are made
+    with debootstrap when missing (no registry here); others must be loaded by the operator."""
+    if image_id(spec.base_image) and _inspect(spec.base_image, "{{.Architecture}}") == spec.arch:
+        return
+    name, _, suite_tag = spec.base_image.partition(":")
+    if name == "debian" and suite_tag:
+        log(f"base image {spec.base_image} ({spec.arch}) not present: making it with debootstrap")
+        _run(["bash", str(REPO / "images/base/debian-base.sh"), spec.base_image,
+              suite_tag.split("-")[0], spec.arch], f"debootstrap {spec.base_image} {spec.arch}",
+             capture_output=True)
+        return
+    raise ImageError(
+        f"base image {spec.base_image} ({spec.platform}) for class {spec.device_class!r} is not in "
+        f"the local Docker store: `docker pull --platform {spec.platform} {spec.base_image}` on a "
+        f"machine that reaches its registry (then docker save / docker load it here), or set "
+        f"edgegen_base_image for the class in the inventory")
+
+
+def wheelhouse(spec: ImageSpec, log=print) -> Path:
+    """build/wheelhouse/edge-<arch>-<ort package>/: the edgegen wheel, every dependency as a
+    binary wheel for the platform and each Python of the class, requirements.txt and
+    constraints.txt. Downloads are skipped when the same request was completed before."""
+    out = BUILD / "wheelhouse" / f"edge-{spec.arch}-{spec.ort_package}"
+    out.mkdir(parents=True, exist_ok=True)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    _edgegen_wheel(out, pip)
+    requirements = serve_requirements(spec.ort_package)
+    (out / "requirements.txt").write_text("\n".join(requirements) + "\n")
+    (out / "requirements-nodeps.txt").write_text("\n".join(NODEPS_REQUIREMENTS) + "\n")
+    shutil.copyfile(REPO / "constraints.txt", out / "constraints.txt")
+    request = json.dumps([requirements, NODEPS_REQUIREMENTS, spec.platform, spec.pythons, spec.extra_index_url,
+                          (REPO / "constraints.txt").read_text()])
+    stamp = out / ".downloaded"
+    if stamp.is_file() and stamp.read_text() == request:
+        return out
+    for python in spec.pythons:
+        log(f"wheelhouse: {spec.platform} CPython {python} -> {out.relative_to(REPO)}")
+        cmd = pip + ["download", "--quiet", "--dest", str(out), "--only-binary=:all:",
+                     "--python-version", python, "--implementation", "cp",
+                     "-c", str(out / "constraints.txt"), "-r", str(out / "requirements.txt")]
+        for tag in WHEEL_PLATFORMS[spec.platform]:
+            cmd += ["--platform", tag]
+        if spec.extra_index_url:
+            cmd += ["--extra-index-url", spec.extra_index_url]
+        _run(cmd, f"downloading wheels for {spec.platform} / CPython {python}",
+             capture_output=True)
+        nodeps = [c for c in cmd if c not in ("-r", str(out / "requirements.txt"))]
+        _run(nodeps + ["--no-deps", "-r", str(out / "requirements-nodeps.txt")],
+             f"downloading wheels for {spec.platform} / CPython {python}", capture_output=True)
+    stamp.write_text(request)
+    return out
+
+
+def _edgegen_wheel(out: Path, pip: list[str]) -> None:
+    """The edgegen wheel in `out`, byte-identical when the code is (fixed zip timestamps, and
+    an unchanged wheel is not replaced), so Docker's layer cache holds across rebuilds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _run(pip + ["wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir", tmp,
+                    str(REPO)], "building the edgegen wheel", capture_output=True,
+             env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"})
+        (new,) = Path(tmp).glob("edgegen-*.whl")
+        old = out / new.name
+        if old.is_file() and old.read_bytes() == new.read_bytes():
+            return
+        for stale in out.glob("edgegen-*.whl"):
+            stale.unlink()
+        shutil.move(new, old)
+
+
+def build(spec: ImageSpec, log=print) -> str:
+    """Build (Docker's layer cache makes an unchanged rebuild quick); returns the image ID."""
+    ensure_base(spec, log)
+    context = wheelhouse(spec, log)
+    log(f"building {spec.tag} ({spec.platform}, FROM {spec.base_image})")
+    _run(["docker", "build", "--network", "host", "--platform", spec.platform, "--quiet",
+          "-f", str(spec.dockerfile), "-t", spec.tag,
+          "--build-arg", f"BASE_IMAGE={spec.base_image}",
+          "--build-arg", f"EDGEGEN_VERSION={spec.version}",
+          "--build-arg", f"DEVICE_CLASS={spec.device_class}",
+          "--build-arg", f"ORT_PACKAGE={spec.ort_package}", str(context)],
+         f"docker build {spec.tag}", capture_output=True)
+    return image_id(spec.tag)
+
+
+def save(tag: str, out_dir: Path = BUILD / "images", log=print) -> Archive:
+    """`docker save | gzip` to <out_dir>/<name>_<tag>.tar.gz with its sha256, reused while the
+    image ID is unchanged (so a repeated deploy copies nothing)."""
+    ident = image_id(tag)
+    if not ident:
+        raise ImageError(f"image {tag} is not in the local Docker store (build it with "
+                         f"`make images DEVICE=<class>` or name an existing image)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / (tag.replace("/", "_").replace(":", "_") + ".tar.gz")
+    meta_path = path.with_name(path.name + ".json")
+    size = int(_inspect(tag, "{{.Size}}"))
+    if path.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("image_id") == ident and meta.get("archive_bytes") == path.stat().st_size:
+            return Archive(tag, ident, path, meta["sha256"], size, meta["archive_bytes"])
+    log(f"saving {tag} -> {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+    tmp = path.with_name(path.name + ".part")
+    digest = hashlib.sha256()
+    proc = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    # mtime=0: the same image gives the same archive bytes, hence the same checksum.
+    with open(tmp, "wb") as raw:
+        with gzip.GzipFile(fileobj=_Hashing(raw, digest), mode="wb", compresslevel=3,
+                           mtime=0) as gz:
+            shutil.copyfileobj(proc.stdout, gz, 1 << 20)
+    err = proc.stderr.read().decode(errors="replace")
+    if proc.wait() != 0:
+        tmp.unlink(missing_ok=True)
+        raise ImageError(f"docker save {tag} failed: {err.strip()}")
+    os.replace(tmp, path)
+    archive = Archive(tag, ident, path, digest.hexdigest(), size, path.stat().st_size)
+    meta_path.write_text(json.dumps({"tag": tag, "image_id": ident, "sha256": archive.sha256,
+                                     "archive_bytes": archive.archive_bytes,
+                                     "image_bytes": size}, indent=2) + "\n")
+    return archive
+
+
+def load_archive(path: Path) -> Archive:
+    """A saved archive (from `save`, possibly on another machine) with its sidecar .json; its
+    sha256 is checked, so a controller without a Docker engine can deploy it."""
+    path = Path(path)
+    meta_path = path.with_name(path.name + ".json")
+    try:
+        meta = json.loads(meta_path.read_text())
+        tag, ident, expected = meta["tag"], meta["image_id"], meta["sha256"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ImageError(f"{path}: needs its sidecar {meta_path.name} with tag, image_id and "
+                         f"sha256 (written by `python -m fleet images`): {exc}") from None
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise ImageError(f"cannot read {path}: {exc.strerror}") from None
+    if digest.hexdigest() != expected:
+        raise ImageError(f"{path}: sha256 {digest.hexdigest()} differs from {meta_path.name} "
+                         f"({expected}): the archive is damaged or was replaced")
+    return Archive(tag, ident, path, expected, int(meta.get("image_bytes", 0)),
+                   path.stat().st_size)
+
+
+class _Hashing:
+    """A write-only file that hashes what passes through it."""
+
+    def __init__(self, raw, digest):
+        self.raw, self.digest = raw, digest
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()

@@ -1,0 +1,258 @@
+"""`make deploy` against simulated devices on this machine: containers running sshd on loopback
+ports, one arm64 (under qemu-user-static) as a `pi`, one amd64 standing in for a `jetson` with
+the BASE_IMAGE override. Ansible reaches them over SSH with a key; their Docker engine is this
+machine's (through its socket), so the servers they start listen on 127.0.0.1 here.
+
+The tests run in order and share the fleet: deploy, redeploy (no changes), check mode, the
+Jetson stand-in loaded from an archive, the targets file, then a broken release rolled back.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import requests
+import yaml
+from PIL import Image
+
+from ..conftest import REPO, free_port
+from .conftest import arm64_missing, docker_missing
+
+pytestmark = pytest.mark.e2e
+SIM_IMAGE = "edgegen-simdevice:{arch}"
+GOOD_JETSON = "edgegen-edge:0.1.0-jetson-amd64"
+BROKEN_JETSON = "edgegen-edge:0.1.0-broken-jetson-amd64"
+
+
+def _run(cmd, timeout=1800, **kwargs) -> subprocess.CompletedProcess:
+    started = time.monotonic()
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                            **kwargs)
+    print(f"$ {' '.join(map(str, cmd))}  ({time.monotonic() - started:.0f} s, rc {result.returncode})")
+    return result
+
+
+def _ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def _summary(output: str) -> dict:
+    path = re.search(r"^summary: (.+)$", output, re.M).group(1)
+    return json.loads(Path(path).read_text())
+
+
+def _wait_ssh(port: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                if s.recv(64).startswith(b"SSH-"):
+                    return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"sshd of a simulated device did not answer on 127.0.0.1:{port}")
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, dcgan_bundle):
+    reason = docker_missing() or arm64_missing()
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("fleet")
+    _ok(_run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "id_ed25519")]))
+    bundles = root / "bundles"
+    shutil.copytree(dcgan_bundle, bundles / "tiny-dcgan")
+    for arch in ("arm64", "amd64"):
+        _ok(_run(["bash", "images/base/debian-base.sh", "debian:bookworm-slim", "bookworm", arch]))
+        _ok(_run(["docker", "build", "--quiet", "--network", "host", "--platform", f"linux/{arch}",
+                  "-t", SIM_IMAGE.format(arch=arch), "tests/e2e/simdevice"]))
+    sims = {"pi-sim": ("arm64", free_port(), free_port()),
+            "jetson-sim": ("amd64", free_port(), free_port())}
+    names = []
+    for name, (arch, ssh_port, _) in sims.items():
+        data = root / name
+        data.mkdir()
+        names.append(f"edgegen-sim-{name}")
+        subprocess.run(["docker", "rm", "-f", names[-1], f"edgegen-edge-{name}"],
+                       capture_output=True)
+        _ok(_run(["docker", "run", "-d", "--name", names[-1], "--network", "host",
+                  "--platform", f"linux/{arch}", "-e", f"SSH_PORT={ssh_port}",
+                  "-v", f"{root / 'id_ed25519.pub'}:/home/deploy/.ssh/authorized_keys:ro",
+                  "-v", "/var/run/docker.sock:/var/run/docker.sock",
+                  "-v", f"{data}:{data}", SIM_IMAGE.format(arch=arch)]))
+    # JetPack registers NVIDIA's runtime in daemon.json; the docker role must keep it.
+    _ok(_run(["docker", "exec", "edgegen-sim-jetson-sim", "sh", "-c",
+              "mkdir -p /etc/docker && echo '{\"runtimes\": {\"nvidia\": {\"path\": "
+              "\"nvidia-container-runtime\", \"runtimeArgs\": []}}}' > /etc/docker/daemon.json"]))
+    for _, ssh_port, _ in sims.values():
+        _wait_ssh(ssh_port)
+
+    def host(name, **overrides):
+        # Host vars: in Ansible they outrank the class files (playbook group_vars), which an
+        # inventory file's group vars do not.
+        _, ssh_port, edge_port = sims[name]
+        return {"ansible_host": "127.0.0.1", "ansible_port": ssh_port, "edgegen_port": edge_port,
+                "edgegen_root": f"{root / name}/opt/edgegen",
+                "edgegen_container_name": f"edgegen-edge-{name}",
+                "edgegen_bundles": ["tiny-dcgan"],
+                # No init system in a simulated device; its engine is this machine's.
+                "edgegen_docker_service_manage": False,
+                "edgegen_health_retries": 120,
+                # Tests reach the servers on loopback only.
+                "edgegen_server_config": {"host": "127.0.0.1"}, **overrides}
+
+    key_file = root / "api_key"
+    key_file.write_text(secrets.token_hex(24) + "\n")
+    inventory = root / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {
+        "vars": {
+            "ansible_user": "deploy",
+            "ansible_ssh_private_key_file": str(root / "id_ed25519"),
+            # Fresh host keys on every run of these throwaway devices.
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+            "ansible_python_interpreter": "/usr/bin/python3"},
+        "children": {
+            "pi": {"hosts": {"pi-sim": host("pi-sim")}},
+            # The BASE_IMAGE override: no L4T image here, so a Debian base on amd64, ONNX
+            # Runtime's CPU build and no NVIDIA runtime; the operator's API key file (never in
+            # the inventory itself).
+            "jetson": {"hosts": {"jetson-sim": host(
+                "jetson-sim", edgegen_base_image="debian:bookworm-slim",
+                edgegen_platform="linux/amd64", edgegen_ort_package="onnxruntime",
+                edgegen_docker_runtime="", edgegen_api_key_file=str(key_file))}},
+            "monitoring": {"hosts": {"prometheus-sim": {
+                "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                "edgegen_targets_file": str(root / "targets" / "edge.json"),
+                "edgegen_monitoring_become": False}}}}}}, sort_keys=False))
+    yield SimpleNamespace(root=root, inventory=inventory, bundles=bundles,
+                          key=key_file.read_text().strip(),
+                          port={n: p for n, (_, _, p) in sims.items()})
+    subprocess.run(["docker", "rm", "-f", *names, "edgegen-edge-pi-sim", "edgegen-edge-jetson-sim"],
+                   capture_output=True)
+    subprocess.run(["docker", "rmi", BROKEN_JETSON], capture_output=True)
+
+
+def _make_deploy(fleet, device: str, *extra: str) -> subprocess.CompletedProcess:
+    return _run(["make", "--no-print-directory", "deploy", f"DEVICE={device}",
+                 f"INVENTORY={fleet.inventory}", f"BUNDLE={fleet.bundles / 'tiny-dcgan'}",
+                 f"DEPLOY_ARGS=--bundles {fleet.bundles} {' '.join(extra)}"])
+
+
+def _fleet_deploy(fleet, device: str, *extra: str) -> subprocess.CompletedProcess:
+    return _run([sys.executable, "-m", "fleet", "deploy", "--device", device, "--inventory",
+                 str(fleet.inventory), "--bundles", str(fleet.bundles), *extra])
+
+
+def _generate(port: int, key: str = "") -> Image.Image:
+    r = requests.post(f"http://127.0.0.1:{port}/v1/images/generations",
+                      json={"model": "tiny-dcgan", "n": 1, "seed": 7}, timeout=120,
+                      headers={"Authorization": f"Bearer {key}"} if key else {})
+    assert r.status_code == 200, r.text
+    return Image.open(io.BytesIO(base64.b64decode(r.json()["data"][0]["b64_json"])))
+
+
+def _metrics(port: int) -> str:
+    return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+
+
+def test_deploy_pi_serves_from_an_arm64_container(fleet):
+    out = _ok(_make_deploy(fleet, "pi"))
+    summary = _summary(out)
+    (pi,) = summary["hosts"][:1]
+    assert (pi["host"], pi["status"]) == ("pi-sim", "changed"), out[-4000:]
+    assert pi["result"]["ready"]["models"] == ["tiny-dcgan"]
+    assert re.search(r"^pi-sim\s+changed\s+\d+\s+edgegen-edge:0\.1\.0-pi-arm64\s+"
+                     r"http://127\.0\.0\.1:\d+\s+ready \(tiny-dcgan\)$", out, re.M), out[-3000:]
+    image = _generate(fleet.port["pi-sim"])
+    shape = json.loads((fleet.bundles / "tiny-dcgan/manifest.json").read_text())["generation"]
+    assert image.size == (shape["image"]["width"], shape["image"]["height"])
+    # The server runs arm64 code (under qemu here): its own view of the machine says so.
+    assert re.search(r'edgegen_device_info\{[^}]*arch="aarch64"[^}]*device_class="pi"',
+                     _metrics(fleet.port["pi-sim"]))
+    info = json.loads(_ok(_run(["docker", "image", "inspect", summary["image"]])))[0]
+    assert info["Architecture"] == "arm64" and info["Config"]["User"] == "edgegen"
+    assert info["Config"]["Healthcheck"]["Test"][0] == "CMD"
+    print(f"pi image: {info['Size'] / 1e6:.0f} MB")
+    assert info["Size"] < 300e6, "the Pi image must stay under 300 MB"
+
+
+def test_redeploy_reports_no_changes(fleet):
+    out = _ok(_make_deploy(fleet, "pi"))
+    summary = _summary(out)
+    assert summary["changes"] == 0, out[-5000:]
+    assert "no changes" in out
+
+
+def test_check_mode_runs_clean(fleet):
+    out = _ok(_fleet_deploy(fleet, "pi", "--check"))
+    assert _summary(out)["check"] is True and "check mode" in out
+
+
+def test_jetson_stand_in_loads_its_archive_and_says_it_fell_back_to_cpu(fleet):
+    out = _ok(_run([sys.executable, "-m", "fleet", "images", "--device", "jetson",
+                    "--inventory", str(fleet.inventory)]))
+    archive = re.search(r"(\S+\.tar\.gz)$", out.strip(), re.M).group(1)
+    # The controller's engine and the simulated device's are one: drop the image so the device
+    # has to load it from the archive, as a real one does.
+    subprocess.run(["docker", "rmi", "--no-prune", GOOD_JETSON], capture_output=True)
+    out = _ok(_fleet_deploy(fleet, "jetson", "--archive", archive))
+    assert re.search(r"jetson-sim\s+changed\s+Load the image", out), out[-4000:]
+    metrics = _metrics(fleet.port["jetson-sim"])
+    line = next(ln for ln in metrics.splitlines() if ln.startswith("edgegen_model_info{"))
+    assert 'runtime="CPUExecutionProvider"' in line
+    assert ('requested_providers="TensorrtExecutionProvider,CUDAExecutionProvider,'
+            'CPUExecutionProvider"') in line
+    # The operator's key reached the device as a file only the server's user can read.
+    port = fleet.port["jetson-sim"]
+    assert requests.post(f"http://127.0.0.1:{port}/v1/images/generations",
+                         json={"model": "tiny-dcgan"}, timeout=30).status_code == 401
+    _generate(port, fleet.key)
+    key_on_device = fleet.root / "jetson-sim/opt/edgegen/config/api_keys"
+    assert key_on_device.read_text().strip() == fleet.key
+    assert (key_on_device.stat().st_mode & 0o777, key_on_device.stat().st_uid) == (0o400, 10001)
+    daemon = json.loads(_ok(_run(["docker", "exec", "edgegen-sim-jetson-sim", "cat",
+                                  "/etc/docker/daemon.json"])))
+    assert "nvidia" in daemon["runtimes"] and daemon["log-opts"]["max-size"] == "10m"
+
+
+def test_targets_file_lists_every_deployed_device(fleet):
+    entries = json.loads((fleet.root / "targets" / "edge.json").read_text())
+    by_device = {e["labels"]["device"]: e for e in entries}
+    assert by_device["pi-sim"] == {
+        "targets": [f"127.0.0.1:{fleet.port['pi-sim']}"],
+        "labels": {"device": "pi-sim", "device_class": "pi", "arch": "arm64"}}
+    assert by_device["jetson-sim"]["labels"] == {"device": "jetson-sim",
+                                                 "device_class": "jetson", "arch": "amd64"}
+
+
+def test_unhealthy_release_is_rolled_back(fleet):
+    good = _ok(_run(["docker", "image", "inspect", "-f", "{{.Id}}", GOOD_JETSON])).strip()
+    # A release whose server cannot start: it names a bundle the device does not have.
+    _ok(_run(["docker", "build", "--quiet", "-t", BROKEN_JETSON, "-"],
+             input=f'FROM {GOOD_JETSON}\nCMD ["serve", "--bundle", "/bundles/missing"]\n'))
+    result = _fleet_deploy(fleet, "jetson", "--image", BROKEN_JETSON,
+                           "-e", "edgegen_health_retries=8", "-e", "edgegen_health_delay=1")
+    out = result.stdout
+    assert result.returncode != 0, out[-4000:]
+    assert re.search(r"^jetson-sim\s+failed", out, re.M), out[-4000:]
+    assert f"jetson-sim: {BROKEN_JETSON} failed its health check" in out
+    assert f"rolled back to {GOOD_JETSON}" in out
+    running = _ok(_run(["docker", "inspect", "-f", "{{.Image}}", "edgegen-edge-jetson-sim"]))
+    assert running.strip() == good
+    assert requests.get(f"http://127.0.0.1:{fleet.port['jetson-sim']}/ready", timeout=30).ok
+    _generate(fleet.port["jetson-sim"], fleet.key)
+    state = json.loads((fleet.root / "jetson-sim/opt/edgegen/state/current.json").read_text())
+    assert state["tag"] == GOOD_JETSON
