@@ -5,11 +5,13 @@
 # committed). About 5 s once the tools are there.
 #   android/build.sh [BUNDLE_DIR ...]      -> build/android/edgegen-companion.apk
 # Env: PYTHON (with edge_app importable; default .venv/bin/python, else python3),
-#      ORT_DIR (onnxruntime-web files; fetched by android/fetch-web-deps.sh when missing).
+#      ORT_DIR (onnxruntime-web files; fetched by android/fetch-web-deps.sh when missing),
+#      APK_OUT (default build/android; the debug key is made there once and kept: a phone
+#      accepts `adb install -r` only from the key it was first installed with).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-OUT=build/android
+OUT=${APK_OUT:-build/android}
 APK=$OUT/edgegen-companion.apk
 SDK=${EDGEGEN_ANDROID_SDK:-build/android-sdk}
 ANDROID_JAR=$SDK/root/usr/share/java/com.android.android-23.jar
@@ -31,8 +33,9 @@ javac -source 8 -target 8 -Xlint:all,-options -Werror -encoding UTF-8 -bootclass
   -d "$OUT/classes" $(find android/src "$OUT/gen" -name '*.java')
 java -jar "$DX_JAR" --dex --min-sdk-version=24 --output="$OUT/classes.dex" "$OUT/classes"
 # wasm and models stored, not deflated: AssetManager streams them without inflating.
-aapt package -f -M android/AndroidManifest.xml -S android/res -A "$OUT/assets" -I "$ANDROID_JAR" \
-  -0 wasm -0 onnx -0 data -F "$OUT/unsigned.apk"
+# --debug-mode: android:debuggable, as a Gradle debug build, so chrome://inspect reaches the page.
+aapt package -f --debug-mode -M android/AndroidManifest.xml -S android/res -A "$OUT/assets" \
+  -I "$ANDROID_JAR" -0 wasm -0 onnx -0 data -F "$OUT/unsigned.apk"
 (cd "$OUT" && aapt add -f unsigned.apk classes.dex >/dev/null)
 zipalign -f -p 4 "$OUT/unsigned.apk" "$OUT/aligned.apk"
 

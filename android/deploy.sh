@@ -7,11 +7,12 @@
 #      PUSHGATEWAY, PHONE_NAME  the fleet's Pushgateway URL and this phone's device name, passed
 #                   to the app at start (it keeps them); unset: the app pushes nothing
 #      ADB          the adb binary (default: adb on PATH)
+#      APK_OUT      where the APK is built (default build/android)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 android/build.sh "$@"
-APK=$PWD/build/android/edgegen-companion.apk
+APK=$(realpath "${APK_OUT:-build/android}")/edgegen-companion.apk
 ACTIVITY=net.edgegen.companion/.MainActivity
 ADB=${ADB:-adb}
 start=(shell am start -n "$ACTIVITY")

@@ -142,11 +142,10 @@ def android_sdk() -> None:
 
 @pytest.fixture(scope="session")
 def companion_apk(android_sdk, ort_web_dir, dcgan_bundle, gpt2_bundle, tmp_path_factory) -> Path:
-    """The companion APK with the two tiny bundles, built by android/build.sh (a copy, since
-    each build replaces build/android/)."""
+    """The companion APK with the two tiny bundles, built by android/build.sh in a temporary
+    directory (build/android, with a developer's APK and debug key, is left alone)."""
+    out = tmp_path_factory.mktemp("apk")
     run = run_script(ANDROID / "build.sh", dcgan_bundle, gpt2_bundle,
-                     env={"PYTHON": sys.executable})
+                     env={"PYTHON": sys.executable, "APK_OUT": str(out)})
     assert run.returncode == 0, run.stdout + run.stderr
-    apk = tmp_path_factory.mktemp("apk") / "edgegen-companion.apk"
-    shutil.copyfile(REPO / "build" / "android" / "edgegen-companion.apk", apk)
-    return apk
+    return out / "edgegen-companion.apk"
