@@ -16,7 +16,7 @@ PORT    ?= 8080
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run optimize bundle serve status images deploy bench report targets monitor monitor-down test test-fast wheelhouse image-optimizer bench-images bench-text bench-serving bench-load clean
+.PHONY: help venv run optimize bundle serve status images deploy bench report targets monitor monitor-down test test-fast wheelhouse image-optimizer bench-images bench-text bench-serving bench-load apk clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -118,6 +118,12 @@ bench-serving: $(STAMP) ## decode tok/s through HTTP vs the runtime directly; im
 
 bench-load: $(STAMP) ## 64 clients x 60 s, twice: only 200 or 503 + Retry-After; RSS growth < 5%
 	$(BIN)/python bench/bench_load.py
+
+# The Pixel companion (android/): a WebView APK built without Gradle from Debian's Android tools,
+# running the page of /companion/ with onnxruntime-web, and the bundles packed as its assets.
+APK_BUNDLES ?= $(patsubst %/manifest.json,%,$(wildcard bundles/*/manifest.json))
+apk: $(STAMP) ## the companion APK, signed debug key: make apk [APK_BUNDLES="bundles/a bundles/b"]
+	PYTHON=$(BIN)/python android/build.sh $(APK_BUNDLES)
 
 clean: ## remove bundles, runs and caches (keeps .venv)
 	rm -rf bundles runs mlruns results .pytest_cache

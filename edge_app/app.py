@@ -10,7 +10,7 @@ from flask import Flask
 from prometheus_client import CollectorRegistry
 
 from . import __version__, admin, api, auth, completions, errors, health, metrics  # noqa: F401
-from . import playground  # noqa: F401 (routes)
+from . import companion, playground  # noqa: F401 (routes)
 from .admission import Admission
 from .config import Config, load_config
 from .power.service import PowerService
@@ -53,4 +53,5 @@ def create_app(config: Config | Mapping[str, Any] | None = None,
     app.register_blueprint(api.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(playground.bp)
+    app.register_blueprint(companion.bp)
     return app

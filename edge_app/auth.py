@@ -1,6 +1,7 @@
 """Bearer API keys on generation and admin routes (OpenAI's `Authorization: Bearer <key>`).
 
-/health, /ready, the playground page and /openapi.json stay public (probes and discovery);
+/health, /ready, the playground and companion pages and /openapi.json stay public (probes and
+discovery; the companion's bundle files are not);
 /metrics too unless `metrics_auth`. Keys are compared in constant time (`hmac.compare_digest`,
 against every key, so timing tells neither the key nor which one matched). With no key
 configured the API is open, and the server warns when it listens beyond loopback.
@@ -16,7 +17,8 @@ from flask import Flask, current_app, request
 from .errors import Unauthorized
 
 log = logging.getLogger(__name__)
-PUBLIC = frozenset({"/", "/health", "/ready", "/openapi.json"})
+PUBLIC = frozenset({"/", "/health", "/ready", "/openapi.json", "/companion/",
+                    "/companion/<name>"})
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 

@@ -66,6 +66,9 @@ class Config:
     timeout_s: int = 120
     graceful_timeout_s: int = 60  # SIGTERM: in-flight requests (streams too) get this long
     log_level: str = "info"
+    # The companion page (/companion/): where onnxruntime-web's files are ("" = build/web-deps/
+    # onnxruntime-web in this checkout, where android/fetch-web-deps.sh puts them).
+    companion_ort_dir: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # unrecognised YAML keys are refused
 
     def __post_init__(self):

@@ -8,6 +8,7 @@ route of the app is documented and vice versa; schemathesis fuzzes the routes fr
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from . import __version__
@@ -195,6 +196,39 @@ def _plain(description: str, kind: str, *media_types: str) -> dict:
             "content": {m: {"schema": {"type": kind}} for m in media_types}}
 
 
+def _path_params(*names: str) -> list[dict]:
+    return [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+            for n in names]
+
+
+# The companion page and the bundle files it runs in the browser (edge_app/companion.py).
+_COMPANION = {
+    "/companion/": {"get": {
+        "operationId": "companionPage",
+        "summary": "The companion page: runs the bundles in the browser (onnxruntime-web).",
+        "responses": {"200": _plain("HTML.", "string", "text/html")}}},
+    "/companion/{name}": {"get": {
+        "operationId": "companionFile", "summary": "A script or wasm file of the companion page.",
+        "parameters": _path_params("name"),
+        "responses": {"200": _plain("The file.", "string", "text/javascript", "application/wasm",
+                                    "text/html"),
+                      "404": _error("No such file, or onnxruntime-web is not installed (the "
+                                    "message says how to fetch it).")}}},
+    "/bundles/index.json": {"get": {
+        "operationId": "listBundles", "summary": "The loaded bundles and their files.",
+        "responses": {"200": _plain("The bundles.", "object", "application/json")}}},
+    "/bundles/{name}/{file}": {"get": {
+        "operationId": "bundleFile",
+        "summary": "A loaded bundle's manifest.json or a file its manifest lists.",
+        "parameters": _path_params("name", "file"),
+        "responses": {"200": {"description": "The file.", "content": {
+                          "application/json": {"schema": {"type": "object"}},
+                          "application/octet-stream": {"schema": {"type": "string",
+                                                                  "format": "binary"}}}},
+                      "404": _error("No such bundle loaded, or the bundle has no such file.")}}},
+}
+
+
 def document(cfg: Config, registry, keys: bool) -> dict[str, Any]:
     by_task: dict[str, list] = {"text-generation": [], "image-generation": []}
     for model in registry.models.values():
@@ -256,10 +290,11 @@ def document(cfg: Config, registry, keys: bool) -> dict[str, Any]:
         "/": {"get": {"operationId": "playground", "summary": "The playground page.",
                       "responses": {"200": _plain("HTML, no external assets.", "string",
                                                   "text/html")}}},
+        **_COMPANION,
     }
-    for rule, item in paths.items():
+    for path, item in paths.items():
         for op in item.values():
-            if keys and protected(rule, cfg.metrics_auth):
+            if keys and protected(re.sub(r"\{(\w+)\}", r"<\1>", path), cfg.metrics_auth):
                 op["security"] = [{"bearer": []}]
                 op["responses"]["401"] = _error("Missing or invalid API key.", {
                     "WWW-Authenticate": {"schema": {"type": "string"}}})

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,7 +87,8 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 @pytest.fixture(scope="module")
 def browser():
     """Headless Chromium (Debian's chromium + chromium-driver, through Selenium), with the
-    browser console log kept; skipped, with the reason, where it is not installed."""
+    browser console log and the performance log (DevTools network events: every request the
+    page makes) kept; skipped, with the reason, where it is not installed."""
     if not (CHROMIUM and DRIVER):
         pytest.skip("headless Chromium is not installed (apt-get install chromium "
                     "chromium-driver; .ci/run does)")
@@ -97,7 +101,51 @@ def browser():
                 "--no-first-run", "--disable-extensions", "--disable-background-networking",
                 "--window-size=1200,1000"):
         options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     yield driver
     driver.quit()
+
+
+ANDROID = REPO / "android"
+
+
+def run_script(*args, env: dict | None = None, timeout: float = 600):
+    """A repo script (android/*.sh) from the repo root, output captured."""
+    return subprocess.run([str(a) for a in args], cwd=REPO, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def ort_web_dir() -> Path:
+    """onnxruntime-web's files for the companion page: android/fetch-web-deps.sh fetches the
+    pinned npm package once (integrity-checked) into build/web-deps/onnxruntime-web."""
+    from edge_app.companion import DEFAULT_ORT_DIR
+
+    if not (DEFAULT_ORT_DIR / "VERSION").is_file() and not shutil.which("npm"):
+        pytest.skip("npm is not installed, so onnxruntime-web cannot be fetched (apt-get install "
+                    "nodejs npm; .ci/run does)")
+    run = run_script(ANDROID / "fetch-web-deps.sh")
+    assert run.returncode == 0, run.stdout + run.stderr
+    return DEFAULT_ORT_DIR
+
+
+@pytest.fixture(scope="session")
+def android_sdk() -> None:
+    """Debian's Android build tools (android/sdk.sh installs what is missing); skipped, with
+    the reason, only where they cannot be installed (not root, or no package mirror)."""
+    run = run_script(ANDROID / "sdk.sh")
+    if run.returncode == 3:
+        pytest.skip(f"the Android SDK tools cannot be installed here: {run.stderr.strip()}")
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.fixture(scope="session")
+def companion_apk(android_sdk, ort_web_dir, dcgan_bundle, gpt2_bundle, tmp_path_factory) -> Path:
+    """The companion APK with the two tiny bundles, built by android/build.sh in a temporary
+    directory (build/android, with a developer's APK and debug key, is left alone)."""
+    out = tmp_path_factory.mktemp("apk")
+    run = run_script(ANDROID / "build.sh", dcgan_bundle, gpt2_bundle,
+                     env={"PYTHON": sys.executable, "APK_OUT": str(out)})
+    assert run.returncode == 0, run.stdout + run.stderr
+    return out / "edgegen-companion.apk"

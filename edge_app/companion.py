@@ -1,0 +1,118 @@
+"""The companion page (GET /companion/) and the read-only bundle files it runs (GET /bundles/).
+
+The page (edge_app/static/companion/) runs the bundles itself, in the browser, with
+onnxruntime-web's WebAssembly backend: any phone can use it from a browser, and the Android
+companion APK (android/) ships the same files as its assets. Both lay the files out alike, so
+the page's relative URLs work in either place::
+
+    /companion/index.html, *.js, ort*.mjs, ort*.wasm     (APK: /assets/companion/...)
+    /bundles/index.json                                  (APK: /assets/bundles/index.json)
+    /bundles/<name>/manifest.json, model.onnx, ...       (APK: /assets/bundles/<name>/...)
+
+onnxruntime-web is not in this repository: android/fetch-web-deps.sh downloads the pinned npm
+package, checks its integrity and keeps the three files the wasm backend needs under
+build/web-deps/onnxruntime-web (or `companion_ort_dir`). Bundle files are served only when
+their name is in the loaded manifest's `files`, so no path reaches outside a bundle.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+from flask import Blueprint, Response, current_app, jsonify, send_file
+
+from .bundle import MANIFEST, Bundle
+from .errors import ApiError, ModelNotFound
+
+bp = Blueprint("companion", __name__)
+PAGE_DIR = resources.files(__package__).joinpath("static/companion")
+# What onnxruntime-web's wasm backend loads (single-threaded or not, 1.30 ships one SIMD build).
+ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+DEFAULT_ORT_DIR = Path(__file__).resolve().parent.parent / "build" / "web-deps" / "onnxruntime-web"
+FETCH_HINT = "run android/fetch-web-deps.sh (needs npm), or set companion_ort_dir"
+MIME = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+        ".mjs": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+        ".json": "application/json", ".wasm": "application/wasm"}
+# The page runs wasm ('wasm-unsafe-eval') and pushes to a Pushgateway the user names (connect-src).
+CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' "
+       "'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self' http: https:")
+
+
+class FileNotServed(ApiError):
+    status, type, code = 404, "invalid_request_error", "file_not_found"
+
+
+def page_files() -> dict[str, Any]:
+    """The page's own files by name (the package's static/companion directory)."""
+    return {f.name: f for f in PAGE_DIR.iterdir() if f.is_file()}
+
+
+def ort_dir(configured: str = "") -> Path:
+    return Path(configured) if configured else DEFAULT_ORT_DIR
+
+
+def bundle_index(bundles: Iterable[Bundle]) -> dict[str, Any]:
+    """What the page lists (GET /bundles/index.json; the APK writes the same file)."""
+    return {"bundles": [{"name": b.manifest.name, "task": b.manifest.task,
+                         "family": b.manifest.family, "precision": b.manifest.precision,
+                         "files": [MANIFEST, *b.manifest.files]} for b in bundles]}
+
+
+def _file(path, name: str) -> Response:
+    mime = MIME.get(Path(name).suffix, "application/octet-stream")
+    if isinstance(path, Path):
+        response = send_file(path, mimetype=mime, conditional=True, max_age=0)
+    else:  # a packaged resource (zip-safe)
+        response = Response(path.read_bytes(), content_type=mime)
+    if name == "index.html":
+        response.headers["Content-Security-Policy"] = CSP
+    return response
+
+
+@bp.get("/companion/")
+def page():
+    """The companion page (GET /companion redirects here, so relative URLs resolve)."""
+    return _file(page_files()["index.html"], "index.html")
+
+
+@bp.get("/companion/<name>")
+def page_file(name: str):
+    """One file of the page: its scripts, or onnxruntime-web's module and wasm."""
+    own = page_files()
+    if name in own:
+        return _file(own[name], name)
+    if name in ORT_FILES:
+        path = ort_dir(current_app.extensions["edgegen.config"].companion_ort_dir) / name
+        if not path.is_file():
+            raise FileNotServed(f"onnxruntime-web file {name!r} is not installed in "
+                                f"{path.parent}: {FETCH_HINT}")
+        return _file(path, name)
+    raise FileNotServed(f"no companion file {name!r}; the page has "
+                        f"{sorted([*own, *ORT_FILES])}")
+
+
+def _bundle(name: str) -> Bundle:
+    model = current_app.extensions["edgegen.models"].models.get(name)
+    if model is None:
+        raise ModelNotFound(f"no bundle {name!r} is loaded; loaded: "
+                            f"{sorted(current_app.extensions['edgegen.models'].models)}")
+    return model.bundle
+
+
+@bp.get("/bundles/index.json")
+def bundles():
+    """The loaded bundles and their files, for the companion page."""
+    models = current_app.extensions["edgegen.models"].models.values()
+    return jsonify(bundle_index(m.bundle for m in models))
+
+
+@bp.get("/bundles/<name>/<file>")
+def bundle_file(name: str, file: str):
+    """One file of a loaded bundle: its manifest or a file the manifest lists."""
+    bundle = _bundle(name)
+    if file != MANIFEST and file not in bundle.manifest.files:
+        raise FileNotServed(f"bundle {name!r} has no file {file!r}; its files: "
+                            f"{[MANIFEST, *bundle.manifest.files]}")
+    return _file(bundle.path / file, file)
