@@ -63,7 +63,7 @@ BENCH_BUNDLES ?= $(patsubst %/manifest.json,%,$(wildcard bundles/*/manifest.json
 RESULTS ?= results
 BENCH_ARGS ?=
 bench: $(STAMP) ## measure bundles on this machine: make bench DEVICE=local [BENCH_BUNDLES=...]
-	@test "$(DEVICE)" = local || { echo "make bench: DEVICE=$(DEVICE) needs the fleet deploy (make deploy), which this kit does not have yet; DEVICE=local measures this machine" >&2; exit 2; }
+	@test "$(DEVICE)" = local || { echo "make bench: DEVICE=$(DEVICE): fleet runs are not automated yet; deploy (make deploy DEVICE=<class>), then on the device: docker exec edgegen-edge python3 -m edge_app bench --bundle /bundles/<name> --out /var/lib/edgegen/cache/bench, and copy the results to $(RESULTS)/bench/<device>/ for make report. DEVICE=local measures this machine" >&2; exit 2; }
 	$(BIN)/python -m edge_app bench $(addprefix --bundle ,$(BENCH_BUNDLES)) --device $(DEVICE) \
 	    --out $(RESULTS)/bench $(BENCH_ARGS)
 	$(BIN)/python -m fleet measured --results $(RESULTS)/bench --bundles bundles

@@ -17,11 +17,12 @@ their name is in the loaded manifest's `files`, so no path reaches outside a bun
 
 from __future__ import annotations
 
+import gzip
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-from flask import Blueprint, Response, current_app, jsonify, send_file
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
 from .bundle import MANIFEST, Bundle
 from .errors import ApiError, ModelNotFound
@@ -71,6 +72,20 @@ def _file(path, name: str) -> Response:
     return response
 
 
+def _gzipped(packed: Path, name: str) -> Response:
+    """A file stored gzip-compressed: sent as is with Content-Encoding to clients that accept
+    gzip (every browser), inflated for the others."""
+    mime = MIME.get(Path(name).suffix, "application/octet-stream")
+    data = packed.read_bytes()
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        response = Response(data, content_type=mime)
+        response.headers["Content-Encoding"] = "gzip"
+    else:
+        response = Response(gzip.decompress(data), content_type=mime)
+    response.headers["Vary"] = "Accept-Encoding"
+    return response
+
+
 @bp.get("/companion/")
 def page():
     """The companion page (GET /companion redirects here, so relative URLs resolve)."""
@@ -85,10 +100,13 @@ def page_file(name: str):
         return _file(own[name], name)
     if name in ORT_FILES:
         path = ort_dir(current_app.extensions["edgegen.config"].companion_ort_dir) / name
-        if not path.is_file():
-            raise FileNotServed(f"onnxruntime-web file {name!r} is not installed in "
-                                f"{path.parent}: {FETCH_HINT}")
-        return _file(path, name)
+        if path.is_file():
+            return _file(path, name)
+        packed = path.with_name(name + ".gz")
+        if packed.is_file():  # device images keep them gzipped (the Pi image's size budget)
+            return _gzipped(packed, name)
+        raise FileNotServed(f"onnxruntime-web file {name!r} is not installed in "
+                            f"{path.parent}: {FETCH_HINT}")
     raise FileNotServed(f"no companion file {name!r}; the page has "
                         f"{sorted([*own, *ORT_FILES])}")
 

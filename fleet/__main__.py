@@ -61,10 +61,10 @@ def _images(args) -> int:
 def _deploy(args) -> int:
     from .deploy import deploy
 
-    if args.device == "pixel":
-        print("fleet: error: pixel phones run the bundles in the companion APK (android/), which "
-              "this kit does not build yet; no container deploy exists for them", file=sys.stderr)
-        return 2
+    if args.device == "pixel":  # phones run the companion APK, not a container
+        from .pixel import deploy_pixel
+
+        return deploy_pixel(args.inventory, limit=args.limit or "", bundles_dir=args.bundles)
     extra = {}
     for item in args.extra_vars or []:
         key, sep, value = item.partition("=")
@@ -73,7 +73,8 @@ def _deploy(args) -> int:
             return 2
         extra[key] = yaml.safe_load(value) if value else ""
     return deploy(args.device, args.inventory, limit=args.limit or "", check=args.check,
-                  image=args.image or "", archive_path=args.archive, bundles_dir=args.bundles, extra_vars=extra,
+                  image=args.image or "", archive_path=args.archive, bundles_dir=args.bundles,
+                  extra_vars=extra,
                   vault_password_file=args.vault_password_file or "")
 
 

@@ -63,6 +63,7 @@ class ImageSpec:
     ort_package: str = "onnxruntime"
     pythons: tuple[str, ...] = ("3.11",)  # CPython versions of the base images it may use
     extra_index_url: str = ""  # e.g. NVIDIA's Jetson AI Lab index for onnxruntime-gpu
+    pins: tuple[tuple[str, str], ...] = ()  # constraints.txt pins replaced for this class
     version: str = __version__
 
     @property
@@ -98,9 +99,13 @@ class ImageSpec:
             raise ImageError(f"class {device_class!r} has no edgegen_base_image / "
                              f"edgegen_dockerfile: it is not deployed as a container image")
         pythons = settings.get("edgegen_pythons", ["3.11"])
+        pins = settings.get("edgegen_pins") or {}
+        if not isinstance(pins, dict):
+            raise ImageError(f"class {device_class!r}: edgegen_pins must map package to version")
         return cls(device_class, platform, str(base), REPO / str(dockerfile),
                    str(settings.get("edgegen_ort_package", "onnxruntime")),
-                   tuple(str(p) for p in pythons), str(settings.get("edgegen_extra_index_url", "")))
+                   tuple(str(p) for p in pythons), str(settings.get("edgegen_extra_index_url", "")),
+                   tuple(sorted((str(k).lower(), str(v)) for k, v in pins.items())))
 
 
 @dataclass(frozen=True)
@@ -164,13 +169,16 @@ def wheelhouse(spec: ImageSpec, log=print) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     _edgegen_wheel(out, pip)
+    _companion_files(out / "web", log)
     requirements = serve_requirements(spec.ort_package)
-    (out / "requirements.txt").write_text("\n".join(requirements) + "\n")
-    (out / "requirements-nodeps.txt").write_text("\n".join(NODEPS_REQUIREMENTS) + "\n")
-    shutil.copyfile(REPO / "constraints.txt", out / "constraints.txt")
-    request = json.dumps([requirements, NODEPS_REQUIREMENTS, spec.platform, spec.pythons, spec.extra_index_url,
-                          (REPO / "constraints.txt").read_text()])
-    stamp = out / ".downloaded"
+    _write_if_changed(out / "requirements.txt", ("\n".join(requirements) + "\n").encode())
+    _write_if_changed(out / "requirements-nodeps.txt",
+                      ("\n".join(NODEPS_REQUIREMENTS) + "\n").encode())
+    _write_if_changed(out / "constraints.txt", constraints(spec.pins).encode())
+    _write_if_changed(out / "install-venv.sh", (REPO / "images" / "install-venv.sh").read_bytes())
+    request = json.dumps([requirements, NODEPS_REQUIREMENTS, spec.platform, spec.pythons,
+                          spec.extra_index_url, constraints(spec.pins)])
+    stamp = out.parent / f".{out.name}.downloaded"  # outside the build context
     if stamp.is_file() and stamp.read_text() == request:
         return out
     for python in spec.pythons:
@@ -189,6 +197,45 @@ def wheelhouse(spec: ImageSpec, log=print) -> Path:
              f"downloading wheels for {spec.platform} / CPython {python}", capture_output=True)
     stamp.write_text(request)
     return out
+
+
+def constraints(pins: tuple[tuple[str, str], ...] = ()) -> str:
+    """constraints.txt with a class's own pins in place of the kit's (e.g. numpy for the
+    Python 3.10 of L4T, which numpy >= 2.3 no longer supports)."""
+    wanted = dict(pins)
+    lines = []
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        name = line.split("==", 1)[0].strip().lower()
+        lines.append(f"{name}=={wanted.pop(name)}" if name in wanted else line)
+    return "\n".join(lines + [f"{k}=={v}" for k, v in sorted(wanted.items())]) + "\n"
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """Leave an identical file alone: the build context stays byte- and time-identical, so
+    Docker's layer cache holds and an unchanged image keeps its ID (no new archive, no redeploy)."""
+    if not path.is_file() or path.read_bytes() != data:
+        path.write_bytes(data)
+
+
+def _companion_files(web: Path, log) -> None:
+    """onnxruntime-web for the server's /companion/ page, gzipped (3.5 MB instead of 14 MB in
+    the image; served with Content-Encoding). Fetched with android/fetch-web-deps.sh (npm) when
+    missing; without it the image is built anyway and its page says what is missing."""
+    from edge_app.companion import ORT_FILES
+
+    src = BUILD / "web-deps" / "onnxruntime-web"
+    if not all((src / n).is_file() for n in ORT_FILES):
+        fetched = subprocess.run(["bash", str(REPO / "android" / "fetch-web-deps.sh"), str(src)],
+                                 capture_output=True, text=True)
+        if fetched.returncode != 0:
+            log(f"note: onnxruntime-web is not available ({fetched.stderr.strip()[-200:]}); "
+                f"the image's /companion/ page will say so")
+            shutil.rmtree(web, ignore_errors=True)
+            return
+    web.mkdir(parents=True, exist_ok=True)
+    for name in ORT_FILES:
+        packed = gzip.compress((src / name).read_bytes(), compresslevel=9, mtime=0)
+        _write_if_changed(web / (name + ".gz"), packed)
 
 
 def _edgegen_wheel(out: Path, pip: list[str]) -> None:

@@ -1,5 +1,6 @@
-"""Prometheus file_sd targets from an inventory: one entry per device, labelled with its name
-and class, so every series a device exports carries `device` and `device_class`.
+"""Prometheus file_sd targets from an inventory: one entry per device, labelled with its name,
+class and architecture, so every series a device exports carries `device`, `device_class`
+and `arch` (the same file the `monitoring_target` Ansible role renders on a deploy).
 
 Prometheus re-reads the file when it changes (monitoring/prometheus/prometheus.yml globs
 targets/*.json), so writing it is how a deploy adds devices to monitoring.
@@ -19,8 +20,10 @@ def file_sd(devices: list[Device]) -> list[dict]:
     entries = []
     for d in devices:
         host = f"[{d.address}]" if ":" in d.address else d.address
+        arch = str(d.vars.get("edgegen_platform", "unknown/unknown")).rsplit("/", 1)[-1]
         entries.append({"targets": [f"{host}:{d.port}"],
-                        "labels": {"device": d.name, "device_class": d.device_class}})
+                        "labels": {"device": d.name, "device_class": d.device_class,
+                                   "arch": arch}})
     return entries
 
 

@@ -126,12 +126,13 @@ def fleet(tmp_path_factory, dcgan_bundle):
             "ansible_python_interpreter": "/usr/bin/python3"},
         "children": {
             "pi": {"hosts": {"pi-sim": host("pi-sim")}},
-            # The BASE_IMAGE override: no L4T image here, so a Debian base on amd64, ONNX
-            # Runtime's CPU build and no NVIDIA runtime; the operator's API key file (never in
-            # the inventory itself).
+            # The BASE_IMAGE override: no L4T image here (nor NVIDIA's package index), so a
+            # Debian base on amd64 with its Python, ONNX Runtime's CPU build from PyPI and no
+            # NVIDIA runtime; the operator's API key file (never in the inventory itself).
             "jetson": {"hosts": {"jetson-sim": host(
                 "jetson-sim", edgegen_base_image="debian:bookworm-slim",
                 edgegen_platform="linux/amd64", edgegen_ort_package="onnxruntime",
+                edgegen_extra_index_url="", edgegen_pythons=["3.11"], edgegen_pins={},
                 edgegen_docker_runtime="", edgegen_api_key_file=str(key_file))}},
             "monitoring": {"hosts": {"prometheus-sim": {
                 "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
@@ -182,6 +183,11 @@ def test_deploy_pi_serves_from_an_arm64_container(fleet):
     # The server runs arm64 code (under qemu here): its own view of the machine says so.
     assert re.search(r'edgegen_device_info\{[^}]*arch="aarch64"[^}]*device_class="pi"',
                      _metrics(fleet.port["pi-sim"]))
+    # The companion page's onnxruntime-web ships in the image (gzipped).
+    wasm = requests.get(f"http://127.0.0.1:{fleet.port['pi-sim']}/companion/"
+                        "ort-wasm-simd-threaded.wasm", timeout=60)
+    assert wasm.status_code == 200 and wasm.headers["Content-Encoding"] == "gzip"
+    assert wasm.content[:4] == b"\0asm"
     info = json.loads(_ok(_run(["docker", "image", "inspect", summary["image"]])))[0]
     assert info["Architecture"] == "arm64" and info["Config"]["User"] == "edgegen"
     assert info["Config"]["Healthcheck"]["Test"][0] == "CMD"

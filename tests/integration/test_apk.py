@@ -6,7 +6,9 @@ APK's path and the exact install command."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -78,3 +80,22 @@ def test_a_tampered_bundle_is_not_packed(android_sdk, ort_web_dir, bundle_copy, 
                      env={"PYTHON": sys.executable, "APK_OUT": str(tmp_path)})
     assert run.returncode != 0 and not (tmp_path / "edgegen-companion.apk").exists()
     assert "model.onnx" in run.stderr and str(manifest["files"]["model.onnx"]["size"]) in run.stderr
+
+
+def test_make_deploy_pixel_builds_the_apk_and_says_how_to_install(android_sdk, ort_web_dir,
+                                                                   dcgan_bundle, tmp_path):
+    inventory = tmp_path / "phones.yml"
+    inventory.write_text("all:\n  children:\n    pixel:\n      hosts:\n        pixel6-lab:\n"
+                         "          edgegen_bundles: [tiny-dcgan]\n"
+                         "          edgegen_phone_serial: 1A2B3C4D5E6F\n")
+    bundles = tmp_path / "bundles"
+    shutil.copytree(dcgan_bundle, bundles / "tiny-dcgan")
+    result = subprocess.run(
+        [sys.executable, "-m", "fleet", "deploy", "--device", "pixel", "--inventory",
+         str(inventory), "--bundles", str(bundles)], cwd=ANDROID.parent, capture_output=True,
+        text=True, timeout=600, env={**os.environ, "ADB": str(tmp_path / "no-adb"),
+                                     "APK_OUT": str(tmp_path / "apk")})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    apk = tmp_path / "apk" / "edgegen-companion.apk"
+    assert apk.is_file() and "== pixel6-lab ==" in result.stdout
+    assert f"adb install -r {apk}" in result.stdout and "1 of 1 phone(s) done" in result.stdout

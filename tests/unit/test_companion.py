@@ -4,6 +4,7 @@ auth on bundle files, and the constants the page shares with the server and scri
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 
@@ -74,6 +75,22 @@ def test_missing_onnxruntime_web_says_how_to_get_it(dcgan_bundle, tmp_path):
                          "companion_ort_dir": str(tmp_path / "none")}).test_client()
     message = error(get(client, "/companion/ort-wasm-simd-threaded.wasm"), 404)
     assert "android/fetch-web-deps.sh" in message and "companion_ort_dir" in message
+
+
+def test_gzipped_onnxruntime_web_of_device_images(dcgan_bundle, ort_dir, tmp_path):
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    for name in ORT_FILES:
+        (packed / (name + ".gz")).write_bytes(gzip.compress((ort_dir / name).read_bytes()))
+    client = create_app({"bundles": [str(dcgan_bundle)], "power_sensor": "none",
+                         "companion_ort_dir": str(packed)}).test_client()
+    name = "ort-wasm-simd-threaded.wasm"
+    raw = (ort_dir / name).read_bytes()
+    r = client.get(f"/companion/{name}", headers={"Accept-Encoding": "gzip, br"})
+    assert r.status_code == 200 and r.headers["Content-Encoding"] == "gzip"
+    assert r.headers["Content-Type"] == "application/wasm" and gzip.decompress(r.data) == raw
+    plain = client.get(f"/companion/{name}", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers and plain.data == raw
 
 
 def test_bundle_index_and_files(companion, dcgan_bundle, manifest):

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from fleet.deploy import Display, reports, render_table
-from fleet.images import ImageError, ImageSpec, load_archive, serve_requirements
+from fleet.images import ImageError, ImageSpec, constraints, load_archive, serve_requirements
 from fleet.inventory import class_hosts, device_class
 
 from ..conftest import REPO
@@ -34,7 +34,8 @@ def test_image_spec_of_each_class(name, tag, platform, ort):
 def test_jetson_builds_on_l4t_with_its_own_python_and_index():
     spec = ImageSpec.from_settings("jetson", device_class("jetson"))
     assert spec.base_image.startswith("nvcr.io/nvidia/l4t-jetpack:")
-    assert "3.10" in spec.pythons and spec.extra_index_url.startswith("https://")
+    assert spec.pythons == ("3.10",) and spec.extra_index_url.startswith("https://")
+    assert "numpy==2.2.6" in constraints(spec.pins).splitlines()
     assert spec.dockerfile == REPO / "images" / "jetson" / "Dockerfile"
 
 
@@ -119,7 +120,6 @@ def test_display_and_table_from_runner_events():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--device", "pixel"], "companion APK"),
     (["--device", "toaster"], "unknown device class 'toaster'"),
     (["--device", "pi", "-e", "novalue"], "-e expects KEY=VALUE"),
 ])

@@ -88,12 +88,13 @@ def test_compose_files_validate(files):
 
 
 def test_fleet_targets_label_every_device(tmp_path):
-    devices = [Device("pi-01", "pi", "10.0.0.5", 8080, {}),
-               Device("jetson-01", "jetson", "fd00::7", 8081, {})]
+    devices = [Device("pi-01", "pi", "10.0.0.5", 8080, {"edgegen_platform": "linux/arm64"}),
+               Device("jetson-01", "jetson", "fd00::7", 8081, {"edgegen_platform": "linux/arm64"})]
     assert file_sd(devices) == [
-        {"targets": ["10.0.0.5:8080"], "labels": {"device": "pi-01", "device_class": "pi"}},
+        {"targets": ["10.0.0.5:8080"], "labels": {"device": "pi-01", "device_class": "pi",
+                                                  "arch": "arm64"}},
         {"targets": ["[fd00::7]:8081"], "labels": {"device": "jetson-01",
-                                                   "device_class": "jetson"}}]
+                                                   "device_class": "jetson", "arch": "arm64"}}]
     path = write_file_sd(devices, tmp_path / "targets" / "edge.json")
     assert json.loads(path.read_text()) == file_sd(devices)
     assert [p.name for p in path.parent.iterdir()] == ["edge.json"]  # no temp file left

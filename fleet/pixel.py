@@ -1,0 +1,54 @@
+"""`make deploy DEVICE=pixel`: phones run the bundles in the companion APK (android/), not in a
+container. For each phone of the inventory's `pixel` group, android/deploy.sh builds the APK
+with the class's bundles and installs it with `adb install -r` when that phone is attached
+(`edgegen_phone_serial` = its adb serial), else prints the APK's path and the exact commands.
+`edgegen_pushgateway_url` (class or host var) makes the app push its figures, as `device`
+= the inventory name."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from .deploy import REPO, DeployError, _check_bundles
+from .inventory import InventoryError, class_hosts
+
+
+def deploy_pixel(inventory: Path, *, limit: str = "", bundles_dir: Path = REPO / "bundles",
+                 out: TextIO = sys.stdout) -> int:
+    try:
+        hosts = class_hosts(inventory, "pixel")
+    except InventoryError as exc:
+        raise DeployError(str(exc)) from None
+    if limit:
+        hosts = {h: v for h, v in hosts.items() if h in set(limit.split(","))}
+    if not hosts:
+        raise DeployError(f"{inventory} has no hosts in group 'pixel'"
+                          + (f" matching --limit {limit}" if limit else ""))
+    failed = []
+    for host, settings in hosts.items():
+        names = list(settings.get("edgegen_bundles") or [])
+        _check_bundles(names, bundles_dir, str(settings.get("edgegen_precision", "")),
+                       lambda text: out.write(text + "\n"))
+        env = {**os.environ, "PHONE_NAME": host}
+        for var, key in (("ANDROID_SERIAL", "edgegen_phone_serial"),
+                         ("PUSHGATEWAY", "edgegen_pushgateway_url")):
+            env.pop(var, None)
+            if settings.get(key):
+                env[var] = str(settings[key])
+        out.write(f"== {host} ==\n")
+        out.flush()
+        run = subprocess.run(["bash", str(REPO / "android" / "deploy.sh"),
+                              *(str(bundles_dir / n) for n in names)], env=env, cwd=REPO,
+                             stdout=out if out is sys.stdout else subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+        if run.stdout:
+            out.write(run.stdout)
+        if run.returncode != 0:
+            failed.append(host)
+    out.write(f"\n{len(hosts) - len(failed)} of {len(hosts)} phone(s) done"
+              + (f"; failed: {', '.join(failed)}\n" if failed else "\n"))
+    return 1 if failed else 0

@@ -1,0 +1,23 @@
+#!/bin/sh
+# Build stage of the edge images (images/edge/Dockerfile, images/jetson/Dockerfile): the server's
+# virtualenv at /opt/edgegen from the wheelhouse in /tmp/wheelhouse (the build context), with
+# nothing from the network. Copied into the context by `python -m fleet images`.
+set -eu
+wh=/tmp/wheelhouse
+python3 -m venv /opt/edgegen
+pip="/opt/edgegen/bin/pip --disable-pip-version-check install --no-index --no-cache-dir \
+     --find-links $wh -c $wh/constraints.txt"
+# Dependencies from requirements.txt (they name the class's ONNX Runtime build, e.g.
+# onnxruntime-gpu); edgegen itself without its declared extras; tokenizers without
+# huggingface_hub (bundles carry tokenizer.json, a device downloads nothing).
+$pip -r $wh/requirements.txt
+$pip --no-deps -r $wh/requirements-nodeps.txt $wh/edgegen-*.whl
+# onnxruntime-web for the /companion/ page, gzipped (served with Content-Encoding).
+mkdir -p /opt/edgegen/share/onnxruntime-web
+if [ -d $wh/web ]; then cp $wh/web/* /opt/edgegen/share/onnxruntime-web/; fi
+/opt/edgegen/bin/pip uninstall -y --disable-pip-version-check setuptools pip
+# What a device never runs: the build box's optimizer and the operator's fleet packages, ONNX
+# Runtime's model-conversion and quantization tooling, test suites (the Pi image stays < 300 MB).
+cd /opt/edgegen/lib/python3*/site-packages
+rm -rf optimizer fleet onnxruntime/transformers onnxruntime/quantization onnxruntime/tools
+find . -depth -type d -name tests -exec rm -rf {} +
