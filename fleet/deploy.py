@@ -83,9 +83,12 @@ def _message(res: dict[str, Any]) -> str:
     return " ".join(str(msg).split())[:400]
 
 
-def _check_bundles(names: list[str], bundles_dir: Path, precision: str, log,
-                   _noted: set = set()) -> None:
-    for name in names:
+def _check_bundles(hosts: dict[str, dict[str, Any]], bundles_dir: Path, log) -> None:
+    """Every bundle the hosts serve is built; a note for those of another precision than their
+    class prefers."""
+    wanted = {(name, str(s.get("edgegen_precision", "")))
+              for s in hosts.values() for name in s.get("edgegen_bundles") or []}
+    for name, precision in sorted(wanted):
         manifest = bundles_dir / name / "manifest.json"
         if not manifest.is_file():
             raise DeployError(f"bundle {name!r} is not built ({manifest} missing): `make bundle` "
@@ -94,9 +97,26 @@ def _check_bundles(names: list[str], bundles_dir: Path, precision: str, log,
             got = json.loads(manifest.read_text()).get("precision", "")
         except (OSError, ValueError) as exc:
             raise DeployError(f"{manifest}: cannot read it ({exc})") from None
-        if precision and got and not str(got).startswith(precision) and name not in _noted:
-            _noted.add(name)
+        if precision and got and not str(got).startswith(precision):
             log(f"note: bundle {name} is {got}; this class prefers {precision} bundles")
+
+
+def _archive(device_class: str, hosts: dict[str, dict[str, Any]], image: str,
+             archive_path: Path | None, log) -> images.Archive:
+    """The image archive to roll out: a saved one, a named local image, or the class's image
+    built (or reused) now."""
+    if archive_path:
+        archive = images.load_archive(archive_path)
+    else:
+        tag = image
+        if not tag:
+            spec = images.ImageSpec.for_hosts(device_class, hosts)
+            images.build(spec, log=log)
+            tag = spec.tag
+        archive = images.save(tag, log=log)
+    log(f"image {archive.tag}: {archive.image_bytes / 1e6:.0f} MB, archive "
+        f"{archive.archive_bytes / 1e6:.0f} MB, sha256 {archive.sha256[:12]}")
+    return archive
 
 
 def reports(stats: dict[str, dict[str, int]], display: Display, hosts: list[str]
@@ -139,9 +159,10 @@ def render_table(rows: list[HostReport]) -> str:
 
 
 def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool = False,
-           image: str = "", archive_path: Path | None = None, bundles_dir: Path = REPO / "bundles", extra_vars: dict | None = None,
-           vault_password_file: str = "", artifacts: Path = ARTIFACTS, out: TextIO = sys.stdout
-           ) -> int:
+           image: str = "", archive_path: Path | None = None,
+           bundles_dir: Path = REPO / "bundles", extra_vars: dict | None = None,
+           vault_password_file: str = "", artifacts: Path = ARTIFACTS,
+           out: TextIO = sys.stdout) -> int:
     def log(text: str) -> None:
         out.write(text + "\n")
         out.flush()
@@ -159,20 +180,9 @@ def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool =
     settings = next(iter(hosts.values()))
     if "edgegen_dockerfile" not in settings:
         raise DeployError(f"class {device_class!r} does not run the edge server container")
-
-    if archive_path:
-        archive = images.load_archive(archive_path)
-    else:
-        if not image:
-            spec = images.ImageSpec.for_hosts(device_class, hosts)
-            images.build(spec, log=log)
-        archive = images.save(image or spec.tag, log=log)
+    archive = _archive(device_class, hosts, image, archive_path, log)
     tag = archive.tag
-    log(f"image {tag}: {archive.image_bytes / 1e6:.0f} MB, archive "
-        f"{archive.archive_bytes / 1e6:.0f} MB, sha256 {archive.sha256[:12]}")
-    for host_settings in hosts.values():
-        _check_bundles(list(host_settings.get("edgegen_bundles") or []), bundles_dir,
-                       str(host_settings.get("edgegen_precision", "")), log)
+    _check_bundles(hosts, bundles_dir, log)
 
     import ansible_runner  # the deploy extra; imported here so `fleet status` needs none of it
 
@@ -199,7 +209,9 @@ def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool =
         f"{' (check mode: nothing changes)' if check else ''}")
     runner = ansible_runner.run(
         private_data_dir=str(private), project_dir=str(ANSIBLE_DIR), playbook="deploy.yml",
-        inventory=str(Path(inventory).resolve()), extravars=extravars, limit=limit or None,
+        # The monitoring play runs too, so its targets list the devices just deployed.
+        inventory=str(Path(inventory).resolve()), extravars=extravars,
+        limit=f"{limit},monitoring" if limit else None,
         cmdline=" ".join(cmdline) or None, event_handler=display, quiet=True,
         rotate_artifacts=KEEP_RUNS, ident=time.strftime("%Y%m%dT%H%M%S"),
         envvars={"PATH": path, "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),

@@ -31,8 +31,7 @@ def deploy_pixel(inventory: Path, *, limit: str = "", bundles_dir: Path = REPO /
     failed = []
     for host, settings in hosts.items():
         names = list(settings.get("edgegen_bundles") or [])
-        _check_bundles(names, bundles_dir, str(settings.get("edgegen_precision", "")),
-                       lambda text: out.write(text + "\n"))
+        _check_bundles({host: settings}, bundles_dir, lambda text: out.write(text + "\n"))
         env = {**os.environ, "PHONE_NAME": host}
         for var, key in (("ANDROID_SERIAL", "edgegen_phone_serial"),
                          ("PUSHGATEWAY", "edgegen_pushgateway_url")):
