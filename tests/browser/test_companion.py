@@ -60,7 +60,10 @@ def pushgateway():
         pytest.skip("the Pushgateway is not installed (apt-get install prometheus-pushgateway; "
                     ".ci/run does)")
     port = free_port()
-    proc = Proc([PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"])
+    # In memory only: Debian's default persists to /var/lib/prometheus (and other tests' would
+    # then see this phone).
+    proc = Proc([PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file=",
+                 "--log.level=warn"])
     base = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:

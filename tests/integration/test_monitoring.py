@@ -118,6 +118,7 @@ def fleet(gpt2_bundle, dcgan_bundle, tmp_path_factory):
         s.wait_ready()
     pushgateway_port = free_port()
     pushgateway = Proc([PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{pushgateway_port}",
+                        "--persistence.file=",  # in memory (Debian's default persists)
                         "--log.level=warn"])
 
     # The kit's Prometheus config, with the device list written by `fleet targets` from an
