@@ -42,13 +42,10 @@ def _report(args) -> int:
 
 def _images(args) -> int:
     from .images import ImageSpec, build, save
-    from .inventory import class_hosts, device_class
+    from .inventory import device_class, rollout_hosts
 
     if args.inventory:
-        hosts = class_hosts(args.inventory, args.device)
-        if not hosts:
-            raise InventoryError(f"{args.inventory} has no hosts in group {args.device!r}")
-        spec = ImageSpec.for_hosts(args.device, hosts)
+        spec = ImageSpec.for_hosts(args.device, rollout_hosts(args.inventory, args.device))
     else:
         spec = ImageSpec.from_settings(args.device, device_class(args.device))
     build(spec)
@@ -97,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     measured.add_argument("--results", type=Path, default=Path("results/bench"))
     measured.add_argument("--bundles", type=Path, default=Path("bundles"))
     images = sub.add_parser("images", help="build and save the edge server image of a class")
-    images.add_argument("--device", required=True, help="device class (ansible/group_vars/<class>.yml)")
+    images.add_argument("--device", required=True,
+                        help="device class (ansible/group_vars/<class>.yml)")
     images.add_argument("--inventory", type=Path,
                         help="inventory whose group vars override the class (e.g. a base image)")
     deploy = sub.add_parser("deploy", help="roll the class's image and bundles out with Ansible")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import images
-from .inventory import ANSIBLE_DIR, InventoryError, class_hosts
+from .inventory import ANSIBLE_DIR, rollout_hosts
 
 REPO = ANSIBLE_DIR.parent
 ARTIFACTS = REPO / "build" / "deploy"
@@ -167,16 +167,7 @@ def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool =
         out.write(text + "\n")
         out.flush()
 
-    try:
-        hosts = class_hosts(inventory, device_class)
-    except InventoryError as exc:
-        raise DeployError(str(exc)) from None
-    if limit:
-        wanted = set(limit.split(","))
-        hosts = {h: v for h, v in hosts.items() if h in wanted}
-    if not hosts:
-        raise DeployError(f"{inventory} has no hosts in group {device_class!r}"
-                          + (f" matching --limit {limit}" if limit else ""))
+    hosts = rollout_hosts(inventory, device_class, limit)
     settings = next(iter(hosts.values()))
     if "edgegen_dockerfile" not in settings:
         raise DeployError(f"class {device_class!r} does not run the edge server container")
@@ -231,7 +222,8 @@ def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool =
     if failed:
         log(f"{len(failed)} of {len(rows)} host(s) failed: {', '.join(r.host for r in failed)}")
     elif runner.status != "successful":
-        log(f"ansible-runner ended {runner.status} (rc {runner.rc}); see {runner.config.artifact_dir}")
+        log(f"ansible-runner ended {runner.status} (rc {runner.rc}); "
+            f"see {runner.config.artifact_dir}")
     else:
         log(f"{len(rows)} host(s) ok; " + (f"{changes} change(s)" if changes else "no changes"))
     log(f"summary: {summary_path}")

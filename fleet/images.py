@@ -4,8 +4,8 @@
 Everything a class needs is data in ansible/group_vars/<class>.yml (`edgegen_platform`,
 `edgegen_base_image`, `edgegen_dockerfile`, `edgegen_ort_package`, ...); an inventory's host
 vars may override it (the same for every host of the class), e.g. to build the Jetson image on
-a Debian base where NVIDIA's L4T image cannot be had. Tags encode class, platform and version like jetson-containers':
-`edgegen-edge:0.1.0-pi-arm64`.
+a Debian base where NVIDIA's L4T image cannot be had. Tags encode class, platform and version
+like jetson-containers': `edgegen-edge:0.1.0-pi-arm64`.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ class ImageSpec:
         specs = {host: cls.from_settings(device_class, s) for host, s in hosts.items()}
         distinct = set(specs.values())
         if len(distinct) > 1:
-            raise ImageError(f"hosts of class {device_class!r} need different images "
-                             f"({', '.join(sorted(f'{h}: {s.tag} from {s.base_image}' for h, s in specs.items()))}); "
+            each = ", ".join(sorted(f"{h}: {s.tag} from {s.base_image}" for h, s in specs.items()))
+            raise ImageError(f"hosts of class {device_class!r} need different images ({each}); "
                              f"image settings (edgegen_platform, edgegen_base_image, ...) must be "
                              f"the same for the whole class")
         return distinct.pop()
@@ -171,30 +171,30 @@ def wheelhouse(spec: ImageSpec, log=print) -> Path:
     _edgegen_wheel(out, pip)
     _companion_files(out / "web", log)
     requirements = serve_requirements(spec.ort_package)
+    pinned = constraints(spec.pins)
     _write_if_changed(out / "requirements.txt", ("\n".join(requirements) + "\n").encode())
     _write_if_changed(out / "requirements-nodeps.txt",
                       ("\n".join(NODEPS_REQUIREMENTS) + "\n").encode())
-    _write_if_changed(out / "constraints.txt", constraints(spec.pins).encode())
+    _write_if_changed(out / "constraints.txt", pinned.encode())
     _write_if_changed(out / "install-venv.sh", (REPO / "images" / "install-venv.sh").read_bytes())
     request = json.dumps([requirements, NODEPS_REQUIREMENTS, spec.platform, spec.pythons,
-                          spec.extra_index_url, constraints(spec.pins)])
+                          spec.extra_index_url, pinned])
     stamp = out.parent / f".{out.name}.downloaded"  # outside the build context
     if stamp.is_file() and stamp.read_text() == request:
         return out
     for python in spec.pythons:
         log(f"wheelhouse: {spec.platform} CPython {python} -> {out.relative_to(REPO)}")
-        cmd = pip + ["download", "--quiet", "--dest", str(out), "--only-binary=:all:",
-                     "--python-version", python, "--implementation", "cp",
-                     "-c", str(out / "constraints.txt"), "-r", str(out / "requirements.txt")]
+        download = pip + ["download", "--quiet", "--dest", str(out), "--only-binary=:all:",
+                          "--python-version", python, "--implementation", "cp",
+                          "-c", str(out / "constraints.txt")]
         for tag in WHEEL_PLATFORMS[spec.platform]:
-            cmd += ["--platform", tag]
+            download += ["--platform", tag]
         if spec.extra_index_url:
-            cmd += ["--extra-index-url", spec.extra_index_url]
-        _run(cmd, f"downloading wheels for {spec.platform} / CPython {python}",
+            download += ["--extra-index-url", spec.extra_index_url]
+        what = f"downloading wheels for {spec.platform} / CPython {python}"
+        _run(download + ["-r", str(out / "requirements.txt")], what, capture_output=True)
+        _run(download + ["--no-deps", "-r", str(out / "requirements-nodeps.txt")], what,
              capture_output=True)
-        nodeps = [c for c in cmd if c not in ("-r", str(out / "requirements.txt"))]
-        _run(nodeps + ["--no-deps", "-r", str(out / "requirements-nodeps.txt")],
-             f"downloading wheels for {spec.platform} / CPython {python}", capture_output=True)
     stamp.write_text(request)
     return out
 
@@ -246,12 +246,10 @@ def _edgegen_wheel(out: Path, pip: list[str]) -> None:
                     str(REPO)], "building the edgegen wheel", capture_output=True,
              env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"})
         (new,) = Path(tmp).glob("edgegen-*.whl")
-        old = out / new.name
-        if old.is_file() and old.read_bytes() == new.read_bytes():
-            return
         for stale in out.glob("edgegen-*.whl"):
-            stale.unlink()
-        shutil.move(new, old)
+            if stale.name != new.name:
+                stale.unlink()
+        _write_if_changed(out / new.name, new.read_bytes())
 
 
 def build(spec: ImageSpec, log=print) -> str:

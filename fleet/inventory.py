@@ -86,6 +86,18 @@ def class_hosts(path: Path, name: str, ansible_dir: Path = ANSIBLE_DIR
     return {host: {**base, **(v or {})} for host, v in (body.get("hosts") or {}).items()}
 
 
+def rollout_hosts(path: Path, name: str, limit: str = "") -> dict[str, dict[str, Any]]:
+    """class_hosts narrowed to `limit` (comma-separated host names); none left is an error."""
+    hosts = class_hosts(path, name)
+    if limit:
+        wanted = set(limit.split(","))
+        hosts = {h: v for h, v in hosts.items() if h in wanted}
+    if not hosts:
+        raise InventoryError(f"{path} has no hosts in group {name!r}"
+                             + (f" matching --limit {limit}" if limit else ""))
+    return hosts
+
+
 def load_inventory(path: Path, ansible_dir: Path = ANSIBLE_DIR) -> list[Device]:
     """The served devices of every class group under `all.children`, with their settings (see
     class_hosts). Service groups, and classes that run no server (phones push their figures),

@@ -13,21 +13,13 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from .deploy import REPO, DeployError, _check_bundles
-from .inventory import InventoryError, class_hosts
+from .deploy import REPO, _check_bundles
+from .inventory import rollout_hosts
 
 
 def deploy_pixel(inventory: Path, *, limit: str = "", bundles_dir: Path = REPO / "bundles",
                  out: TextIO = sys.stdout) -> int:
-    try:
-        hosts = class_hosts(inventory, "pixel")
-    except InventoryError as exc:
-        raise DeployError(str(exc)) from None
-    if limit:
-        hosts = {h: v for h, v in hosts.items() if h in set(limit.split(","))}
-    if not hosts:
-        raise DeployError(f"{inventory} has no hosts in group 'pixel'"
-                          + (f" matching --limit {limit}" if limit else ""))
+    hosts = rollout_hosts(inventory, "pixel", limit)
     failed = []
     for host, settings in hosts.items():
         names = list(settings.get("edgegen_bundles") or [])
