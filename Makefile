@@ -58,15 +58,23 @@ deploy: $(STAMP) $(BUNDLE)/manifest.json ## roll out to a class: make deploy DEV
 
 # Device benchmark (the paper's method): every bundle x 3 repeats, each in a fresh process,
 # with the idle baseline and a 60 s power window where a sensor exists. Resumable.
+# DEVICE=local measures this machine; DEVICE=<class>|all measures the devices of INVENTORY
+# inside their deployed containers (Ansible) and fetches the results.
 DEVICE ?= local
 BENCH_BUNDLES ?= $(patsubst %/manifest.json,%,$(wildcard bundles/*/manifest.json))
 RESULTS ?= results
 BENCH_ARGS ?=
-bench: $(STAMP) ## measure bundles on this machine: make bench DEVICE=local [BENCH_BUNDLES=...]
-	@test "$(DEVICE)" = local || { echo "make bench: DEVICE=$(DEVICE): fleet runs are not automated yet; deploy (make deploy DEVICE=<class>), then on the device: docker exec edgegen-edge python3 -m edge_app bench --bundle /bundles/<name> --out /var/lib/edgegen/cache/bench, and copy the results to $(RESULTS)/bench/<device>/ for make report. DEVICE=local measures this machine" >&2; exit 2; }
+bench: $(STAMP) ## measure bundles: make bench DEVICE=local|<class>|all [INVENTORY=...] [LIMIT=...] [BENCH_ARGS=...]
+ifeq ($(DEVICE),local)
 	$(BIN)/python -m edge_app bench $(addprefix --bundle ,$(BENCH_BUNDLES)) --device $(DEVICE) \
 	    --out $(RESULTS)/bench $(BENCH_ARGS)
 	$(BIN)/python -m fleet measured --results $(RESULTS)/bench --bundles bundles
+else
+	$(BIN)/python -m fleet bench --device $(DEVICE) --inventory $(INVENTORY) \
+	    --results $(RESULTS)/bench $(if $(LIMIT),--limit $(LIMIT)) \
+	    $(if $(filter command line environment,$(origin BENCH_BUNDLES)),$(addprefix --bundle ,$(notdir $(BENCH_BUNDLES)))) \
+	    $(BENCH_ARGS)
+endif
 
 report: $(STAMP) ## the paper's tables, figures and one HTML page from $(RESULTS)/bench
 	$(BIN)/python -m fleet report --results $(RESULTS)/bench --out $(RESULTS)/report

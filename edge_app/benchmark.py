@@ -15,14 +15,24 @@ are null and say why.
 Results: `<out>/<device>/<bundle>/repeat-<k>.json`, each carrying its method (sensor and scope,
 repeats, seed, runtime and providers, CPU features). A run interrupted halfway resumes: a
 repeat whose file exists with the same workload is not run again.
+
+One benchmark at a time per results directory (`<out>/bench.lock`, held while it runs).
+`--background` starts it detached, logging to `<out>/bench.log`, or leaves the one already
+running alone; `--status` prints one JSON line about the latest run (running, done, failed, or
+died without finishing) with its last progress line. `make bench DEVICE=<class>` drives devices
+this way through `docker exec`, so a controller that loses its connection, or is stopped,
+leaves the benchmark running and the next `make bench` waits for it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -259,15 +269,119 @@ def _spawn(bundle_dir: str, w: Workload, sensor_name: str, sensor_root: str,
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m edge_app bench",
-                                description="Measure bundles on this device (the paper's method).")
-    p.add_argument("--bundle", action="append", dest="bundles", metavar="DIR")
-    p.add_argument("--out", type=Path, default=Path("results/bench"))
-    p.add_argument("--device", default=platform.node() or "device",
-                   help="device name for the results (default: the hostname)")
-    p.add_argument("--device-class", default="",
-                   help="the device's fleet class (default: the device name)")
+# The run files of a results directory.
+LOCK, STATE, LOG = "bench.lock", "bench.state.json", "bench.log"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _read_state(out: Path) -> dict:
+    try:
+        return json.loads((out / STATE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(out: Path, state: dict) -> None:
+    tmp = out / f".{STATE}.{os.getpid()}"
+    tmp.write_text(json.dumps(state) + "\n")
+    tmp.replace(out / STATE)
+
+
+def _locked(out: Path) -> bool:
+    """Whether a benchmark holds <out>/bench.lock now (an flock: released when its process
+    ends, however it ends)."""
+    try:
+        fd = os.open(out / LOCK, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive(out: Path, argv: list[str]):
+    """Hold <out>/bench.lock for one run and record it in <out>/bench.state.json; the caller
+    sets state["rc"] (left null if the process is killed: the run "died")."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        other = _read_state(out)
+        raise RuntimeError(f"another benchmark is running on {out} (pid {other.get('pid', '?')}"
+                           f", started {other.get('started_at', '?')}); `--status` follows it")
+    state = {"pid": os.getpid(), "started_at": _now(), "argv": argv, "rc": None,
+             "finished_at": None}
+    try:
+        _write_state(out, state)
+        yield state
+    finally:
+        if state["rc"] is not None:
+            _write_state(out, {**state, "finished_at": _now()})
+        os.close(fd)
+
+
+def status(out: Path) -> dict:
+    """The latest run on <out>: state none | running | done | failed | died, its pid, times,
+    exit status, last progress line (of a background run's log) and, once done, its files."""
+    state = _read_state(out)
+    if _locked(out):
+        kind = "running"
+    elif not state:
+        kind = "none"
+    elif state.get("rc") is None:
+        kind = "died"  # killed (out of memory, power loss, container restart) before the end
+    else:
+        kind = "done" if state["rc"] == 0 else "failed"
+    progress = ""
+    try:
+        with open(out / LOG, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+        progress = lines[-1] if lines else ""
+    except OSError:
+        pass
+    if kind == "died":
+        progress = ("the benchmark process ended without finishing (killed? out of memory?); "
+                    "run it again to resume. Last line: " + progress)
+    return {"state": kind, "pid": state.get("pid"), "started_at": state.get("started_at"),
+            "finished_at": state.get("finished_at"), "rc": state.get("rc"),
+            "progress": progress, "log": str(out / LOG),
+            # The result files of a finished run, relative to <out>.
+            "files": state.get("files", [])}
+
+
+def start_background(out: Path, argv: list[str], wait_s: float = 30.0) -> dict:
+    """Start `python -m edge_app bench ARGV` detached (own session, output appended to
+    <out>/bench.log) unless a benchmark already runs on <out>; its status, with "started"."""
+    if _locked(out):
+        return {**status(out), "started": False}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / STATE).unlink(missing_ok=True)
+    with open(out / LOG, "ab") as log:
+        log.write(f"--- {_now()} python -m edge_app bench {shlex.join(argv)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen([sys.executable, "-m", "edge_app", "bench", *argv],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and proc.poll() is None \
+            and _read_state(out).get("pid") != proc.pid:
+        time.sleep(0.05)
+    return {**status(out), "started": True}
+
+
+def add_workload_args(p: argparse.ArgumentParser) -> None:
+    """The workload options, shared with `python -m fleet bench` (which passes them on)."""
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--runs", type=int, default=Workload.runs)
     p.add_argument("--warmup", type=int, default=Workload.warmup)
@@ -276,10 +390,58 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=float, default=Workload.window_s,
                    help="power window per workload in seconds (paper: 60; 0: none)")
     p.add_argument("--baseline", type=float, default=10.0, help="idle baseline seconds")
-    p.add_argument("--sensor", default="auto", help="power sensor: auto, none or a backend")
-    p.add_argument("--sensor-root", default="/", help="sysfs root of the sensor (tests)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
+
+
+WORKLOAD_OPTIONS = ("repeats", "runs", "warmup", "batches", "new_tokens", "window", "baseline",
+                    "threads", "seed")
+
+
+def workload_from_args(args: argparse.Namespace) -> Workload:
+    """The Workload of parsed add_workload_args options; ConfigError for bad values."""
+    try:
+        batches = tuple(int(b) for b in args.batches.split(",") if b.strip())
+    except ValueError:
+        raise ConfigError(f"--batches: expected sizes like 1,8, got {args.batches!r}") from None
+    for name in ("repeats", "runs"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name} must be at least 1")
+    if not batches or min(batches) < 1 or args.new_tokens < 1 or args.warmup < 0 \
+            or args.window < 0 or args.baseline < 0 or args.threads < 0:
+        raise ConfigError("--batches, --new-tokens must be >= 1; --warmup, --window, "
+                          "--baseline, --threads >= 0")
+    return Workload(runs=args.runs, warmup=args.warmup, image_batches=batches,
+                    new_tokens=args.new_tokens, window_s=args.window, seed=args.seed,
+                    threads=args.threads)
+
+
+def workload_argv(args: argparse.Namespace) -> list[str]:
+    """The add_workload_args options of `args` as command-line arguments again."""
+    out = []
+    for name in WORKLOAD_OPTIONS:
+        out += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[2:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="python -m edge_app bench", allow_abbrev=False,
+                                description="Measure bundles on this device (the paper's method).")
+    p.add_argument("--bundle", action="append", dest="bundles", metavar="DIR")
+    p.add_argument("--out", type=Path, default=Path("results/bench"))
+    p.add_argument("--device", default=platform.node() or "device",
+                   help="device name for the results (default: the hostname)")
+    p.add_argument("--device-class", default="",
+                   help="the device's fleet class (default: the device name)")
+    add_workload_args(p)
+    p.add_argument("--sensor", default="auto", help="power sensor: auto, none or a backend")
+    p.add_argument("--sensor-root", default="/", help="sysfs root of the sensor (tests)")
+    p.add_argument("--background", action="store_true",
+                   help="run detached (log: <out>/bench.log) unless one already runs on --out; "
+                        "prints its status as JSON")
+    p.add_argument("--status", action="store_true",
+                   help="print the status of the latest run on --out as JSON and exit")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -290,25 +452,30 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_worker(job["bundle"], w, job["sensor"], job["root"],
                                     job["baseline_w"])))
         return 0
+    if args.status:
+        print(json.dumps(status(args.out)))
+        return 0
     try:
         if not args.bundles:
             raise BundleError("no bundles: pass --bundle DIR (repeatable)")
-        batches = tuple(int(b) for b in args.batches.split(",") if b.strip())
-        for name in ("repeats", "runs"):
-            if getattr(args, name) < 1:
-                raise ConfigError(f"--{name} must be at least 1")
-        if not batches or min(batches) < 1 or args.new_tokens < 1 or args.warmup < 0 \
-                or args.window < 0 or args.baseline < 0:
-            raise ConfigError("--batches, --new-tokens must be >= 1; --warmup, --window, "
-                              "--baseline >= 0")
-        w = Workload(runs=args.runs, warmup=args.warmup, image_batches=batches,
-                     new_tokens=args.new_tokens, window_s=args.window, seed=args.seed,
-                     threads=args.threads)
-        benchmark(args.bundles, args.out, args.device, w, args.repeats, args.sensor,
-                  args.sensor_root, args.baseline, device_class=args.device_class)
-    except ValueError as exc:
-        print(f"edgegen bench: error: --batches: {exc}", file=sys.stderr)
-        return 2
+        w = workload_from_args(args)
+        if args.background:
+            for b in args.bundles:  # a bad bundle is refused here, not in a log on the device
+                load_bundle(b)
+            print(json.dumps(start_background(args.out, [a for a in argv
+                                                         if a != "--background"])))
+            return 0
+        with exclusive(args.out, argv) as state:
+            state["rc"] = 1  # anything below but a clean end
+            try:
+                written = benchmark(args.bundles, args.out, args.device, w, args.repeats,
+                                    args.sensor, args.sensor_root, args.baseline,
+                                    device_class=args.device_class)
+                state["files"] = [str(f.relative_to(args.out)) for f in written]
+                state["rc"] = 0
+            except (BundleError, ConfigError, SensorError, RuntimeError):
+                state["rc"] = 2
+                raise
     except (BundleError, ConfigError, SensorError, RuntimeError) as exc:
         print(f"edgegen bench: error: {exc}", file=sys.stderr)
         return 2

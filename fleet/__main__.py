@@ -3,7 +3,8 @@
 `python -m fleet report --results DIR --out DIR`: tables, figures and HTML from measurements.
 `python -m fleet measured --results DIR --bundles DIR`: measured figures into bundle manifests.
 `python -m fleet images --device CLASS`: build and save the class's edge server image.
-`python -m fleet deploy --device CLASS --inventory FILE [--limit ...]`: roll it out (Ansible)."""
+`python -m fleet deploy --device CLASS --inventory FILE [--limit ...]`: roll it out (Ansible).
+`python -m fleet bench --device CLASS|all --inventory FILE [...]`: benchmark the devices."""
 
 from __future__ import annotations
 
@@ -55,6 +56,18 @@ def _images(args) -> int:
     return 0
 
 
+def _extra_vars(items: list[str] | None) -> dict | None:
+    """-e KEY=VALUE options (values parsed as YAML); None after printing the error."""
+    extra = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"fleet: error: -e expects KEY=VALUE, got {item!r}", file=sys.stderr)
+            return None
+        extra[key] = yaml.safe_load(value) if value else ""
+    return extra
+
+
 def _deploy(args) -> int:
     from .deploy import deploy
 
@@ -62,17 +75,34 @@ def _deploy(args) -> int:
         from .pixel import deploy_pixel
 
         return deploy_pixel(args.inventory, limit=args.limit or "", bundles_dir=args.bundles)
-    extra = {}
-    for item in args.extra_vars or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"fleet: error: -e expects KEY=VALUE, got {item!r}", file=sys.stderr)
-            return 2
-        extra[key] = yaml.safe_load(value) if value else ""
+    extra = _extra_vars(args.extra_vars)
+    if extra is None:
+        return 2
     return deploy(args.device, args.inventory, limit=args.limit or "", check=args.check,
                   image=args.image or "", archive_path=args.archive, bundles_dir=args.bundles,
                   extra_vars=extra,
                   vault_password_file=args.vault_password_file or "")
+
+
+def _bench(args) -> int:
+    from edge_app.benchmark import workload_argv, workload_from_args
+    from edge_app.config import ConfigError
+
+    from .bench import bench
+
+    try:
+        workload_from_args(args)  # refused here, before any device is touched
+    except ConfigError as exc:
+        print(f"fleet: error: {exc}", file=sys.stderr)
+        return 2
+    extra = _extra_vars(args.extra_vars)
+    if extra is None:
+        return 2
+    names = [Path(b).name for b in args.bundle or []]
+    return bench(args.device, args.inventory, results=args.results,
+                 workload_args=workload_argv(args), limit=args.limit or "", bundles=names,
+                 sensor=args.sensor or "", serial=args.serial or "", extra_vars=extra,
+                 bundles_dir=args.bundles)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,14 +142,39 @@ def main(argv: list[str] | None = None) -> int:
     deploy.add_argument("-e", "--extra-vars", action="append", metavar="KEY=VALUE",
                         help="Ansible extra variable (repeatable)")
     deploy.add_argument("--vault-password-file", help="for an API key kept in Ansible Vault")
+    fleet_bench = sub.add_parser(
+        "bench", help="run the benchmark in the server container of every device (Ansible)")
+    fleet_bench.add_argument("--device", required=True,
+                             help="device class = inventory group, or all")
+    fleet_bench.add_argument("--inventory", type=Path,
+                             default=Path("ansible/inventory/example.yml"))
+    fleet_bench.add_argument("--limit", help="comma-separated hosts")
+    fleet_bench.add_argument("--results", type=Path, default=Path("results/bench"),
+                             help="where the result files go (default results/bench)")
+    fleet_bench.add_argument("--bundles", type=Path, default=Path("bundles"),
+                             help="the bundles deployed, whose manifests get the measured figures")
+    fleet_bench.add_argument("--bundle", action="append", metavar="NAME",
+                             help="measure only these of the bundles each device serves")
+    fleet_bench.add_argument("--sensor", help="power sensor (default: the class's "
+                                              "edgegen_power_sensor)")
+    fleet_bench.add_argument("--serial", help="devices measured at a time (default: all; 1 for "
+                                              "devices that share hardware)")
+    fleet_bench.add_argument("-e", "--extra-vars", action="append", metavar="KEY=VALUE",
+                             help="Ansible extra variable (repeatable), e.g. "
+                                  "edgegen_bench_poll_delay=30")
+    from edge_app.benchmark import add_workload_args
+
+    add_workload_args(fleet_bench)
     args = parser.parse_args(argv)
-    if args.command in ("images", "deploy"):
+    if args.command in ("images", "deploy", "bench"):
+        from .bench import BenchError
         from .deploy import DeployError
         from .images import ImageError
 
+        run = {"images": _images, "deploy": _deploy, "bench": _bench}[args.command]
         try:
-            return (_images if args.command == "images" else _deploy)(args)
-        except (DeployError, ImageError, InventoryError) as exc:
+            return run(args)
+        except (BenchError, DeployError, ImageError, InventoryError) as exc:
             print(f"fleet: error: {exc}", file=sys.stderr)
             return 2
     if args.command in ("measured", "report"):

@@ -7,80 +7,20 @@ summary.json beside ansible-runner's artifacts, and a non-zero exit when any hos
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import images
+from . import images, playbook
 from .inventory import ANSIBLE_DIR, rollout_hosts
+from .playbook import Display, HostReport, reports
 
 REPO = ANSIBLE_DIR.parent
 ARTIFACTS = REPO / "build" / "deploy"
-KEEP_RUNS = 10  # ansible-runner artifact directories kept per class
 
 
 class DeployError(Exception):
     """The rollout cannot start; the message says what to fix."""
-
-
-@dataclass
-class HostReport:
-    host: str
-    status: str = "ok"  # ok | changed | failed | unreachable | not run
-    changed: int = 0
-    message: str = ""
-    result: dict[str, Any] = field(default_factory=dict)  # edge_node_result of the role
-
-
-class Display:
-    """One line per task result and host as events arrive (ansible-runner event_handler)."""
-
-    SHOWN = {"runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_unreachable":
-             "unreachable", "runner_retry": "waiting", "runner_item_on_failed": "failed"}
-
-    def __init__(self, out: TextIO):
-        self.out = out
-        self.results: dict[str, dict[str, Any]] = {}
-        self.failures: dict[str, str] = {}
-        self.started = time.monotonic()
-
-    def __call__(self, event: dict[str, Any]) -> bool:
-        kind, data = event.get("event", ""), event.get("event_data") or {}
-        if kind == "playbook_on_play_start":
-            self._line(f"PLAY {data.get('play', '')}")
-        elif kind in self.SHOWN:
-            host, res = data.get("host", "?"), data.get("res") or {}
-            status = self.SHOWN[kind]
-            if kind == "runner_on_ok" and res.get("changed"):
-                status = "changed"
-            if kind == "runner_on_failed" and data.get("ignore_errors"):
-                status = "failed (ignored)"
-            note = ""
-            if kind == "runner_retry":
-                note = f" ({res.get('attempts', '?')}/{res.get('retries', '?')})"
-            elif status == "failed" or kind == "runner_on_unreachable":
-                note = f": {_message(res)}"
-                if not data.get("ignore_errors"):
-                    self.failures[host] = _message(res)
-            facts = res.get("ansible_facts") or {}
-            if "edge_node_result" in facts:
-                self.results[host] = facts["edge_node_result"]
-            self._line(f"  {host:<18} {status:<9} {data.get('task', '')}{note}")
-        return True  # keep the event in the artifacts
-
-    def _line(self, text: str) -> None:
-        self.out.write(f"[{time.monotonic() - self.started:6.1f}s] {text}\n")
-        self.out.flush()
-
-
-def _message(res: dict[str, Any]) -> str:
-    msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
-    if not msg and res.get("results"):  # a loop: the first failed item's message
-        msg = next((r.get("msg", "") for r in res["results"] if r.get("failed")), "")
-    return " ".join(str(msg).split())[:400]
 
 
 def _check_bundles(hosts: dict[str, dict[str, Any]], bundles_dir: Path, log) -> None:
@@ -119,31 +59,9 @@ def _archive(device_class: str, hosts: dict[str, dict[str, Any]], image: str,
     return archive
 
 
-def reports(stats: dict[str, dict[str, int]], display: Display, hosts: list[str]
-            ) -> list[HostReport]:
-    out = []
-    seen = set()
-    for key in ("ok", "changed", "failures", "dark", "skipped", "rescued", "processed"):
-        seen.update((stats.get(key) or {}).keys())
-    for host in hosts + sorted(seen - set(hosts)):
-        r = HostReport(host, changed=(stats.get("changed") or {}).get(host, 0),
-                       result=display.results.get(host, {}))
-        if host in (stats.get("dark") or {}):
-            r.status, r.message = "unreachable", display.failures.get(host, "")
-        elif host in (stats.get("failures") or {}):
-            r.status, r.message = "failed", display.failures.get(host, "")
-        elif host not in seen:
-            r.status = "not run"
-            r.message = "the rollout stopped before this host (max_fail_percentage)"
-        elif r.changed:
-            r.status = "changed"
-        out.append(r)
-    return out
-
-
 def render_table(rows: list[HostReport]) -> str:
     header = ("HOST", "RESULT", "CHANGES", "VERSION", "URL", "HEALTH")
-    lines = [header]
+    lines = []
     for r in rows:
         ready = r.result.get("ready") or {}
         health = (f"{ready.get('status')} ({', '.join(ready.get('models', []))})"
@@ -152,10 +70,7 @@ def render_table(rows: list[HostReport]) -> str:
             health = r.status
         lines.append((r.host, r.status, str(r.changed), r.result.get("tag", "-"),
                       r.result.get("url", "-"), health or "-"))
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines)
-    notes = [f"  {r.host}: {r.message}" for r in rows if r.message]
-    return text + ("\n\n" + "\n".join(notes) if notes else "")
+    return playbook.table(header, lines, rows)
 
 
 def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool = False,
@@ -175,8 +90,6 @@ def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool =
     tag = archive.tag
     _check_bundles(hosts, bundles_dir, log)
 
-    import ansible_runner  # the deploy extra; imported here so `fleet status` needs none of it
-
     extravars = {
         "edgegen_class": device_class,
         "edgegen_serial": settings.get("edgegen_serial", "25%"),
@@ -191,40 +104,20 @@ def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool =
         cmdline.append("--check")
     if vault_password_file:
         cmdline += ["--vault-password-file", str(Path(vault_password_file).resolve())]
-    private = artifacts / device_class
-    private.mkdir(parents=True, exist_ok=True)
-    # ansible-playbook lives beside this interpreter (the venv), which may not be on PATH.
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     display = Display(out)
     log(f"deploying {tag} to {len(hosts)} {device_class} device(s)"
         f"{' (check mode: nothing changes)' if check else ''}")
-    runner = ansible_runner.run(
-        private_data_dir=str(private), project_dir=str(ANSIBLE_DIR), playbook="deploy.yml",
-        # The monitoring play runs too, so its targets list the devices just deployed.
-        inventory=str(Path(inventory).resolve()), extravars=extravars,
-        limit=f"{limit},monitoring" if limit else None,
-        cmdline=" ".join(cmdline) or None, event_handler=display, quiet=True,
-        rotate_artifacts=KEEP_RUNS, ident=time.strftime("%Y%m%dT%H%M%S"),
-        envvars={"PATH": path, "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
-                 "ANSIBLE_FORCE_COLOR": "0"})
+    # The monitoring play runs too, so its targets list the devices just deployed.
+    runner = playbook.run("deploy.yml", inventory, artifacts / device_class, extravars, display,
+                          limit=f"{limit},monitoring" if limit else None, cmdline=cmdline)
     stats = runner.stats or {}
     rows = reports(stats, display, list(hosts))
-    failed = [r for r in rows if r.status in ("failed", "unreachable", "not run")]
     log("")
     log(render_table(rows))
     changes = sum(r.changed for r in rows)
     summary = {"class": device_class, "image": tag, "image_id": archive.image_id,
                "check": check, "status": runner.status, "rc": runner.rc,
                "changes": changes, "hosts": [r.__dict__ for r in rows]}
-    summary_path = Path(runner.config.artifact_dir) / "summary.json"
-    summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     log("")
-    if failed:
-        log(f"{len(failed)} of {len(rows)} host(s) failed: {', '.join(r.host for r in failed)}")
-    elif runner.status != "successful":
-        log(f"ansible-runner ended {runner.status} (rc {runner.rc}); "
-            f"see {runner.config.artifact_dir}")
-    else:
-        log(f"{len(rows)} host(s) ok; " + (f"{changes} change(s)" if changes else "no changes"))
-    log(f"summary: {summary_path}")
-    return 1 if failed or runner.status != "successful" else 0
+    return playbook.conclude(runner, rows, summary, f"{len(rows)} host(s) ok; " + (
+        f"{changes} change(s)" if changes else "no changes"), log)

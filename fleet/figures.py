@@ -25,13 +25,15 @@ def figures(tables: dict[str, Table], out: Path) -> dict[str, Path]:
     devices = sorted({r["device"] for r in lat})
     keys = sorted({(r["bundle"], r["workload"]) for r in lat})
 
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(keys) * len(devices) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(min(22, max(6, 0.45 * len(keys) * len(devices) + 2)), 4.8))
     width = 0.8 / max(1, len(devices))
     for i, dev in enumerate(devices):
         rows = {(r["bundle"], r["workload"]): r for r in lat if r["device"] == dev}
         xs = [k + i * width for k in range(len(keys))]
-        ax.bar(xs, [rows[k]["mean"] if k in rows else 0 for k in keys], width,
-               yerr=[rows[k]["std"] if k in rows else 0 for k in keys], capsize=3, label=dev)
+        # A bundle a device did not measure gets no bar (not a zero on the log scale).
+        ax.bar(xs, [rows[k]["mean"] if k in rows else math.nan for k in keys], width,
+               yerr=[rows[k]["std"] if k in rows else math.nan for k in keys], capsize=3,
+               label=dev)
     ax.set_xticks([k + width * (len(devices) - 1) / 2 for k in range(len(keys))])
     ax.set_xticklabels([f"{b}\n{w}" for b, w in keys], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("p50 latency per run (ms)")
@@ -67,14 +69,14 @@ def figures(tables: dict[str, Table], out: Path) -> dict[str, Path]:
         if r["metric"] in ("fid", "perplexity"):
             quality[r["bundle"]] = (r["metric"], r["value"])
     fams = sorted({size[b]["family"] for b in quality})
-    fig, axes = plt.subplots(1, max(1, len(fams)), figsize=(5.5 * max(1, len(fams)), 4.2),
+    fig, axes = plt.subplots(1, max(1, len(fams)), figsize=(8 * max(1, len(fams)), 4.4),
                              squeeze=False)
     for ax, fam in zip(axes[0], fams):
         pts = [(size[b]["file_size_mb"], quality[b][1], b) for b in quality
                if size[b]["family"] == fam and size[b]["file_size_mb"]]
-        for x, y, b in pts:
-            ax.scatter(x, y)
-            ax.annotate(b, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        numbers = _numbering(p[2] for p in pts)
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts])
+        _label(ax, pts, numbers)
         metric = next(quality[b][0] for b in quality if size[b]["family"] == fam)
         ax.set_xlabel("model file size (MB)")
         ax.set_ylabel(f"{metric} (lower is better)")
@@ -84,9 +86,10 @@ def figures(tables: dict[str, Table], out: Path) -> dict[str, Path]:
     fig.savefig(made["quality"], dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, max(1, len(fams)), figsize=(5.5 * max(1, len(fams)), 4.2),
+    fig, axes = plt.subplots(1, max(1, len(fams)), figsize=(8 * max(1, len(fams)), 4.4),
                              squeeze=False)
     for ax, fam in zip(axes[0], fams):
+        numbers = _numbering(b for b in quality if size[b]["family"] == fam)
         for dev in devices:
             pts = []
             for r in lat:
@@ -98,8 +101,7 @@ def figures(tables: dict[str, Table], out: Path) -> dict[str, Path]:
                 continue
             xs, ys, names = zip(*pts)
             ax.scatter(xs, ys, label=dev)
-            for x, y, b in pts:
-                ax.annotate(b, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            _label(ax, pts, numbers)
             front, best = [], math.inf
             for x, y, _ in sorted(pts):
                 if y < best:
@@ -109,9 +111,39 @@ def figures(tables: dict[str, Table], out: Path) -> dict[str, Path]:
         ax.set_xlabel("p50 latency (ms, batch 1 / one generation)")
         ax.set_ylabel("quality metric (lower is better)")
         ax.set_title(f"{fam}: Pareto front of quality vs latency")
-        ax.legend(title="device", fontsize=7)
+        ax.legend(title="device", fontsize=7, loc="upper right")
     fig.tight_layout()
     made["pareto"] = out / "pareto.png"
     fig.savefig(made["pareto"], dpi=120)
     plt.close(fig)
     return made
+
+
+def _numbering(names) -> dict[str, int]:
+    """Points are labelled by number, with the names in a key beside the plot: long bundle
+    names at nearby points would otherwise overprint each other."""
+    return {name: i for i, name in enumerate(sorted(set(names)), 1)}
+
+
+def _label(ax, pts: list[tuple[float, float, str]], numbers: dict[str, int]) -> None:
+    """Number each point; points that nearly coincide (within 2% of the data range on both
+    axes) share one label ("3,4"). The key lists number and bundle name right of the axes."""
+    if not pts:
+        return
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    groups: list[list[tuple[float, float, str]]] = []
+    for p in sorted(pts):
+        for g in groups:
+            if abs(g[0][0] - p[0]) <= 0.02 * dx and abs(g[0][1] - p[1]) <= 0.02 * dy:
+                g.append(p)
+                break
+        else:
+            groups.append([p])
+    for g in groups:
+        text = ",".join(str(n) for n in sorted({numbers[p[2]] for p in g}))
+        ax.annotate(text, (g[0][0], g[0][1]), fontsize=8, xytext=(4, 4),
+                    textcoords="offset points")
+    key = "\n".join(f"{n:>2}  {name}" for name, n in sorted(numbers.items(), key=lambda i: i[1]))
+    ax.text(1.02, 1.0, key, transform=ax.transAxes, va="top", ha="left", fontsize=7,
+            family="monospace")

@@ -71,6 +71,11 @@ def _groups(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return top_vars, groups
 
 
+def class_names(path: Path) -> list[str]:
+    """The device-class groups of an inventory, in its order (service groups left out)."""
+    return [g for g in _groups(path)[1] if g not in SERVICE_GROUPS]
+
+
 def class_hosts(path: Path, name: str, ansible_dir: Path = ANSIBLE_DIR
                 ) -> dict[str, dict[str, Any]]:
     """{host: its settings} for the hosts of one class, merged as Ansible does: the inventory
@@ -103,8 +108,8 @@ def load_inventory(path: Path, ansible_dir: Path = ANSIBLE_DIR) -> list[Device]:
     class_hosts). Service groups, and classes that run no server (phones push their figures),
     are left out."""
     devices = []
-    for group in _groups(path)[1]:
-        if group in SERVICE_GROUPS or "edgegen_port" not in device_class(group, ansible_dir):
+    for group in class_names(path):
+        if "edgegen_port" not in device_class(group, ansible_dir):
             continue
         for name, merged in class_hosts(path, group, ansible_dir).items():
             port = merged.get("edgegen_port")

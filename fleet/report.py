@@ -172,11 +172,11 @@ def build_tables(series: list[Series], root: Path) -> list[Table]:
             key = "tokens_per_s_mean" if s.manifest["task"] == "text-generation" else "images_per_s"
             add(throughput, f"{w} ({'tokens' if 'tokens' in key else 'images'}/s)",
                 lambda r, w=w, key=key: r["workloads"][w][key])
-            sensor = s.records[0]["method"]["power"].get("sensor")
-            if sensor is None:
+            window = s.records[0]["workloads"][w]["power"]
+            if window.get("power_w") is None:  # no sensor, or no power window: say which
                 for t in (power, energy):
                     t.rows.append({**base_row, "workload": w, "mean": None, "std": None,
-                                   "vs_baseline": NO_SENSOR})
+                                   "vs_baseline": window.get("energy_note") or NO_SENSOR})
             else:
                 add(power, w, lambda r, w=w: r["workloads"][w]["power"]["power_w"])
                 add(energy, w, lambda r, w=w: r["workloads"][w]["power"]["energy_per_item_j"])

@@ -28,6 +28,7 @@ import yaml
 from PIL import Image
 
 from ..conftest import REPO, free_port
+from ..reportcheck import trace_report
 from .conftest import arm64_missing, docker_missing
 
 pytestmark = pytest.mark.e2e
@@ -262,3 +263,102 @@ def test_unhealthy_release_is_rolled_back(fleet):
     _generate(fleet.port["jetson-sim"], fleet.key)
     state = json.loads((fleet.root / "jetson-sim/opt/edgegen/state/current.json").read_text())
     assert state["tag"] == GOOD_JETSON
+
+
+def _make_bench(fleet, results: Path, bundles: Path, device: str, *args: str
+                ) -> subprocess.CompletedProcess:
+    return _run(["make", "--no-print-directory", "bench", f"DEVICE={device}",
+                 f"INVENTORY={fleet.inventory}", f"RESULTS={results}",
+                 f"BENCH_ARGS=--bundles {bundles} {' '.join(args)}"])
+
+
+# Small workloads: the Pi runs under qemu here. One device at a time, since both simulated
+# devices share this machine's cores; status polled every 2 s.
+BENCH_WORKLOAD = ("--runs", "3", "--warmup", "1", "--batches", "1,4", "--window", "1",
+                  "--baseline", "0.5", "--serial", "1", "-e", "edgegen_bench_poll_delay=2")
+
+
+def test_bench_measures_every_device_inside_its_container_and_resumes(fleet, tmp_path):
+    results, bundles = tmp_path / "results", tmp_path / "bundles"
+    shutil.copytree(fleet.bundles, bundles)  # the measured figures land in these manifests
+    out = _ok(_make_bench(fleet, results, bundles, "all", "--repeats", "2", *BENCH_WORKLOAD))
+    assert re.search(r"^pi-sim\s+pi\s+done\s+2\s+\[2/2\] tiny-dcgan repeat 2: batch_1 p50",
+                     out, re.M), out[-4000:]
+    assert re.search(r"^jetson-sim\s+jetson\s+done\s+2\s", out, re.M), out[-4000:]
+    pi = json.loads((results / "bench/pi-sim/tiny-dcgan/repeat-2.json").read_text())
+    # Measured inside the deployed arm64 container, on the bundle it serves.
+    assert (pi["device"], pi["device_class"]) == ("pi-sim", "pi")
+    assert pi["bundle_dir"] == "/bundles/tiny-dcgan" and pi["method"]["repeats"] == 2
+    assert pi["method"]["cpu"]["arch"] == "aarch64", pi["method"]["cpu"]
+    assert pi["workloads"]["batch_4"]["latency"]["n"] == 3
+    jetson = json.loads((results / "bench/jetson-sim/tiny-dcgan/repeat-1.json").read_text())
+    # The Jetson class's provider chain applies (the server's settings): CPU fallback here.
+    assert jetson["providers"] == ["CPUExecutionProvider"]
+    assert jetson["method"]["cpu"]["arch"] == "x86_64"
+    manifest = json.loads((bundles / "tiny-dcgan/manifest.json").read_text())
+    measured = manifest["metrics"]["measured"]
+    assert set(measured) == {"pi", "jetson"} and set(measured["pi"]) == {"pi-sim"}
+    assert measured["pi"]["pi-sim"]["sources"] == ["pi-sim/tiny-dcgan/repeat-1.json",
+                                                   "pi-sim/tiny-dcgan/repeat-2.json"]
+
+    # Resume: a third repeat measures only that one; the first two stay as they were.
+    first = (results / "bench/pi-sim/tiny-dcgan/repeat-1.json")
+    before = first.stat().st_mtime_ns
+    out = _ok(_make_bench(fleet, results, bundles, "pi", "--repeats", "3", *BENCH_WORKLOAD))
+    assert re.search(r"^pi-sim\s+pi\s+done\s+3\s", out, re.M), out[-4000:]
+    log = (fleet.root / "pi-sim/opt/edgegen/cache/bench/bench.log").read_text()
+    last_run = log[log.rindex("--- "):]
+    assert last_run.count("already measured, kept") == 2 and "[3/3] tiny-dcgan repeat 3: batch_1" \
+        in last_run, last_run
+    assert first.stat().st_mtime_ns == before
+
+    # The report from the fleet's results: every number traces to a fetched raw file.
+    _ok(_run(["make", "--no-print-directory", "report", f"RESULTS={results}"]))
+    report = results / "report"
+    checked, unmeasured = trace_report(report, results / "bench")
+    assert checked == 2 * 3 + 2 * 1 + 2 * 1  # latency and throughput per batch, memory; 2 devices
+    assert {r["vs_baseline"] for r in unmeasured} == {"no power sensor on this device"}
+    md = (report / "report.md").read_text()
+    assert "pi-sim" in md and "jetson-sim" in md
+
+
+def test_a_stopped_controller_leaves_the_benchmark_running_and_the_next_run_joins_it(
+        fleet, tmp_path):
+    results, bundles = tmp_path / "results", tmp_path / "bundles"
+    shutil.copytree(fleet.bundles, bundles)
+    args = [sys.executable, "-m", "fleet", "bench", "--device", "jetson", "--inventory",
+            str(fleet.inventory), "--results", str(results), "--bundles", str(bundles),
+            "--repeats", "3", "--runs", "100000", "--warmup", "1", "--batches", "1,4",
+            "--window", "0", "-e", "edgegen_bench_poll_delay=1", "-e", "edgegen_bench_timeout=600"]
+    state = fleet.root / "jetson-sim/opt/edgegen/cache/bench/bench.state.json"
+    state.unlink(missing_ok=True)
+    controller = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (state.exists() and json.loads(state.read_text())["rc"] is None):
+        assert time.monotonic() < deadline and controller.poll() is None, "no benchmark started"
+        time.sleep(0.5)
+    pid = json.loads(state.read_text())["pid"]
+    controller.send_signal(2)  # Ctrl-C
+    out = controller.communicate(timeout=120)[0]
+    assert "interrupted: benchmarks already started keep running" in out, out[-3000:]
+    status = json.loads(_ok(_run(["docker", "exec", "edgegen-edge-jetson-sim", "python3", "-m",
+                                  "edge_app", "bench", "--status", "--out",
+                                  "/var/lib/edgegen/cache/bench"])))
+    assert (status["state"], status["pid"]) == ("running", pid), status
+    again = _run(args)
+    out = _ok(again)
+    assert re.search(r"jetson-sim\s+ok\s+Start the benchmark", out), out[-4000:]  # joined
+    assert json.loads(state.read_text())["pid"] == pid
+    assert re.search(r"^jetson-sim\s+jetson\s+done\s+3\s", out, re.M), out[-4000:]
+    assert len(list((results / "jetson-sim" / "tiny-dcgan").glob("repeat-*.json"))) == 3
+
+
+def test_bench_on_a_device_without_the_server_says_deploy_first(fleet, tmp_path):
+    result = _run([sys.executable, "-m", "fleet", "bench", "--device", "jetson", "--inventory",
+                   str(fleet.inventory), "--results", str(tmp_path / "results"),
+                   "-e", "edgegen_container_name=edgegen-not-deployed"])
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert re.search(r"^jetson-sim\s+jetson\s+failed\s+0\s+-$", result.stdout, re.M)
+    assert "jetson-sim: no running edgegen-not-deployed container on jetson-sim: deploy first " \
+           "(make deploy DEVICE=jetson)" in result.stdout
+    assert "1 of 1 device(s) failed: jetson-sim" in result.stdout

@@ -46,3 +46,9 @@ def test_playbook_syntax(device_class):
     result = _run(str(BIN / "ansible-playbook"), "--syntax-check", "-i", "inventory/example.yml",
                   "-e", f"edgegen_class={device_class}", "deploy.yml")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_bench_playbook_syntax():
+    result = _run(str(BIN / "ansible-playbook"), "--syntax-check", "-i", "inventory/example.yml",
+                  "-e", "edgegen_bench_hosts=pi,jetson", "bench.yml")
+    assert result.returncode == 0, result.stdout + result.stderr

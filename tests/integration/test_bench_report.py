@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from ..conftest import REPO
+from ..reportcheck import trace_report
 
 pytestmark = pytest.mark.integration
 
@@ -76,39 +80,13 @@ def test_an_interrupted_run_resumes_without_remeasuring(measured, tmp_path):
     assert files[-1].exists()
 
 
-def _check(row: dict, table: str, root: Path) -> None:
-    """Recompute a row's mean and std from the raw files it names."""
-    import statistics
-
-    records = [json.loads((root / s).read_text()) for s in row["sources"].split(";")]
-    w = row["workload"].split(" (")[0]
-    get = {
-        "latency": lambda r: r["workloads"][w]["latency"]["p50_s"] * 1e3,
-        "ttft": lambda r: r["workloads"][w]["time_to_first_token"]["p50_s"] * 1e3,
-        "throughput": lambda r: r["workloads"][w].get("tokens_per_s_mean") or
-        r["workloads"][w]["images_per_s"],
-        "memory": lambda r: r["memory"]["peak_rss_bytes"] / 1e6,
-        "power": lambda r: r["workloads"][w]["power"]["power_w"],
-        "energy": lambda r: r["workloads"][w]["power"]["energy_per_item_j"],
-    }[table]
-    values = [get(r) for r in records]
-    assert float(row["mean"]) == pytest.approx(statistics.fmean(values), rel=1e-9, abs=1e-12)
-    assert float(row["std"]) == pytest.approx(statistics.stdev(values), rel=1e-9, abs=1e-12)
-
-
 def test_every_number_of_the_report_traces_to_a_raw_measurement(measured):
     _, out, report, _ = measured
-    checked = 0
-    for table in ("latency", "ttft", "throughput", "memory", "power", "energy"):
-        with open(report / "tables" / f"{table}.csv") as f:
-            for row in csv.DictReader(f):
-                if row["device"] == "no-sensor" and table in ("power", "energy"):
-                    assert row["mean"] == "" and row["vs_baseline"] == \
-                        "no power sensor on this device"
-                    continue
-                _check(row, table, out)
-                checked += 1
+    checked, unmeasured = trace_report(report, out)
     assert checked >= 20
+    # The device without a sensor: every power and energy cell says so instead of a number.
+    assert {(r["device"], r["table"], r["vs_baseline"]) for r in unmeasured} == {
+        ("no-sensor", t, "no power sensor on this device") for t in ("power", "energy")}
     with open(report / "tables" / "latency.csv") as f:
         int8 = [r for r in csv.DictReader(f) if r["bundle"] == "tiny-gpt2-int8"]
     assert all("vs tiny-gpt2 (n=3)" in r["vs_baseline"] and r["p"] for r in int8)
@@ -178,3 +156,51 @@ def test_measured_figures_go_into_the_manifests_of_the_bundles_measured(measured
                            timeout=120)
     assert again.returncode == 0 and "4 measured entries" in again.stdout
     assert "measured" not in json.loads((dcgan / "manifest.json").read_text())["metrics"]
+
+
+def _status(out: Path) -> dict:
+    run = subprocess.run([sys.executable, "-m", "edge_app", "bench", "--status", "--out",
+                          str(out)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def _wait(out: Path, predicate, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while not predicate(status := _status(out)):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    return status
+
+
+def test_a_background_run_is_the_only_one_and_a_killed_one_resumes(dcgan_bundle, tmp_path):
+    """What `make bench DEVICE=<class>` relies on inside a device's container."""
+    out = tmp_path / "results"
+    assert _status(out)["state"] == "none"
+    # Long enough to be caught running: many timed runs per repeat.
+    args = [sys.executable, "-m", "edge_app", "bench", "--bundle", str(dcgan_bundle), "--out",
+            str(out), "--device", "dev", "--repeats", "3", "--runs", "30000", "--warmup", "0",
+            "--batches", "1", "--window", "0", "--sensor", "none"]
+    started = json.loads(subprocess.run(args + ["--background"], cwd=REPO, capture_output=True,
+                                        text=True, timeout=60, check=True).stdout)
+    assert started["started"] and started["state"] == "running" and started["pid"]
+    joined = json.loads(subprocess.run(args + ["--background"], cwd=REPO, capture_output=True,
+                                       text=True, timeout=60, check=True).stdout)
+    assert (joined["started"], joined["pid"]) == (False, started["pid"])
+    clash = _bench([dcgan_bundle], out, "dev", "--sensor", "none")
+    assert clash.returncode == 2 and "another benchmark is running on" in clash.stderr
+    # Killed after its first repeat (as by the OOM killer): the status says so.
+    status = _wait(out, lambda s: "[1/3]" in s["progress"])
+    os.kill(started["pid"], signal.SIGKILL)
+    status = _wait(out, lambda s: s["state"] != "running")
+    assert status["state"] == "died" and "run it again to resume" in status["progress"]
+    assert status["files"] == []
+    first = out / "dev" / "tiny-dcgan" / "repeat-1.json"
+    kept = first.stat().st_mtime_ns
+    again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "[1/3] tiny-dcgan repeat 1: already measured, kept" in again.stdout
+    assert first.stat().st_mtime_ns == kept
+    status = _status(out)
+    assert (status["state"], status["rc"]) == ("done", 0)
+    assert status["files"] == [f"dev/tiny-dcgan/repeat-{k}.json" for k in (1, 2, 3)]

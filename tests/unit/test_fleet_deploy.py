@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from fleet.deploy import Display, reports, render_table
+from fleet.deploy import render_table
+from fleet.playbook import Display, reports
 from fleet.images import ImageError, ImageSpec, constraints, load_archive, serve_requirements
 from fleet.inventory import class_hosts, device_class
 

@@ -1,0 +1,168 @@
+"""Run one of the kit's playbooks through ansible-runner's Python API, shared by
+`make deploy` (deploy.yml) and `make bench` (bench.yml): a live per-host display of the events,
+per-host results from the stats, and the run's artifacts kept under build/<what>/<class>/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from .inventory import ANSIBLE_DIR
+
+KEEP_RUNS = 10  # ansible-runner artifact directories kept per class
+# Facts a role sets to report its outcome per host (the summary tables read them).
+RESULT_FACTS = ("edge_node_result", "edge_bench_result")
+PROGRESS_EVERY_S = 60.0  # an unchanged progress line is repeated this often while waiting
+
+
+@dataclass
+class HostReport:
+    host: str
+    status: str = "ok"  # ok | changed | failed | unreachable | not run
+    changed: int = 0
+    message: str = ""
+    result: dict[str, Any] = field(default_factory=dict)  # the role's result fact
+
+
+class Display:
+    """One line per task result and host as events arrive (ansible-runner event_handler).
+    A task polled with `until` whose output is JSON with a "progress" key (the device-side
+    benchmark's --status) shows that line when it changes, not every poll."""
+
+    SHOWN = {"runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_unreachable":
+             "unreachable", "runner_retry": "waiting", "runner_item_on_failed": "failed"}
+
+    def __init__(self, out: TextIO):
+        self.out = out
+        self.results: dict[str, dict[str, Any]] = {}
+        self.failures: dict[str, str] = {}
+        self.started = time.monotonic()
+        self._progress: dict[str, tuple[str, float]] = {}
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        kind, data = event.get("event", ""), event.get("event_data") or {}
+        if kind == "playbook_on_play_start":
+            self._line(f"PLAY {data.get('play', '')}")
+        elif kind in self.SHOWN:
+            host, res = data.get("host", "?"), data.get("res") or {}
+            status = self.SHOWN[kind]
+            if kind == "runner_on_ok" and res.get("changed"):
+                status = "changed"
+            if kind == "runner_on_failed" and data.get("ignore_errors"):
+                status = "failed (ignored)"
+            note = ""
+            if kind == "runner_retry":
+                note = f" ({res.get('attempts', '?')}/{res.get('retries', '?')})"
+                progress = _progress(res)
+                if progress is not None:
+                    last, when = self._progress.get(host, ("", 0.0))
+                    now = time.monotonic()
+                    if progress == last and now - when < PROGRESS_EVERY_S:
+                        return True
+                    self._progress[host] = (progress, now)
+                    note += f": {progress}"
+            elif status == "failed" or kind == "runner_on_unreachable":
+                note = f": {_message(res)}"
+                if not data.get("ignore_errors"):
+                    self.failures[host] = _message(res)
+            facts = res.get("ansible_facts") or {}
+            for name in RESULT_FACTS:
+                if name in facts:
+                    self.results[host] = facts[name]
+            self._line(f"  {host:<18} {status:<9} {data.get('task', '')}{note}")
+        return True  # keep the event in the artifacts
+
+    def _line(self, text: str) -> None:
+        self.out.write(f"[{time.monotonic() - self.started:6.1f}s] {text}\n")
+        self.out.flush()
+
+
+def _progress(res: dict[str, Any]) -> str | None:
+    try:
+        data = json.loads(res.get("stdout") or "")
+    except ValueError:
+        return None
+    return str(data["progress"]) if isinstance(data, dict) and "progress" in data else None
+
+
+def _message(res: dict[str, Any]) -> str:
+    msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
+    if not msg and res.get("results"):  # a loop: the first failed item's message
+        msg = next((r.get("msg", "") for r in res["results"] if r.get("failed")), "")
+    return " ".join(str(msg).split())[:400]
+
+
+def reports(stats: dict[str, dict[str, int]], display: Display, hosts: list[str],
+            stopped: str = "the rollout stopped before this host (max_fail_percentage)"
+            ) -> list[HostReport]:
+    out = []
+    seen = set()
+    for key in ("ok", "changed", "failures", "dark", "skipped", "rescued", "processed"):
+        seen.update((stats.get(key) or {}).keys())
+    for host in hosts + sorted(seen - set(hosts)):
+        r = HostReport(host, changed=(stats.get("changed") or {}).get(host, 0),
+                       result=display.results.get(host, {}))
+        if host in (stats.get("dark") or {}):
+            r.status, r.message = "unreachable", display.failures.get(host, "")
+        elif host in (stats.get("failures") or {}):
+            r.status, r.message = "failed", display.failures.get(host, "")
+        elif host not in seen:
+            r.status, r.message = "not run", stopped
+        elif r.changed:
+            r.status = "changed"
+        out.append(r)
+    return out
+
+
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]],
+          reports_: list[HostReport]) -> str:
+    """Aligned columns, then one note line per host that has a message."""
+    lines = [header, *rows]
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines)
+    notes = [f"  {r.host}: {r.message}" for r in reports_ if r.message]
+    return text + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def run(playbook: str, inventory: Path, private_dir: Path, extravars: dict[str, Any],
+        display: Display, *, limit: str | None = None, cmdline: list[str] | None = None):
+    """ansible-runner on ansible/<playbook>; returns its Runner (status, rc, stats, config)."""
+    import ansible_runner  # the deploy extra; imported here so `fleet status` needs none of it
+
+    private_dir.mkdir(parents=True, exist_ok=True)
+    # ansible-playbook lives beside this interpreter (the venv), which may not be on PATH.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return ansible_runner.run(
+        private_data_dir=str(private_dir), project_dir=str(ANSIBLE_DIR), playbook=playbook,
+        inventory=str(Path(inventory).resolve()), extravars=extravars, limit=limit,
+        cmdline=" ".join(cmdline or []) or None, event_handler=display, quiet=True,
+        rotate_artifacts=KEEP_RUNS, ident=time.strftime("%Y%m%dT%H%M%S"),
+        envvars={"PATH": path, "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+                 "ANSIBLE_FORCE_COLOR": "0"})
+
+
+FAILED = ("failed", "unreachable", "not run")
+
+
+def conclude(runner, rows: list[HostReport], summary: dict[str, Any], ok: str, log,
+             noun: str = "host") -> int:
+    """Write summary.json beside the run's artifacts, print the outcome (`ok` when every host
+    succeeded) and return the exit status: 1 when a host failed or the run did not succeed."""
+    path = Path(runner.config.artifact_dir) / "summary.json"
+    path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    failed = [r.host for r in rows if r.status in FAILED]
+    if failed:
+        log(f"{len(failed)} of {len(rows)} {noun}(s) failed: {', '.join(failed)}")
+    elif runner.status != "successful":
+        log(f"ansible-runner ended {runner.status} (rc {runner.rc}); "
+            f"see {runner.config.artifact_dir}")
+    else:
+        log(ok)
+    log(f"summary: {path}")
+    return 1 if failed or runner.status != "successful" else 0
