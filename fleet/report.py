@@ -258,12 +258,20 @@ def _methods(series: list[Series]) -> list[str]:
         cpu = m["cpu"]
         feats = ", ".join(k for k, v in cpu.items() if v is True) or "none of note"
         w = m["workload"]
+        # The repeats found (a resumed run may have added some), and whether every bundle of
+        # the device ran the same workload.
+        mine = [s for s in series if s.device == dev]
+        counts = sorted({len(s.records) for s in mine})
+        repeats = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        mixed = any(r["method"]["workload"] != w for s in mine for r in s.records)
         lines.append(f"- **{dev}**: {cpu['model']} ({cpu['arch']}, {cpu['logical_cpus']} CPUs; "
                      f"INT8-relevant features: {feats}); ONNX Runtime "
-                     f"{m['runtime']['onnxruntime']}; power: {psens}; {m['repeats']} repeats x "
+                     f"{m['runtime']['onnxruntime']}; power: {psens}; {repeats} repeats x "
                      f"{w['runs']} runs after {w['warmup']} warm-up, image batches "
                      f"{w['image_batches']}, {w['new_tokens']} new tokens, power window "
-                     f"{w['window_s']:g} s, seed {w['seed']}.")
+                     f"{w['window_s']:g} s, seed {w['seed']}"
+                     + ("; other workloads too, each result file has its own" if mixed else "")
+                     + ".")
     return lines
 
 
