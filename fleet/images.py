@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,18 +239,40 @@ def _companion_files(web: Path, log) -> None:
         _write_if_changed(web / (name + ".gz"), packed)
 
 
+# Packages of the project that never run on a device (the build box's and the operator's).
+NOT_ON_DEVICES = ("optimizer/", "fleet/")
+
+
 def _edgegen_wheel(out: Path, pip: list[str]) -> None:
-    """The edgegen wheel in `out`, byte-identical when the code is (fixed zip timestamps, and
-    an unchanged wheel is not replaced), so Docker's layer cache holds across rebuilds."""
+    """The edgegen wheel in `out` with edge_app only, byte-identical when edge_app is (fixed
+    zip timestamps, and an unchanged wheel is not replaced): Docker's layer cache holds across
+    rebuilds, and a change to the optimizer or fleet code makes no new image to roll out."""
     with tempfile.TemporaryDirectory() as tmp:
         _run(pip + ["wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir", tmp,
                     str(REPO)], "building the edgegen wheel", capture_output=True,
              env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"})
         (new,) = Path(tmp).glob("edgegen-*.whl")
+        edge = Path(tmp) / "edge" / new.name
+        edge.parent.mkdir()
+        _strip_wheel(new, edge)
         for stale in out.glob("edgegen-*.whl"):
             if stale.name != new.name:
                 stale.unlink()
-        _write_if_changed(out / new.name, new.read_bytes())
+        _write_if_changed(out / new.name, edge.read_bytes())
+
+
+def _strip_wheel(src: Path, dst: Path) -> None:
+    """Copy a wheel without the NOT_ON_DEVICES packages, their RECORD lines included; entries
+    keep their order and timestamps."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            if info.filename.startswith(NOT_ON_DEVICES):
+                continue
+            data = zin.read(info)
+            if info.filename.endswith(".dist-info/RECORD"):
+                data = b"".join(line for line in data.splitlines(keepends=True)
+                                if not line.startswith(tuple(p.encode() for p in NOT_ON_DEVICES)))
+            zout.writestr(info, data)
 
 
 def build(spec: ImageSpec, log=print) -> str:

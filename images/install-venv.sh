@@ -16,8 +16,8 @@ $pip --no-deps -r $wh/requirements-nodeps.txt $wh/edgegen-*.whl
 mkdir -p /opt/edgegen/share/onnxruntime-web
 if [ -d $wh/web ]; then cp $wh/web/* /opt/edgegen/share/onnxruntime-web/; fi
 /opt/edgegen/bin/pip uninstall -y --disable-pip-version-check setuptools pip
-# What a device never runs: the build box's optimizer and the operator's fleet packages, ONNX
-# Runtime's model-conversion and quantization tooling, test suites (the Pi image stays < 300 MB).
+# What a device never runs: ONNX Runtime's model-conversion and quantization tooling, test
+# suites (the Pi image stays < 300 MB). The edgegen wheel already carries edge_app only.
 cd /opt/edgegen/lib/python3*/site-packages
-rm -rf optimizer fleet onnxruntime/transformers onnxruntime/quantization onnxruntime/tools
+rm -rf onnxruntime/transformers onnxruntime/quantization onnxruntime/tools
 find . -depth -type d -name tests -exec rm -rf {} +

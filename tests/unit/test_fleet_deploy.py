@@ -129,3 +129,26 @@ def test_deploy_cli_errors_are_one_line(args, message):
                              *args], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 2 and message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_image_wheel_carries_edge_app_only_and_is_reproducible(tmp_path):
+    import zipfile
+
+    from fleet.images import _edgegen_wheel
+
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    _edgegen_wheel(tmp_path, pip)
+    (wheel,) = tmp_path.glob("edgegen-*.whl")
+    first = wheel.read_bytes()
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        record = next(n for n in names if n.endswith(".dist-info/RECORD"))
+        listed = [line.split(",")[0] for line in z.read(record).decode().splitlines()]
+        assert z.testzip() is None
+    assert "edge_app/benchmark.py" in names and "edge_app/static/companion/index.html" in names
+    # The optimizer and fleet code never runs on a device: a change there makes no new image.
+    assert not [n for n in names if n.startswith(("optimizer/", "fleet/"))]
+    assert sorted(listed) == sorted(names)
+    wheel.unlink()
+    _edgegen_wheel(tmp_path, pip)
+    assert wheel.read_bytes() == first
