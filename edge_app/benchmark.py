@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -258,10 +259,25 @@ def _headline(result: dict) -> str:
     return ", ".join(parts)
 
 
+def _die_with_parent(parent: int | None) -> None:
+    """Linux: a worker is killed with its benchmark process (PR_SET_PDEATHSIG), so a killed
+    run leaves nothing measuring beside the run that resumes it."""
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the call
+        os._exit(1)
+
+
 def _spawn(bundle_dir: str, w: Workload, sensor_name: str, sensor_root: str,
            baseline_w: float | None) -> dict:
     args = json.dumps({"bundle": bundle_dir, "workload": asdict(w), "sensor": sensor_name,
-                       "root": sensor_root, "baseline_w": baseline_w})
+                       "root": sensor_root, "baseline_w": baseline_w, "parent": os.getpid()})
     run = subprocess.run([sys.executable, "-m", "edge_app", "bench", "--worker", args],
                          capture_output=True, text=True, env={**os.environ})
     if run.returncode != 0:
@@ -355,7 +371,7 @@ def status(out: Path) -> dict:
                     "run it again to resume. Last line: " + progress)
     return {"state": kind, "pid": state.get("pid"), "started_at": state.get("started_at"),
             "finished_at": state.get("finished_at"), "rc": state.get("rc"),
-            "progress": progress, "log": str(out / LOG),
+            "progress": progress, "log": str(out / LOG), "argv": state.get("argv"),
             # The result files of a finished run, relative to <out>.
             "files": state.get("files", [])}
 
@@ -446,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.worker:
         job = json.loads(args.worker)
+        _die_with_parent(job.get("parent"))
         wl = job["workload"]
         w = Workload(**{**wl, "image_batches": tuple(wl["image_batches"]),
                         "prompts": tuple(wl["prompts"])})

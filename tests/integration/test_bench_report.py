@@ -173,13 +173,27 @@ def _wait(out: Path, predicate, timeout: float = 120) -> dict:
     return status
 
 
+def _workers(bundle: Path) -> list[int]:
+    """Live worker processes measuring `bundle` (zombies excluded)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            zombie = " Z " in (proc / "stat").read_text().split(")", 1)[1][:4]
+        except OSError:
+            continue
+        if "--worker" in cmdline and str(bundle) in cmdline and not zombie:
+            pids.append(int(proc.name))
+    return pids
+
+
 def test_a_background_run_is_the_only_one_and_a_killed_one_resumes(dcgan_bundle, tmp_path):
     """What `make bench DEVICE=<class>` relies on inside a device's container."""
     out = tmp_path / "results"
     assert _status(out)["state"] == "none"
-    # Long enough to be caught running: many timed runs per repeat.
+    # Long enough to be caught running: many timed runs per repeat (about 10 s each).
     args = [sys.executable, "-m", "edge_app", "bench", "--bundle", str(dcgan_bundle), "--out",
-            str(out), "--device", "dev", "--repeats", "3", "--runs", "30000", "--warmup", "0",
+            str(out), "--device", "dev", "--repeats", "2", "--runs", "100000", "--warmup", "0",
             "--batches", "1", "--window", "0", "--sensor", "none"]
     started = json.loads(subprocess.run(args + ["--background"], cwd=REPO, capture_output=True,
                                         text=True, timeout=60, check=True).stdout)
@@ -190,17 +204,28 @@ def test_a_background_run_is_the_only_one_and_a_killed_one_resumes(dcgan_bundle,
     clash = _bench([dcgan_bundle], out, "dev", "--sensor", "none")
     assert clash.returncode == 2 and "another benchmark is running on" in clash.stderr
     # Killed after its first repeat (as by the OOM killer): the status says so.
-    status = _wait(out, lambda s: "[1/3]" in s["progress"])
+    status = _wait(out, lambda s: "[1/2]" in s["progress"])
+    assert status["argv"][:2] == ["--bundle", str(dcgan_bundle)]
+    deadline = time.monotonic() + 30
+    while not _workers(dcgan_bundle):  # the worker measuring repeat 2
+        assert time.monotonic() < deadline, "no worker process for repeat 2"
+        time.sleep(0.05)
     os.kill(started["pid"], signal.SIGKILL)
     status = _wait(out, lambda s: s["state"] != "running")
     assert status["state"] == "died" and "run it again to resume" in status["progress"]
     assert status["files"] == []
+    # Its worker went with it (well before its repeat could have ended): nothing keeps
+    # measuring beside the run that resumes.
+    deadline = time.monotonic() + 3
+    while _workers(dcgan_bundle):
+        assert time.monotonic() < deadline, "the worker of a killed benchmark kept running"
+        time.sleep(0.2)
     first = out / "dev" / "tiny-dcgan" / "repeat-1.json"
     kept = first.stat().st_mtime_ns
     again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert "[1/3] tiny-dcgan repeat 1: already measured, kept" in again.stdout
+    assert "[1/2] tiny-dcgan repeat 1: already measured, kept" in again.stdout
     assert first.stat().st_mtime_ns == kept
     status = _status(out)
     assert (status["state"], status["rc"]) == ("done", 0)
-    assert status["files"] == [f"dev/tiny-dcgan/repeat-{k}.json" for k in (1, 2, 3)]
+    assert status["files"] == [f"dev/tiny-dcgan/repeat-{k}.json" for k in (1, 2)]
