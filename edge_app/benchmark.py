@@ -184,10 +184,50 @@ def _method(w: Workload, sensor, baseline_w: float | None, repeats: int) -> dict
     }
 
 
+def served(url: str) -> tuple[float | None, str]:
+    """(generation requests the server at `url` has answered, from its /metrics; or None and
+    why not)."""
+    import urllib.error
+    import urllib.request
+
+    from .api import ROUTE_OF_TASK
+
+    routes = [f'endpoint="{r}"' for r in ROUTE_OF_TASK.values()]
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except (OSError, ValueError, urllib.error.URLError) as exc:
+        return None, f"could not read {url}/metrics: {exc}"
+    total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("edgegen_requests_total{") and any(r in line for r in routes))
+    return total, ""
+
+
+def _traffic(url: str, before: tuple[float | None, str], after: tuple[float | None, str]
+             ) -> dict:
+    """What the device's server answered while a repeat was measured (they share the device)."""
+    if before[0] is None or after[0] is None:
+        return {"url": url, "generation_requests_during": None, "note": before[1] or after[1]}
+    return {"url": url, "generation_requests_during": after[0] - before[0]}
+
+
+def server_url() -> str:
+    """The server of the device this runs on, as its container environment describes it
+    (EDGEGEN_PORT, EDGEGEN_HOST); "" outside one."""
+    port = os.environ.get("EDGEGEN_PORT", "")
+    if not port:
+        return ""
+    host = os.environ.get("EDGEGEN_HOST", "")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def benchmark(bundles: list[str], out: Path, device: str, w: Workload, repeats: int,
               sensor_name: str = "auto", sensor_root: str = "/", baseline_s: float = 10.0,
-              log=print, device_class: str = "") -> list[Path]:
-    """Every bundle x repeat, each in a fresh process; skips repeats already on disk."""
+              log=print, device_class: str = "", server: str = "") -> list[Path]:
+    """Every bundle x repeat, each in a fresh process; skips repeats already on disk. With a
+    `server` URL, each repeat records the generation requests that server answered meanwhile."""
     loaded = [load_bundle(b) for b in bundles]  # refuse a bad bundle before measuring anything
     sensor = detect(sensor_root, sensor_name)
     baseline_w = None
@@ -217,8 +257,11 @@ def benchmark(bundles: list[str], out: Path, device: str, w: Workload, repeats: 
                 log(f"[{done}/{total}] {name} repeat {k}: already measured, kept")
                 written.append(path)
                 continue
+            before = served(server) if server else None
             result = _spawn(str(bundle.path), w, sensor.name if sensor else "none",
                             sensor_root, baseline_w)
+            if server:
+                result["server"] = _traffic(server, before, served(server))
             record = {"device": device, "device_class": device_class or device, "repeat": k,
                       **facts, **result, "method": method,
                       "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -453,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
     add_workload_args(p)
     p.add_argument("--sensor", default="auto", help="power sensor: auto, none or a backend")
     p.add_argument("--sensor-root", default="/", help="sysfs root of the sensor (tests)")
+    p.add_argument("--server", default=None,
+                   help="the device's edge server, whose generation requests during each repeat "
+                        "are recorded (default: from EDGEGEN_HOST/EDGEGEN_PORT, as in the "
+                        "server's container; '' for none)")
     p.add_argument("--background", action="store_true",
                    help="run detached (log: <out>/bench.log) unless one already runs on --out; "
                         "prints its status as JSON")
@@ -487,7 +534,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 written = benchmark(args.bundles, args.out, args.device, w, args.repeats,
                                     args.sensor, args.sensor_root, args.baseline,
-                                    device_class=args.device_class)
+                                    device_class=args.device_class,
+                                    server=server_url() if args.server is None else args.server)
                 state["files"] = [str(f.relative_to(args.out)) for f in written]
                 state["rc"] = 0
             except (BundleError, ConfigError, SensorError, RuntimeError):

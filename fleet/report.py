@@ -264,6 +264,7 @@ def _methods(series: list[Series]) -> list[str]:
         counts = sorted({len(s.records) for s in mine})
         repeats = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
         mixed = any(r["method"]["workload"] != w for s in mine for r in s.records)
+        traffic = _server_traffic([r for s in mine for r in s.records])
         lines.append(f"- **{dev}**: {cpu['model']} ({cpu['arch']}, {cpu['logical_cpus']} CPUs; "
                      f"INT8-relevant features: {feats}); ONNX Runtime "
                      f"{m['runtime']['onnxruntime']}; power: {psens}; {repeats} repeats x "
@@ -271,8 +272,26 @@ def _methods(series: list[Series]) -> list[str]:
                      f"{w['image_batches']}, {w['new_tokens']} new tokens, power window "
                      f"{w['window_s']:g} s, seed {w['seed']}"
                      + ("; other workloads too, each result file has its own" if mixed else "")
-                     + ".")
+                     + traffic + ".")
     return lines
+
+
+def _server_traffic(records: list[dict]) -> str:
+    """What the device's own server answered while it was measured (the deployed server runs
+    beside a fleet benchmark): "" where no server was watched."""
+    watched = [r["server"] for r in records if r.get("server")]
+    if not watched:
+        return ""
+    counts = [w.get("generation_requests_during") for w in watched]
+    if None in counts:
+        note = next(w.get("note", "") for w in watched if w.get("generation_requests_during")
+                    is None)
+        return f"; its server's traffic during the measurements is unknown ({note})"
+    total = sum(counts)
+    if not total:
+        return "; its server answered no generation requests during the measurements"
+    return (f"; its server answered {total:g} generation requests during the measurements "
+            f"(they shared the device)")
 
 
 def build_report(results: Path, out: Path) -> dict:

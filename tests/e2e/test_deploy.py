@@ -291,6 +291,9 @@ def test_bench_measures_every_device_inside_its_container_and_resumes(fleet, tmp
     assert pi["bundle_dir"] == "/bundles/tiny-dcgan" and pi["method"]["repeats"] == 2
     assert pi["method"]["cpu"]["arch"] == "aarch64", pi["method"]["cpu"]
     assert pi["workloads"]["batch_4"]["latency"]["n"] == 3
+    # The deployed server ran beside it, and answered nothing meanwhile.
+    assert pi["server"] == {"url": f"http://127.0.0.1:{fleet.port['pi-sim']}",
+                            "generation_requests_during": 0}
     jetson = json.loads((results / "bench/jetson-sim/tiny-dcgan/repeat-1.json").read_text())
     # The Jetson class's provider chain applies (the server's settings): CPU fallback here.
     assert jetson["providers"] == ["CPUExecutionProvider"]
@@ -320,6 +323,7 @@ def test_bench_measures_every_device_inside_its_container_and_resumes(fleet, tmp
     assert {r["vs_baseline"] for r in unmeasured} == {"no power sensor on this device"}
     md = (report / "report.md").read_text()
     assert "pi-sim" in md and "jetson-sim" in md
+    assert md.count("its server answered no generation requests during the measurements") == 2
 
 
 def test_a_stopped_controller_leaves_the_benchmark_running_and_the_next_run_joins_it(

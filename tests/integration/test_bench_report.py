@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from ..conftest import REPO
 from ..reportcheck import trace_report
@@ -229,3 +230,49 @@ def test_a_background_run_is_the_only_one_and_a_killed_one_resumes(dcgan_bundle,
     status = _status(out)
     assert (status["state"], status["rc"]) == ("done", 0)
     assert status["files"] == [f"dev/tiny-dcgan/repeat-{k}.json" for k in (1, 2)]
+
+
+def test_the_traffic_its_own_server_answered_meanwhile_is_recorded(dcgan_bundle, tmp_path):
+    """In a device's container the benchmark runs beside the deployed server: each repeat
+    records the generation requests that server answered while it was measured."""
+    from fleet.report import build_report
+
+    from .serverproc import ServerProcess
+
+    server = ServerProcess(dcgan_bundle)
+    try:
+        server.wait_ready()
+        out = tmp_path / "results"
+        # The server's container environment names it (EDGEGEN_HOST / EDGEGEN_PORT).
+        env = {**os.environ, "EDGEGEN_HOST": "0.0.0.0", "EDGEGEN_PORT": str(server.port)}
+        args = [sys.executable, "-m", "edge_app", "bench", "--bundle", str(dcgan_bundle),
+                "--out", str(out), "--device", "dev", "--repeats", "2", "--runs", "50000",
+                "--warmup", "0", "--batches", "1", "--window", "0", "--sensor", "none"]
+        subprocess.run(args + ["--background"], cwd=REPO, env=env, check=True, timeout=60,
+                       capture_output=True)
+        deadline = time.monotonic() + 60
+        while not _workers(dcgan_bundle):  # repeat 1 is being measured
+            assert time.monotonic() < deadline, "no worker process for repeat 1"
+            time.sleep(0.05)
+        for seed in range(4):
+            r = requests.post(f"{server.base}/v1/images/generations", timeout=30,
+                              json={"model": "tiny-dcgan", "seed": seed})
+            assert r.status_code == 200, r.text
+        _wait(out, lambda s: s["state"] != "running", timeout=300)
+    finally:
+        server.stop()
+    first, second = (json.loads((out / f"dev/tiny-dcgan/repeat-{k}.json").read_text())
+                     for k in (1, 2))
+    assert first["server"] == {"url": f"http://127.0.0.1:{server.port}",
+                               "generation_requests_during": 4}
+    assert second["server"]["generation_requests_during"] == 0
+    build_report(out, tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "its server answered 4 generation requests during the measurements" in md
+    # A server that does not answer: the repeat says its traffic is unknown, and why.
+    gone = _bench([dcgan_bundle], tmp_path / "again", "dev", "--sensor", "none",
+                  "--server", server.base)
+    assert gone.returncode == 0, gone.stderr
+    record = json.loads((tmp_path / "again/dev/tiny-dcgan/repeat-1.json").read_text())
+    assert record["server"]["generation_requests_during"] is None
+    assert f"could not read {server.base}/metrics" in record["server"]["note"]
