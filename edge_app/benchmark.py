@@ -16,23 +16,15 @@ Results: `<out>/<device>/<bundle>/repeat-<k>.json`, each carrying its method (se
 repeats, seed, runtime and providers, CPU features). A run interrupted halfway resumes: a
 repeat whose file exists with the same workload is not run again.
 
-One benchmark at a time per results directory (`<out>/bench.lock`, held while it runs).
-`--background` starts it detached, logging to `<out>/bench.log`, or leaves the one already
-running alone; `--status` prints one JSON line about the latest run (running, done, failed, or
-died without finishing) with its last progress line. `make bench DEVICE=<class>` drives devices
-this way through `docker exec`, so a controller that loses its connection, or is stopped,
-leaves the benchmark running and the next `make bench` waits for it.
+One run at a time per results directory, detached if asked: see edge_app.benchrun.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import os
 import platform
-import shlex
 import signal
 import statistics
 import subprocess
@@ -42,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import __version__
+from .benchrun import exclusive, now, start_background, status
 from .bundle import MANIFEST, BundleError, Manifest, load_bundle
 from .config import ConfigError, load_config
 from .power import NO_SENSOR, PowerSampler, SensorError, detect
@@ -264,7 +257,7 @@ def benchmark(bundles: list[str], out: Path, device: str, w: Workload, repeats: 
                 result["server"] = _traffic(server, before, served(server))
             record = {"device": device, "device_class": device_class or device, "repeat": k,
                       **facts, **result, "method": method,
-                      "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                      "measured_at": now()}
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(record, indent=1) + "\n")
@@ -326,117 +319,6 @@ def _spawn(bundle_dir: str, w: Workload, sensor_name: str, sensor_root: str,
     if run.returncode != 0:
         raise RuntimeError(f"benchmark of {bundle_dir} failed:\n{run.stderr[-3000:]}")
     return json.loads(run.stdout.strip().splitlines()[-1])
-
-
-# The run files of a results directory.
-LOCK, STATE, LOG = "bench.lock", "bench.state.json", "bench.log"
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _read_state(out: Path) -> dict:
-    try:
-        return json.loads((out / STATE).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_state(out: Path, state: dict) -> None:
-    tmp = out / f".{STATE}.{os.getpid()}"
-    tmp.write_text(json.dumps(state) + "\n")
-    tmp.replace(out / STATE)
-
-
-def _locked(out: Path) -> bool:
-    """Whether a benchmark holds <out>/bench.lock now (an flock: released when its process
-    ends, however it ends)."""
-    try:
-        fd = os.open(out / LOCK, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def exclusive(out: Path, argv: list[str]):
-    """Hold <out>/bench.lock for one run and record it in <out>/bench.state.json; the caller
-    sets state["rc"] (left null if the process is killed: the run "died")."""
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        other = _read_state(out)
-        raise RuntimeError(f"another benchmark is running on {out} (pid {other.get('pid', '?')}"
-                           f", started {other.get('started_at', '?')}); `--status` follows it")
-    state = {"pid": os.getpid(), "started_at": _now(), "argv": argv, "rc": None,
-             "finished_at": None}
-    try:
-        _write_state(out, state)
-        yield state
-    finally:
-        if state["rc"] is not None:
-            _write_state(out, {**state, "finished_at": _now()})
-        os.close(fd)
-
-
-def status(out: Path) -> dict:
-    """The latest run on <out>: state none | running | done | failed | died, its pid, times,
-    exit status, last progress line (of a background run's log) and, once done, its files."""
-    state = _read_state(out)
-    if _locked(out):
-        kind = "running"
-    elif not state:
-        kind = "none"
-    elif state.get("rc") is None:
-        kind = "died"  # killed (out of memory, power loss, container restart) before the end
-    else:
-        kind = "done" if state["rc"] == 0 else "failed"
-    progress = ""
-    try:
-        with open(out / LOG, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
-            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
-        progress = lines[-1] if lines else ""
-    except OSError:
-        pass
-    if kind == "died":
-        progress = ("the benchmark process ended without finishing (killed? out of memory?); "
-                    "run it again to resume. Last line: " + progress)
-    return {"state": kind, "pid": state.get("pid"), "started_at": state.get("started_at"),
-            "finished_at": state.get("finished_at"), "rc": state.get("rc"),
-            "progress": progress, "log": str(out / LOG), "argv": state.get("argv"),
-            # The result files of a finished run, relative to <out>.
-            "files": state.get("files", [])}
-
-
-def start_background(out: Path, argv: list[str], wait_s: float = 30.0) -> dict:
-    """Start `python -m edge_app bench ARGV` detached (own session, output appended to
-    <out>/bench.log) unless a benchmark already runs on <out>; its status, with "started"."""
-    if _locked(out):
-        return {**status(out), "started": False}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / STATE).unlink(missing_ok=True)
-    with open(out / LOG, "ab") as log:
-        log.write(f"--- {_now()} python -m edge_app bench {shlex.join(argv)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen([sys.executable, "-m", "edge_app", "bench", *argv],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and proc.poll() is None \
-            and _read_state(out).get("pid") != proc.pid:
-        time.sleep(0.05)
-    return {**status(out), "started": True}
 
 
 def add_workload_args(p: argparse.ArgumentParser) -> None:
