@@ -264,6 +264,7 @@ def _edgegen_wheel(out: Path, pip: list[str]) -> None:
 def _strip_wheel(src: Path, dst: Path) -> None:
     """Copy a wheel without the NOT_ON_DEVICES packages, their RECORD lines included; entries
     keep their order and timestamps."""
+    dropped = tuple(p.encode() for p in NOT_ON_DEVICES)
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
         for info in zin.infolist():
             if info.filename.startswith(NOT_ON_DEVICES):
@@ -271,7 +272,7 @@ def _strip_wheel(src: Path, dst: Path) -> None:
             data = zin.read(info)
             if info.filename.endswith(".dist-info/RECORD"):
                 data = b"".join(line for line in data.splitlines(keepends=True)
-                                if not line.startswith(tuple(p.encode() for p in NOT_ON_DEVICES)))
+                                if not line.startswith(dropped))
             zout.writestr(info, data)
 
 
