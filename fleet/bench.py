@@ -60,7 +60,7 @@ def render_table(rows: list[HostReport], classes: dict[str, str]) -> str:
     header = ("HOST", "CLASS", "RESULT", "FILES", "LAST")
     lines = []
     for r in rows:
-        result = r.status if r.status in ("failed", "unreachable", "not run") else \
+        result = r.status if r.status in playbook.FAILED else \
             r.result.get("state", r.status)
         lines.append((r.host, classes.get(r.host, "-"), result,
                       str(len(r.result.get("files") or [])),
@@ -89,15 +89,13 @@ def bench(device: str, inventory: Path, *, results: Path, workload_args: list[st
     display = Display(out)
     log(f"benchmarking {len(hosts)} device(s): {', '.join(hosts)}; "
         f"workload {' '.join(workload_args)}")
-    interrupted = ("\ninterrupted: benchmarks already started keep running on their devices; "
-                   "`make bench` again waits for them and collects the results")
     try:
         runner = playbook.run("bench.yml", inventory, artifacts / device, extravars, display)
     except KeyboardInterrupt:
-        log(interrupted)
-        return 130
-    if runner.status == "canceled":  # ansible-runner turns Ctrl-C / SIGTERM into a cancel
-        log(interrupted)
+        runner = None
+    if runner is None or runner.status == "canceled":  # ansible-runner's cancel: Ctrl-C, TERM
+        log("\ninterrupted: benchmarks already started keep running on their devices; "
+            "`make bench` again waits for them and collects the results")
         return 130
     rows = reports(runner.stats or {}, display, list(hosts),
                    stopped="not measured: every device of its serial batch failed before it")

@@ -66,7 +66,7 @@ def render_table(rows: list[HostReport]) -> str:
         ready = r.result.get("ready") or {}
         health = (f"{ready.get('status')} ({', '.join(ready.get('models', []))})"
                   if ready.get("status") else ("-" if r.status == "ok" and not r.result else ""))
-        if r.status in ("failed", "unreachable", "not run"):
+        if r.status in playbook.FAILED:
             health = r.status
         lines.append((r.host, r.status, str(r.changed), r.result.get("tag", "-"),
                       r.result.get("url", "-"), health or "-"))

@@ -21,6 +21,10 @@ RESULT_FACTS = ("edge_node_result", "edge_bench_result")
 PROGRESS_EVERY_S = 60.0  # an unchanged progress line is repeated this often while waiting
 
 
+# Host results that count as a failure of the run.
+FAILED = ("failed", "unreachable", "not run")
+
+
 @dataclass
 class HostReport:
     host: str
@@ -145,9 +149,6 @@ def run(playbook: str, inventory: Path, private_dir: Path, extravars: dict[str, 
         rotate_artifacts=KEEP_RUNS, ident=time.strftime("%Y%m%dT%H%M%S"),
         envvars={"PATH": path, "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
                  "ANSIBLE_FORCE_COLOR": "0"})
-
-
-FAILED = ("failed", "unreachable", "not run")
 
 
 def conclude(runner, rows: list[HostReport], summary: dict[str, Any], ok: str, log,
