@@ -3,7 +3,8 @@
 Bundles are checked in the gunicorn master before any worker starts, so a tampered or
 malformed bundle stops the process with one line and a non-zero exit. The Flask app (with its
 ONNX Runtime sessions) is built in each worker, after the fork: ORT's thread pools do not
-survive a fork.
+survive a fork. The master never loads ONNX Runtime or numpy at all (see _native_checks), so
+it forks its workers from a single thread.
 
 Process model: one worker holds one copy of each model; gthread threads serve requests
 concurrently against it (ORT's `run` is thread-safe) and admission (edge_app.admission) bounds
@@ -20,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
+import traceback
 from typing import Callable
 
 from gunicorn.app.base import BaseApplication
@@ -30,7 +33,6 @@ from gunicorn.arbiter import Arbiter
 from .bundle import BundleError, load_bundle
 from .config import Config, ConfigError, load_config
 from .power import SensorError, detect
-from .runtime import provider_chain
 
 
 class _Arbiter(Arbiter):
@@ -110,6 +112,38 @@ def _worker_ready(worker) -> None:
     print("\n".join(lines) + "\n", flush=True)
 
 
+def _native_checks(config: Config) -> None:
+    """The checks that load native libraries, run in a forked child so that the master never
+    imports ONNX Runtime, numpy or NVML: they start threads when loaded (ORT's own, OpenBLAS's
+    pool), and a fork copies the locks those threads hold, held, into the worker, which can then
+    wait on one forever before it serves (seen on arm64 under qemu-user, whose own locks are
+    among them). Workers load them after their fork. Raises ConfigError with the child's
+    message."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            from .runtime import provider_chain
+
+            detect(config.power_root, config.power_sensor)  # a named sensor must exist
+            provider_chain(config.execution_providers)  # names ONNX Runtime knows
+            os.write(write, b"")
+        except (ConfigError, SensorError) as exc:
+            os.write(write, str(exc).encode())
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        message = pipe.read().decode()
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if message or status:
+        raise ConfigError(message or f"the power sensor and execution provider checks failed "
+                                     f"(exit status {status})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edge_app serve",
                                      description="Serve EdgeGen bundles over HTTP.")
@@ -130,8 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             raise BundleError("no bundles configured: pass --bundle DIR or set EDGEGEN_BUNDLES")
         for path in config.bundles:
             load_bundle(path)  # schema and sha256 of every file, before any worker starts
-        detect(config.power_root, config.power_sensor)  # a named sensor must exist
-        provider_chain(config.execution_providers)  # names ONNX Runtime knows
+        _native_checks(config)  # the power sensor and the execution providers
         config.all_api_keys()  # a key file that cannot be read
     except (ConfigError, BundleError, SensorError) as exc:
         print(f"edgegen: error: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -140,6 +141,10 @@ def run(playbook: str, inventory: Path, private_dir: Path, extravars: dict[str, 
     import ansible_runner  # the deploy extra; imported here so `fleet status` needs none of it
 
     private_dir.mkdir(parents=True, exist_ok=True)
+    # ansible-runner keeps what it is given (cmdline, extravars, envvars) in env/ and reads those
+    # files back on a later run that does not pass them: a deploy after `--check` would stay a
+    # dry run. Each run passes everything it wants, so it starts from an empty env/.
+    shutil.rmtree(private_dir / "env", ignore_errors=True)
     # ansible-playbook lives beside this interpreter (the venv), which may not be on PATH.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     return ansible_runner.run(

@@ -17,6 +17,31 @@ REPO = Path(__file__).resolve().parent.parent
 TINY_RECIPE = REPO / "tests" / "data" / "tiny-dcgan.yaml"
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Print a failure when it happens, with the tail of what the test printed, not only in the
+    summary at the end: a CI job stopped at its time limit still shows why its tests failed."""
+    if not report.failed:
+        return
+    terminal = _config and _config.pluginmanager.get_plugin("terminalreporter")
+    if not terminal:
+        return
+    terminal.write_line("")
+    terminal.write_sep("!", f"FAILED {report.nodeid} ({report.when}, {report.duration:.0f} s)")
+    for title, text in report.sections:
+        if "stdout" in title or "stderr" in title:
+            terminal.write_line(f"--- {title} (tail)\n{text[-3000:]}")
+    terminal.write_line(report.longreprtext[-6000:])
+    terminal.write_sep("!", "")
+
+
+_config: pytest.Config | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _config
+    _config = config
+
+
 @pytest.fixture(scope="session")
 def dcgan_bundle(tmp_path_factory) -> Path:
     """A real bundle: DCGAN trained for one epoch on scikit-learn digits, exported, validated."""

@@ -37,7 +37,7 @@ GOOD_JETSON = "edgegen-edge:0.1.0-jetson-amd64"
 BROKEN_JETSON = "edgegen-edge:0.1.0-broken-jetson-amd64"
 
 
-def _run(cmd, timeout=1800, **kwargs) -> subprocess.CompletedProcess:
+def _run(cmd, timeout=1200, **kwargs) -> subprocess.CompletedProcess:
     started = time.monotonic()
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                             **kwargs)
@@ -111,7 +111,6 @@ def fleet(tmp_path_factory, dcgan_bundle):
                 "edgegen_bundles": ["tiny-dcgan"],
                 # No init system in a simulated device; its engine is this machine's.
                 "edgegen_docker_service_manage": False,
-                "edgegen_health_retries": 120,
                 # Tests reach the servers on loopback only.
                 "edgegen_server_config": {"host": "127.0.0.1"}, **overrides}
 

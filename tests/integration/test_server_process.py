@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -45,6 +47,18 @@ def test_serves_deterministic_images_concurrently(server):
     assert len({next(iter(v)) for v in by_seed.values()}) == 3
     png = base64.b64decode(next(iter(by_seed[1]))[0])
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_the_master_forks_its_workers_from_a_single_thread(server):
+    # gunicorn's master (the process we started) forks each worker. It never loads ONNX Runtime
+    # or numpy, whose imports start threads whose locks a fork would copy, held, into a worker.
+    master = server.proc.pid
+    status = Path(f"/proc/{master}/status").read_text()
+    assert re.search(r"^Threads:\s+1$", status, re.M), status
+    maps = Path(f"/proc/{master}/maps").read_text()
+    assert "onnxruntime" not in maps and "numpy" not in maps
+    (worker,) = (int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split())
+    assert "onnxruntime" in Path(f"/proc/{worker}/maps").read_text()  # the models live there
 
 
 def test_bad_input_over_http_is_json_4xx(server):
@@ -92,6 +106,16 @@ def test_unusable_startup_is_one_line_and_nonzero(args, fragment):
     result = _serve_once(*args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert fragment in result.stderr
+
+
+def test_unknown_execution_provider_stops_the_boot(dcgan_bundle):
+    result = _serve_once("--bundle", str(dcgan_bundle),
+                         env={"EDGEGEN_EXECUTION_PROVIDERS": "FastestExecutionProvider"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("edgegen: error: unknown execution provider(s) "
+                           "['FastestExecutionProvider']; ONNX Runtime knows [")
+    assert "'CPUExecutionProvider'" in line
 
 
 def test_unknown_power_sensor_stops_the_boot(dcgan_bundle):
