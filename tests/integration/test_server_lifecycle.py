@@ -32,9 +32,12 @@ def _stream(base: str, out: dict) -> None:
     out["events"] = events
 
 
-def _gauge(base: str, name: str) -> float:
-    text = requests.get(base + "/metrics", timeout=10).text
-    return float(next(ln.split()[1] for ln in text.splitlines() if ln.startswith(name + " ")))
+def _accepted_streams(base: str) -> float:
+    """Completions the server has taken: in flight (generating or waiting for the slot) or
+    answered, from one scrape."""
+    lines = requests.get(base + "/metrics", timeout=10).text.splitlines()
+    prefixes = ("edgegen_inflight_requests ", 'edgegen_requests_total{endpoint="/v1/completions"')
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines if ln.startswith(prefixes))
 
 
 def test_sigterm_finishes_streams_in_flight_then_exits_0(gpt2_bundle):
@@ -47,7 +50,11 @@ def test_sigterm_finishes_streams_in_flight_then_exits_0(gpt2_bundle):
     threads = [threading.Thread(target=_stream, args=(server.base, r)) for r in results]
     for t in threads:
         t.start()
-    while _gauge(server.base, "edgegen_inflight_requests") < 8:  # all accepted: in flight
+    # SIGTERM once the server has taken all eight (where the client threads started slowly, the
+    # first may already be answered).
+    deadline = time.monotonic() + 60
+    while _accepted_streams(server.base) < 8:
+        assert time.monotonic() < deadline, server.output
         time.sleep(0.005)
     signalled = time.monotonic()
     server.signal(signal.SIGTERM)
