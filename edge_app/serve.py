@@ -128,7 +128,6 @@ def _native_checks(config: Config) -> None:
 
             detect(config.power_root, config.power_sensor)  # a named sensor must exist
             provider_chain(config.execution_providers)  # names ONNX Runtime knows
-            os.write(write, b"")
         except (ConfigError, SensorError) as exc:
             os.write(write, str(exc).encode())
         except BaseException:
