@@ -85,7 +85,7 @@ def _deploy(args) -> int:
 
 
 def _bench(args) -> int:
-    from edge_app.benchmark import workload_argv, workload_from_args
+    from edge_app.workload import workload_argv, workload_from_args
     from edge_app.config import ConfigError
 
     from .bench import bench
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     fleet_bench.add_argument("-e", "--extra-vars", action="append", metavar="KEY=VALUE",
                              help="Ansible extra variable (repeatable), e.g. "
                                   "edgegen_bench_poll_delay=30")
-    from edge_app.benchmark import add_workload_args
+    from edge_app.workload import add_workload_args
 
     add_workload_args(fleet_bench)
     args = parser.parse_args(argv)
