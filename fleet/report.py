@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_app.power import NO_SENSOR
-from optimizer.stats import paired_comparison, summarize
+from edge_app.stats import paired_comparison, summarize
 
 from .figures import figures
 

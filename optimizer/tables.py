@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from .stats import paired_comparison, summarize
+from edge_app.stats import paired_comparison, summarize
 
 # metric key -> (column title, scale for display, digits)
 COLUMNS = {

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from edge_app.bundle import load_bundle
-from optimizer.stats import summarize
+from edge_app.stats import summarize
 
 from ..conftest import REPO, TINY_RECIPE
 from .serverproc import ServerProcess

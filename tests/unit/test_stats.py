@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from optimizer.stats import paired_comparison, summarize
+from edge_app.stats import paired_comparison, summarize
 from optimizer.tables import aggregate, write_tables
 
 # Student's sleep data (Cushny & Peebles, as in R's `sleep`): extra hours, drug 1 vs drug 2

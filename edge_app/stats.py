@@ -1,4 +1,8 @@
-"""Statistics across seeds: mean ± std, paired t-test and 95% CI against the baseline."""
+"""Statistics across seeds and repeats: mean ± std, paired t-test and 95% CI against a reference.
+
+Shared by the optimizer's results tables and the operator's report (`fleet report`): numpy
+only at import, scipy when a test is computed, never torch. Devices do not import it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
 
 
 def summarize(values: Sequence[float]) -> dict:
@@ -41,6 +44,8 @@ def paired_comparison(baseline: Sequence[float], other: Sequence[float],
             p_value = 0.0
         half = 0.0
     else:
+        from scipy import stats  # the report and build extras carry scipy; devices do not
+
         test = stats.ttest_rel(np.asarray(other, dtype=np.float64), base)
         t_stat, p_value = float(test.statistic), float(test.pvalue)
         half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * sd / math.sqrt(n)
