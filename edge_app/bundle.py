@@ -35,8 +35,8 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 
 TASKS = ("image-generation", "text-generation")
-FAMILIES = ("dcgan", "beta-vae", "gpt2")
-PRECISIONS = ("fp32", "fp16", "int8")
+FAMILIES = ("dcgan", "beta-vae", "gpt2", "llama")
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
 
 
 # --------------------------------------------------------------------------- typed manifest

@@ -4,7 +4,8 @@ checked against the graph's declared inputs and outputs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .schema import BundleError, GraphSpec, Obj, graph_spec
@@ -39,11 +40,13 @@ class ImageGeneration:
 
 @dataclass(frozen=True)
 class CacheLayer:
-    heads: int  # attention heads kept in this layer (head pruning makes layers differ)
+    heads: int  # heads of this layer's cache tensors: the KV heads (head pruning makes layers
+    # differ; grouped-query attention keeps fewer KV heads than query heads)
     key_input: str  # graph input "past" key, (batch, heads, past, head_dim)
     value_input: str
     key_output: str  # graph output "present" key, (batch, heads, past + seq, head_dim)
     value_output: str
+    query_heads: int | None = None  # attention (query) heads, when they differ from `heads`
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,21 @@ class TextGeneration:
     input_ids: str
     logits_index: str
     logits_output: str
+    # Generation stops at any of these (a chat model ends a turn with its own token); the first
+    # is eos_token_id, which older bundles state alone.
+    eos_token_ids: tuple[int, ...] = ()
+    # The chat template (Jinja2 source, as in tokenizer_config.json): plain data, parsed to check
+    # its syntax when the bundle loads, rendered only in a sandbox and never executed here.
+    chat_template: str | None = None
+    special_tokens: dict[str, str] = field(default_factory=dict)  # e.g. bos_token, eos_token
+    # How positions are encoded: {"kind": "learned"} (GPT-2) or {"kind": "rope", "theta": ...,
+    # "scaling": {...} or null} (the Llama family); the graph computes them itself.
+    positions: dict[str, Any] = field(default_factory=dict)
+    architecture: str = ""  # the transformers model type it was exported from (gpt2, llama, ...)
 
+    def __post_init__(self):
+        if not self.eos_token_ids:
+            object.__setattr__(self, "eos_token_ids", (self.eos_token_id,))
 
 
 def _image_generation(obj: Obj, graph: GraphSpec) -> ImageGeneration:
@@ -113,15 +130,21 @@ def _text_generation(obj: Obj, graph: GraphSpec) -> TextGeneration:
     layers = tuple(
         CacheLayer(heads=o.positive("heads"), key_input=o.get("key_input", str),
                    value_input=o.get("value_input", str), key_output=o.get("key_output", str),
-                   value_output=o.get("value_output", str))
+                   value_output=o.get("value_output", str), query_heads=_query_heads(o))
         for o in (Obj(v, w, obj.origin) for w, v in cache.items("layers")))
     if not layers:
         raise BundleError(f"{obj.origin}: 'generation.kv_cache.layers' must not be empty")
+    eos = obj.get("eos_token_id", int)
+    eos_ids = obj.get("eos_token_ids", list, default=[eos])
+    if not eos_ids or len(eos_ids) > MAX_EOS_IDS or eos_ids[0] != eos or \
+            not all(isinstance(i, int) and not isinstance(i, bool) for i in eos_ids):
+        raise BundleError(f"{obj.origin}: 'generation.eos_token_ids' must be 1 to {MAX_EOS_IDS} "
+                          f"token ids starting with eos_token_id ({eos}), got {eos_ids!r}"[:300])
     gen = TextGeneration(
         tokenizer_file=obj.get("tokenizer_file", str),
         vocab_size=obj.positive("vocab_size"),
         context_length=obj.positive("context_length"),
-        eos_token_id=obj.get("eos_token_id", int),
+        eos_token_id=eos,
         bos_token_id=obj.get("bos_token_id", int),
         head_dim=cache.positive("head_dim"),
         cache_dtype=cache.get("dtype", str, choices=("float32", "float16")),
@@ -129,11 +152,17 @@ def _text_generation(obj: Obj, graph: GraphSpec) -> TextGeneration:
         input_ids=obj.get("input_ids", str),
         logits_index=obj.get("logits_index", str),
         logits_output=obj.get("logits_output", str),
+        eos_token_ids=tuple(eos_ids),
+        chat_template=_chat_template(obj),
+        special_tokens=_special_tokens(obj),
+        positions=_positions(obj),
+        architecture=obj.get("architecture", str, default=""),
     )
-    for key in ("eos_token_id", "bos_token_id"):
-        if not 0 <= getattr(gen, key) < gen.vocab_size:
+    for key, value in (("eos_token_id", gen.eos_token_id), ("bos_token_id", gen.bos_token_id),
+                       *((f"eos_token_ids[{i}]", t) for i, t in enumerate(gen.eos_token_ids))):
+        if not 0 <= value < gen.vocab_size:
             raise BundleError(f"{obj.origin}: 'generation.{key}' must be within the vocabulary "
-                              f"(0..{gen.vocab_size - 1}), got {getattr(gen, key)}")
+                              f"(0..{gen.vocab_size - 1}), got {value}")
     ins = {t.name: t for t in graph.inputs}
     outs = {t.name: t for t in graph.outputs}
 
@@ -158,6 +187,67 @@ def _text_generation(obj: Obj, graph: GraphSpec) -> TextGeneration:
                                   (outs, "output", "value_output")):
             expect(table, kind, f"kv_cache.layers[{i}].{role}", getattr(layer, role), want)
     return gen
+
+
+MAX_EOS_IDS = 16
+MAX_CHAT_TEMPLATE_CHARS = 64 * 1024
+MAX_SPECIAL_TOKEN_CHARS = 256
+
+
+def _query_heads(layer: Obj) -> int | None:
+    heads = layer.get("query_heads", int, default=None)
+    if heads is not None and (heads <= 0 or heads % layer.value["heads"]):
+        raise BundleError(f"{layer.origin}: '{layer.where}.query_heads' must be a positive "
+                          f"multiple of its heads ({layer.value['heads']}), got {heads}")
+    return heads
+
+
+def _chat_template(obj: Obj) -> str | None:
+    """The template's source, checked for Jinja2 syntax only: parsing compiles nothing and runs
+    nothing (rendering happens per request, in a sandbox)."""
+    source = obj.get("chat_template", str, default=None)
+    if source is None:
+        return None
+    if not source.strip() or len(source) > MAX_CHAT_TEMPLATE_CHARS:
+        raise BundleError(f"{obj.origin}: 'generation.chat_template' must be a non-empty "
+                          f"template of at most {MAX_CHAT_TEMPLATE_CHARS} characters")
+    from jinja2 import TemplateSyntaxError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    try:
+        ImmutableSandboxedEnvironment().parse(source)
+    except TemplateSyntaxError as exc:
+        raise BundleError(f"{obj.origin}: 'generation.chat_template' is not a valid Jinja2 "
+                          f"template: {exc.message} (line {exc.lineno})") from None
+    return source
+
+
+def _special_tokens(obj: Obj) -> dict[str, str]:
+    tokens = obj.obj("special_tokens", default={})
+    out = {}
+    for key in tokens.value:
+        value = tokens.get(key, str)
+        if not key.isidentifier() or len(value) > MAX_SPECIAL_TOKEN_CHARS:
+            raise BundleError(f"{obj.origin}: 'generation.special_tokens' maps names (such as "
+                              f"bos_token) to token strings of at most "
+                              f"{MAX_SPECIAL_TOKEN_CHARS} characters, got {key!r}"[:300])
+        out[key] = value
+    return out
+
+
+def _positions(obj: Obj) -> dict[str, Any]:
+    if "positions" not in obj.value:
+        return {}
+    pos = obj.obj("positions")
+    kind = pos.get("kind", str, choices=("learned", "rope"))
+    if kind == "learned":
+        return {"kind": kind}
+    theta = pos.get("theta", (int, float))
+    if not math.isfinite(theta) or theta <= 0:
+        raise BundleError(f"{obj.origin}: 'generation.positions.theta' must be a positive "
+                          f"number, got {theta!r}")
+    scaling = pos.get("scaling", (dict, type(None)), default=None)
+    return {"kind": kind, "theta": float(theta), "scaling": scaling}
 
 
 def parse_text_generation(generation: dict, graph: dict, origin: str = "generation") -> TextGeneration:

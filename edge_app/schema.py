@@ -89,7 +89,7 @@ def _as_tuple(types) -> tuple[type, ...]:
 
 def _type_name(t: type) -> str:
     return {dict: "an object", list: "a list", str: "a string", int: "an integer",
-            float: "a number", bool: "a boolean"}.get(t, t.__name__)
+            float: "a number", bool: "a boolean", type(None): "null"}.get(t, t.__name__)
 
 
 def _kind(value: Any) -> str:

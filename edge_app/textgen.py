@@ -108,6 +108,7 @@ class Decoder:
     def __init__(self, session: ort.InferenceSession, spec: TextGeneration):
         self.session, self.spec = session, spec
         self._cache_dtype = np.dtype(spec.cache_dtype)
+        self._eos = frozenset(spec.eos_token_ids)  # any of them ends a generation
         self._outputs = [spec.logits_output] + [n for layer in spec.layers
                                                 for n in (layer.key_output, layer.value_output)]
 
@@ -175,7 +176,7 @@ class Decoder:
                 decode_start = now
             else:
                 res.decode_ms = (now - decode_start) * 1000.0
-            if stop_at_eos and token == self.spec.eos_token_id:
+            if stop_at_eos and token in self._eos:
                 res.finish_reason = "stop"
                 return
             res.tokens.append(token)

@@ -158,6 +158,7 @@ export async function generateText(model, prompt, maxTokens, sampling, onToken =
       feed[input] = new ort.Tensor(cache.dtype, empty, [1, layer.heads, 0, cache.head_dim]);
     }
   }
+  const ends = new Set(gen.eos_token_ids || [gen.eos_token_id]);  // any of them ends the text
   const result = { tokens: [], finishReason: "length", promptMs: 0, decodeMs: 0 };
   const started = performance.now();
   let ids = prompt, decodeStart = 0;
@@ -168,7 +169,7 @@ export async function generateText(model, prompt, maxTokens, sampling, onToken =
     const token = sample(toFloat32(out[gen.logits_output]));  // (1, 1, vocab)
     const now = performance.now();
     if (step === 0) { result.promptMs = now - started; decodeStart = now; } else { result.decodeMs = now - decodeStart; }
-    if (token === gen.eos_token_id) { result.finishReason = "stop"; break; }
+    if (ends.has(token)) { result.finishReason = "stop"; break; }
     result.tokens.push(token);
     onToken(token);
     for (const layer of cache.layers) {  // this step's present is the next step's past
