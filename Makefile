@@ -16,7 +16,7 @@ PORT    ?= 8080
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run optimize bundle serve status images deploy bench report targets monitor monitor-down test test-fast wheelhouse image-optimizer bench-images bench-text bench-serving bench-load apk clean
+.PHONY: help venv run optimize bundle serve status images deploy bench report targets monitor monitor-down test test-fast wheelhouse image-optimizer bench-images bench-text bench-llama-export bench-serving bench-load apk clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -120,6 +120,9 @@ bench-images: $(STAMP) ## latency ratios of pruned / INT8 / FP16 image generator
 
 bench-text: $(STAMP) ## GPT-2 124M and student decode tok/s: eager vs ORT FP32 vs ORT INT8
 	$(BIN)/python bench/bench_text_decode.py
+
+bench-llama-export: $(STAMP) ## SmolLM2-135M's real shape: export, validation, INT8/4-bit sizes and times
+	$(BIN)/python bench/bench_llama_export.py
 
 bench-serving: $(STAMP) ## decode tok/s through HTTP vs the runtime directly; image req/s at batch 1 and 8
 	$(BIN)/python bench/bench_serving.py

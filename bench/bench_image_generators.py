@@ -46,11 +46,12 @@ import torch  # noqa: E402
 
 from bench.machine import cpu_info, cpu_load  # noqa: E402
 from edge_app.latent import normal_latents  # noqa: E402
-from optimizer.export import export_generator  # noqa: E402
+from optimizer.families import Subject  # noqa: E402
+from optimizer.families.dcgan import FAMILY as DCGAN  # noqa: E402
+from optimizer.families.image import export_generator  # noqa: E402
 from optimizer.models.dcgan import (  # noqa: E402
     DCGANConfig, Generator, count_parameters, with_random_bn_statistics)
-from optimizer.passes import get_pass, make_config  # noqa: E402
-from optimizer.recipe import ExportConfig  # noqa: E402
+from optimizer.passes import apply, get_pass, make_config  # noqa: E402
 
 logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed"
 
@@ -100,20 +101,23 @@ def variant(name, run, params, path=None, report=None) -> dict:
 
 
 def quantized(gen, params: dict, workdir: Path):
-    result = get_pass("quantize").run(gen, make_config("quantize", params), workdir)
-    return result.path, result.report
+    """The recipe's way: the validated FP32 graph, then the quantize graph pass on it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    export_generator(gen, workdir / "fp32.onnx")
+    result = apply("quantize", params, Subject(gen, workdir / "fp32.onnx"), DCGAN, workdir)
+    return result.graph, result.info
 
 
 def build_variants(seed: int, threads: int, workdir: Path) -> list[dict]:
     torch.manual_seed(seed)
     cfg = DCGANConfig(latent_dim=100, image_size=64, channels=3, ngf=64)
     base = with_random_bn_statistics(Generator(cfg), seed)
-    pruned = get_pass("prune_channels").run(base, make_config("prune_channels", {"ratio": 0.5}))
+    pruned = get_pass("prune_channels").prune(base, make_config("prune_channels", {"ratio": 0.5}))
     pruned.eval()
     n_base, n_pruned = count_parameters(base), count_parameters(pruned)
     paths = {"base": workdir / "base.onnx", "pruned": workdir / "pruned.onnx"}
-    export_generator(base, cfg.latent_dim, paths["base"], ExportConfig())
-    export_generator(pruned, cfg.latent_dim, paths["pruned"], ExportConfig())
+    export_generator(base, paths["base"])
+    export_generator(pruned, paths["pruned"])
     out = [variant(REF_EAGER, eager_runner(base), n_base),
            variant(REF_ORT, ort_runner(paths["base"], threads), n_base, paths["base"]),
            variant("eager pruned-0.5 FP32", eager_runner(pruned), n_pruned),

@@ -73,11 +73,13 @@ def build(name: str, args) -> dict:
     from transformers import GPT2LMHeadModel
 
     from edge_app.textgen import Decoder
+    from optimizer.families import Subject
+    from optimizer.families.gpt2 import FAMILY as GPT2
+    from optimizer.families.gpt2 import gpt2_config
+    from optimizer.models.dcgan import count_parameters
+    from optimizer.passes import apply
     from optimizer.text.export import (export_decoder, generation_manifest, generation_spec,
                                        graph_manifest, validate)
-    from optimizer.models.dcgan import count_parameters
-    from optimizer.text.model import gpt2_config, save_checkpoint
-    from optimizer.text.passes import QuantizeConfig, quantize
 
     n_layer, n_embd, n_head = MODELS[name]
     d = args.workdir / f"{name}-seed{args.seed}"
@@ -87,10 +89,10 @@ def build(name: str, args) -> dict:
     d.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     model = GPT2LMHeadModel(gpt2_config(n_layer, n_embd, n_head, POSITIONS, VOCAB, VOCAB - 1)).eval()
-    save_checkpoint(model, d / "model.pt")
-    spec = generation_spec(model, VOCAB - 1)
+    GPT2.save_checkpoint(model, d / "model.pt")
+    spec = generation_spec(GPT2.layout(model), (VOCAB - 1,), VOCAB - 1)
     t0 = time.perf_counter()
-    export_decoder(model, spec, d / "fp32.onnx", opset=18)
+    export_decoder(model, GPT2.layout(model), d / "fp32.onnx")
     export_s = time.perf_counter() - t0
     sample = torch.randint(0, VOCAB, (64,), generator=torch.Generator().manual_seed(1)).tolist()
     check = validate(model, Decoder.open(d / "fp32.onnx", spec), sample, atol=1e-3)
@@ -99,12 +101,13 @@ def build(name: str, args) -> dict:
     for label, per_channel in [("ORT INT8", False)] + ([("ORT INT8 per-channel", True)]
                                                         if args.per_channel else []):
         t0 = time.perf_counter()
-        out, report = quantize(d / "fp32.onnx", QuantizeConfig(per_channel=per_channel),
-                               d / f"q-{int(per_channel)}")
+        q = apply("quantize", {"mode": "dynamic-int8", "per_channel": per_channel},
+                  Subject(model, d / "fp32.onnx"), GPT2, d / f"q-{int(per_channel)}")
+        out, report = q.graph, q.info
         report["seconds"] = round(time.perf_counter() - t0, 1)
         target = d / f"int8-{'pc' if per_channel else 'pt'}.onnx"
         out.replace(target)
-        shutil.rmtree(out.parent)  # the pre-processed intermediate
+        shutil.rmtree(d / f"q-{int(per_channel)}")  # the pre-processed intermediate
         graphs[label] = target.name
         reports[label] = report
     sections = {"generation": generation_manifest(spec), "graph": graph_manifest(spec, 18)}
@@ -134,10 +137,10 @@ def worker(backend: str, model_dir: Path, opts: dict) -> dict:
         import torch
         from transformers import DynamicCache
 
-        from optimizer.text.model import load_checkpoint
+        from optimizer.families.gpt2 import FAMILY as GPT2
 
         torch.set_num_threads(opts["threads"])
-        model = load_checkpoint(model_dir / "model.pt")
+        model = GPT2.load_checkpoint(model_dir / "model.pt")
 
         @torch.no_grad()
         def generate() -> tuple[list[float], list[int]]:

@@ -26,20 +26,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from .build import run_recipe  # imports torch, which configures its own loggers
-    from .recipe import TEXT_FAMILIES, load_recipe
+    from . import distributed
+    from .recipe import load_recipe
+    from .run import run_recipe  # imports torch, which configures its own loggers
 
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "onnxruntime", "root"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         recipe = load_recipe(args.recipe)
-        runner = run_recipe
-        if recipe.family in TEXT_FAMILIES:
-            from .text.build import run_text_recipe as runner
-        result = runner(recipe, args.recipe, args.out, args.runs_dir, progress=not args.no_progress)
+        result = run_recipe(recipe, args.recipe, args.out, args.runs_dir,
+                            progress=not args.no_progress)
     except (OptimizerError, BundleError) as exc:
         print(f"optimizer: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()
+    if not distributed.is_main():
+        return 0  # rank 0 reports (under torchrun)
     for bundle in result.bundles:
         m = bundle.manifest
         quality = ", ".join(f"{k} {v:.4g}" for k, v in m.metrics["quality"].items())

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .distributed import pick_device
 from .models.dcgan import DCGANConfig, Discriminator, Generator
 from .recipe import TrainConfig
 
@@ -36,10 +37,11 @@ def train_dcgan(images: torch.Tensor, model_cfg: DCGANConfig, train: TrainConfig
     if len(images) < train.batch_size:
         raise ValueError(f"dataset has {len(images)} images, fewer than one batch "
                          f"({train.batch_size})")
+    device = pick_device(train.device)  # CUDA when present (train.device: auto)
     torch.manual_seed(seed)
     shuffle = torch.Generator().manual_seed(seed)
-    gen = gen.train() if gen is not None else Generator(model_cfg)
-    disc = Discriminator(model_cfg)
+    gen = (gen.train() if gen is not None else Generator(model_cfg)).to(device)
+    disc = Discriminator(model_cfg).to(device)
     opt_g = torch.optim.Adam(gen.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
     opt_d = torch.optim.Adam(disc.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
     batches = len(images) // train.batch_size  # drop the ragged last batch: BatchNorm needs >1
@@ -51,8 +53,8 @@ def train_dcgan(images: torch.Tensor, model_cfg: DCGANConfig, train: TrainConfig
         order = torch.randperm(len(images), generator=shuffle)
         d_sum = g_sum = 0.0
         for b in range(batches):
-            real = images[order[b * train.batch_size:(b + 1) * train.batch_size]]
-            z = torch.randn(len(real), model_cfg.latent_dim)
+            real = images[order[b * train.batch_size:(b + 1) * train.batch_size]].to(device)
+            z = torch.randn(len(real), model_cfg.latent_dim, device=device)
             fake = gen(z)
             # D: real -> 1, fake -> 0 (fake detached so G gets no gradient here)
             d_real, d_fake = disc(real), disc(fake.detach())
@@ -75,11 +77,12 @@ def train_dcgan(images: torch.Tensor, model_cfg: DCGANConfig, train: TrainConfig
         history.d_loss.append(d_sum / batches)
         history.g_loss.append(g_sum / batches)
         if score and ((epoch + 1) % eval_every == 0 or epoch == train.epochs - 1):
-            history.scores[epoch] = score(gen.eval())
-            gen.train()
+            history.scores[epoch] = score(gen.eval().to("cpu"))  # scored where it ships
+            gen.train().to(device)
             if best is None or history.scores[epoch] < history.scores[history.best_epoch]:
                 history.best_epoch, best = epoch, copy.deepcopy(gen.state_dict())
     bar.close()
+    gen.to("cpu")
     if best is not None:
         gen.load_state_dict(best)
     return gen.eval(), history

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from .distributed import pick_device
 from .models.beta_vae import BetaVAE, BetaVAEConfig, vae_loss
 from .recipe import TrainConfig
 
@@ -25,9 +26,10 @@ def validation_loss(vae: BetaVAE, images: torch.Tensor, beta: float, seed: int =
     """Mean loss on held-out images (fixed noise, so epochs compare fairly)."""
     vae.eval()
     torch.manual_seed(seed)
+    device = next(vae.parameters()).device
     total = 0.0
     for i in range(0, len(images), 256):
-        x = images[i:i + 256]
+        x = images[i:i + 256].to(device)
         total += vae_loss(x, *vae(x), beta)[0].item() * len(x)
     return total / len(images)
 
@@ -36,9 +38,10 @@ def train_beta_vae(images: torch.Tensor, val_images: torch.Tensor, cfg: BetaVAEC
                    train: TrainConfig, seed: int, progress: bool = True,
                    vae: BetaVAE | None = None) -> tuple[BetaVAE, VaeHistory]:
     """Train (or fine-tune `vae`) on (N, C, S, S) images in [-1, 1]; keep the best epoch."""
+    device = pick_device(train.device)  # CUDA when present (train.device: auto)
     torch.manual_seed(seed)
     shuffle = torch.Generator().manual_seed(seed)
-    vae = vae if vae is not None else BetaVAE(cfg)
+    vae = (vae if vae is not None else BetaVAE(cfg)).to(device)
     opt = torch.optim.Adam(vae.parameters(), lr=train.lr, betas=(train.beta1, train.beta2))
     batches = max(1, len(images) // train.batch_size)
     history = VaeHistory([], [], -1, 0)
@@ -50,7 +53,7 @@ def train_beta_vae(images: torch.Tensor, val_images: torch.Tensor, cfg: BetaVAEC
         order = torch.randperm(len(images), generator=shuffle)
         running = 0.0
         for b in range(batches):
-            x = images[order[b * train.batch_size:(b + 1) * train.batch_size]]
+            x = images[order[b * train.batch_size:(b + 1) * train.batch_size]].to(device)
             loss, rec, kl = vae_loss(x, *vae(x), cfg.beta)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -65,5 +68,5 @@ def train_beta_vae(images: torch.Tensor, val_images: torch.Tensor, cfg: BetaVAEC
             best_loss, history.best_epoch = history.val_loss[-1], epoch
             best = copy.deepcopy(vae.state_dict())
     bar.close()
-    vae.load_state_dict(best)
+    vae.to("cpu").load_state_dict(best)
     return vae.eval(), history

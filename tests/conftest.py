@@ -45,8 +45,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def dcgan_bundle(tmp_path_factory) -> Path:
     """A real bundle: DCGAN trained for one epoch on scikit-learn digits, exported, validated."""
-    from optimizer.build import run_recipe
     from optimizer.recipe import load_recipe
+    from optimizer.run import run_recipe
 
     root = tmp_path_factory.mktemp("bundles")
     result = run_recipe(load_recipe(TINY_RECIPE), TINY_RECIPE, root / "tiny-dcgan", root / "runs",
@@ -87,23 +87,64 @@ def free_port() -> int:
 TINY_TEXT_RECIPE = REPO / "tests" / "data" / "tiny-gpt2.yaml"
 
 
+def _session_run(tmp_path_factory, recipe: Path):
+    """A recipe run once for the session, through the real driver: (result, its runs dir)."""
+    from optimizer.recipe import load_recipe
+    from optimizer.run import run_recipe
+
+    root = tmp_path_factory.mktemp(recipe.stem)
+    result = run_recipe(load_recipe(recipe), recipe, root / "bundles" / recipe.stem,
+                        root / "runs", progress=False)
+    assert not result.failed, result.failed
+    return result, root / "runs" / recipe.stem
+
+
+def optimize(recipe: Path, tmp: Path, name: str, timeout: float = 900):
+    """`python -m optimizer run` as a user runs it, bundles under tmp/bundles (cwd tmp: MLflow
+    writes ./mlruns there)."""
+    return subprocess.run(
+        [sys.executable, "-m", "optimizer", "run", str(recipe), "--out", str(tmp / "bundles" / name),
+         "--runs-dir", str(tmp / "runs"), "--no-progress"],
+        cwd=tmp, capture_output=True, text=True, timeout=timeout)
+
+
+def optimize_quick(tmp_path_factory, recipe: Path, timeout: float):
+    """A quick recipe through the CLI, once per test module: (its directory, results.json,
+    stdout)."""
+    import json
+
+    name = recipe.stem.removesuffix("-quick")
+    tmp = tmp_path_factory.mktemp(name)
+    result = optimize(recipe, tmp, name, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp, json.loads((tmp / "runs" / name / "results.json").read_text()), result.stdout
+
+
 @pytest.fixture(scope="session")
 def gpt2_run(tmp_path_factory):
     """Real text bundles (FP32 and INT8) of a 2-layer GPT-2 trained on pydoc text, and the run's
     directory (checkpoint, tokenizer, tables)."""
-    from optimizer.recipe import load_recipe
-    from optimizer.text.build import run_text_recipe
-
-    root = tmp_path_factory.mktemp("text")
-    result = run_text_recipe(load_recipe(TINY_TEXT_RECIPE), TINY_TEXT_RECIPE,
-                             root / "bundles" / "tiny-gpt2", root / "runs", progress=False)
-    assert not result.failed, result.failed
-    return result, root / "runs" / "tiny-gpt2"
+    return _session_run(tmp_path_factory, TINY_TEXT_RECIPE)
 
 
 @pytest.fixture(scope="session")
 def gpt2_bundle(gpt2_run) -> Path:
     return gpt2_run[0].bundles[0].path
+
+
+TINY_LLAMA_RECIPE = REPO / "tests" / "data" / "tiny-llama.yaml"
+
+
+@pytest.fixture(scope="session")
+def llama_run(tmp_path_factory):
+    """Real Llama-family bundles (FP32, INT8, INT4) of a 2-layer grouped-query decoder trained
+    on pydoc text with a ChatML tokenizer, and the run's directory."""
+    return _session_run(tmp_path_factory, TINY_LLAMA_RECIPE)
+
+
+@pytest.fixture(scope="session")
+def llama_bundle(llama_run) -> Path:
+    return llama_run[0].bundles[0].path
 
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")

@@ -1,12 +1,16 @@
-"""Fine-tune after pruning: continue the family's own training for a few epochs.
+"""Fine-tune (after pruning, say): continue the family's own training for a few epochs.
 
 DCGAN: the (pruned) generator against a fresh discriminator; Beta-VAE: encoder and (pruned)
-decoder on the VAE loss. Same data, optimizer settings and seed as the recipe's training.
+decoder on the VAE loss; decoders: language-model training on the recipe's corpus. Same data,
+optimizer settings and seed as the recipe's training.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+STAGE = "model"
+FAMILIES = None  # every family fine-tunes its own way (Family.finetune)
 
 
 @dataclass(frozen=True)
@@ -18,7 +22,6 @@ class Config:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
 
 
-def run(model, cfg: Config, ctx):
-    from ..families import FAMILY_IMPL
-
-    return FAMILY_IMPL[ctx.recipe.family].finetune(model, ctx, cfg.epochs)
+def run(subject, cfg: Config, ctx):
+    model, info = ctx.family.finetune(subject.model, ctx, cfg.epochs)
+    return replace(subject, model=model, info=info)

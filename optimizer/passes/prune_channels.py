@@ -16,7 +16,7 @@ a pure function), and how to cut (`_slice_*`, per layer type).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -123,6 +123,16 @@ def _solve_keep_fraction(gen: Generator, params_removed: float) -> float:
     return (low + high) / 2
 
 
-def run(gen: Generator, cfg: Config) -> Generator:
+def prune(gen: Generator, cfg: Config) -> Generator:
     keep = 1 - cfg.ratio if cfg.target == "channels" else _solve_keep_fraction(gen, cfg.ratio)
     return apply(gen, plan(gen, keep))
+
+
+STAGE = "model"
+FAMILIES = ("dcgan", "beta-vae")
+
+
+def run(subject, cfg: Config, ctx):
+    family = ctx.family
+    gen = prune(family.deployable(subject.model).eval(), cfg)
+    return replace(subject, model=family.with_deployable(subject.model, gen), info={})

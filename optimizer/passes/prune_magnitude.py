@@ -1,14 +1,15 @@
 """Unstructured magnitude pruning (torch.nn.utils.prune), for the sparsity study.
 
-Zeroes the smallest-magnitude weights of every conv layer (global L1 ranking) and makes the
-zeros permanent. Shapes do not change, so dense kernels (ONNX Runtime's, PyTorch's) do not get
+Zeroes the smallest-magnitude weights of the family's prunable layers (global L1 ranking: the
+image generators' conv layers, the decoders' attention and MLP matrices) and makes the zeros
+permanent. Shapes do not change, so dense kernels (ONNX Runtime's, PyTorch's) do not get
 faster and the ONNX file does not shrink; only a sparse kernel or compression could profit. The
-pass reports the sparsity it reached so tables can say exactly that.
+pass reports the sparsity it reached, and over which layers, so tables can say exactly that.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 from torch.nn.utils import prune
@@ -43,6 +44,14 @@ def prune_global(layers: list[nn.Module], ratio: float) -> None:
         prune.remove(module, name)  # fold the mask into the weight: a plain dense tensor again
 
 
-def run(model: nn.Module, cfg: Config) -> nn.Module:
-    prune_global(conv_layers(model), cfg.ratio)
-    return model
+STAGE = "model"
+FAMILIES = None  # every family names its prunable layers (magnitude_layers)
+
+
+def run(subject, cfg: Config, ctx):
+    family = ctx.family
+    module = family.deployable(subject.model).eval()
+    layers, scope = family.magnitude_layers(module)
+    prune_global(layers, cfg.ratio)
+    return replace(subject, model=family.with_deployable(subject.model, module),
+                   info={"sparsity": sparsity(layers), "scope": scope})

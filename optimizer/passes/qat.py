@@ -14,7 +14,7 @@ The two are compared in the same table.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -102,10 +102,13 @@ class QatGenerator(nn.Module):
         return out.eval()
 
 
-def run(model, cfg: Config, ctx):
-    from ..families import FAMILY_IMPL
+STAGE = "model"
+FAMILIES = ("dcgan", "beta-vae")
 
-    family = FAMILY_IMPL[ctx.recipe.family]
-    qat = QatGenerator(subpixel.run(family.deployable(model).eval()), cfg.ema)
-    tuned = family.finetune(family.with_deployable(model, qat), ctx, cfg.epochs)
-    return family.with_deployable(tuned, family.deployable(tuned).to_float())
+
+def run(subject, cfg: Config, ctx):
+    family, model = ctx.family, subject.model
+    qat = QatGenerator(subpixel.rewrite(family.deployable(model).eval()), cfg.ema)
+    tuned, _ = family.finetune(family.with_deployable(model, qat), ctx, cfg.epochs)
+    model = family.with_deployable(tuned, family.deployable(tuned).to_float())
+    return replace(subject, model=model, info={})

@@ -1,14 +1,22 @@
-"""Post-training quantization with ONNX Runtime: static INT8 (QDQ) or FP16.
+"""Post-training quantization with ONNX Runtime, of the exported and validated FP32 graph.
 
-INT8 is static (activations calibrated), QDQ format, per-channel weights. The calibration set
-for a generator is its input distribution, so it is drawn from the bundle's own latent RNG:
-its seed, size and sha256 go into the report (and from there into the manifest).
+Modes (a family lists those that apply to it, the first its default):
+- static-int8: activations calibrated on the family's calibration set (an image generator's
+  own latent distribution, drawn from the bundle's latent RNG: seed, size and sha256 go into the
+  report), QDQ format, int8 weights (per channel by default for images), uint8 activations.
+- dynamic-int8: int8 weights ahead of time, activations quantized per run (the decoders).
+  ONNX Runtime's recommended pre-processing (`quant_pre_process`: symbolic shape inference and
+  graph optimisation) runs first; without it a tied output projection stays in float behind a
+  DequantizeLinear and INT8 is slower than FP32. Per-tensor weight scales were 1.3x faster than
+  per-channel at batch 1 on a 2-core x86 machine; the recipe chooses.
+- fp16: weights and compute in float16, float32 at the graph's edges (the cache stays float32).
 
-The known trap: ORT's CPU provider has no integer ConvTranspose, so a QDQ ConvTranspose runs
-in float between extra quantize/dequantize nodes and is *slower* than FP32. With
-`graph: auto` both INT8 graphs are built, the original (ConvTranspose) one and the exact
-sub-pixel rewrite (Conv + DepthToSpace, real QLinearConv kernels). Both are timed against FP32
-on this machine, and the faster one is kept. The choice and the timings are recorded.
+The static-INT8 trap for image generators: ORT's CPU provider has no integer ConvTranspose, so a
+QDQ ConvTranspose runs in float between extra quantize/dequantize nodes and is *slower* than
+FP32. With `graph: auto` every exact variant the family offers (the ConvTranspose graph and its
+sub-pixel rewrite, Conv + DepthToSpace with real QLinearConv kernels) is quantized and timed
+against FP32 on this machine, and the faster one is kept; the choice and the timings are
+recorded.
 """
 
 from __future__ import annotations
@@ -17,60 +25,67 @@ import hashlib
 import statistics
 import tempfile
 import time
+import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
 
-from edge_app.latent import normal_latents
+from ..errors import OptimizerError, RecipeError
 
-from ..evaluate import OnnxGenerator
-from ..export import export_generator
-from ..recipe import ExportConfig
-from . import subpixel
-
+STAGE = "graph"
+FAMILIES = None  # every family: each lists its modes (Family.quantize_modes)
+MODES = ("static-int8", "dynamic-int8", "fp16")
 GRAPHS = ("auto", "convtranspose", "subpixel")
+PRECISION = {"static-int8": "int8", "dynamic-int8": "int8", "fp16": "fp16"}
 FLOAT_COMPUTE_OPS = ("ConvTranspose", "Conv", "NchwcConv", "FusedConv", "MatMul", "Gemm",
                      "FusedGemm")
+# The parameters each mode reads (the manifest records these, resolved)
+APPLIES = {"static-int8": ("per_channel", "graph", "calibration_samples", "calibration_seed",
+                           "timing_repeats"),
+           "dynamic-int8": ("per_channel", "preprocess", "reduce_range"), "fp16": ()}
 
 
 @dataclass(frozen=True)
 class Config:
-    mode: str = "static-int8"  # "static-int8" or "fp16"
-    graph: str = "auto"  # INT8 graph: auto (measure both, keep the faster), convtranspose, subpixel
-    per_channel: bool = True
+    mode: str | None = None  # static-int8 | dynamic-int8 | fp16; None: the family's default
+    per_channel: bool | None = None  # weight scales per output channel; None: family default
+    # static-int8
+    graph: str = "auto"  # auto (measure every variant, keep the fastest) or a variant's name
     calibration_samples: int = 256
     calibration_seed: int = 0
-    timing_repeats: int = 30  # timed runs per graph and batch size when graph is auto
+    timing_repeats: int = 30  # timed runs per variant and batch size when graph is auto
+    # dynamic-int8
+    preprocess: bool = True  # onnxruntime quant_pre_process first
+    reduce_range: bool = False  # 7-bit weights, for CPUs without VNNI (avoids saturation)
 
     def __post_init__(self):
-        if self.mode not in ("static-int8", "fp16"):
-            raise ValueError(f"mode must be 'static-int8' or 'fp16', got {self.mode!r}")
+        if self.mode is not None and self.mode not in MODES:
+            raise ValueError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
         if self.graph not in GRAPHS:
             raise ValueError(f"graph must be one of {list(GRAPHS)}, got {self.graph!r}")
         if self.calibration_samples < 16:
             raise ValueError("calibration_samples must be at least 16")
 
 
-@dataclass
-class Result:
-    path: Path  # the quantized model.onnx
-    report: dict[str, Any]  # goes into the manifest's "quantize" technique params
+def check(cfg: Config, family) -> None:
+    mode = cfg.mode or family.quantize_modes[0]
+    if mode not in family.quantize_modes:
+        raise RecipeError(f"pass 'quantize': mode {mode!r} does not apply to family "
+                          f"{family.name!r}; its modes: {list(family.quantize_modes)}")
 
 
-class _LatentReader:
-    """ORT CalibrationDataReader over seeded latents, in batches of 16."""
+def params(cfg: Config) -> dict:
+    """Recorded by `run` itself, resolved (the family's defaults) and for the mode only."""
+    return {}
 
-    def __init__(self, input_name: str, latents: np.ndarray):
-        self.batches = iter([{input_name: latents[i:i + 16]} for i in range(0, len(latents), 16)])
 
-    def get_next(self):
-        return next(self.batches, None)
+def op_counts(path: Path) -> dict[str, int]:
+    model = onnx.load(str(path), load_external_data=False)
+    return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
 
 
 def ort_op_counts(path: Path) -> dict[str, int]:
@@ -81,105 +96,127 @@ def ort_op_counts(path: Path) -> dict[str, int]:
         options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         options.log_severity_level = 3  # its "hardware-specific graph" warning: we only count ops
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        graph = onnx.load(options.optimized_model_filepath).graph
+        graph = onnx.load(options.optimized_model_filepath, load_external_data=False).graph
         return dict(sorted(Counter(node.op_type for node in graph.node).items()))
 
 
-def median_latency_ms(paths: dict[str, Path], latent_dim: int, batch: int,
-                      repeats: int) -> dict[str, float]:
-    """Median wall time per run of each model, measured round-robin so drift hits all alike."""
+def median_latency_ms(paths: dict[str, Path], feed: dict, repeats: int) -> dict[str, float]:
+    """Median wall time per run of each graph, measured round-robin so drift hits all alike."""
     sessions = {k: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
                 for k, p in paths.items()}
-    z = normal_latents(1, batch, latent_dim)
     times: dict[str, list[float]] = {k: [] for k in paths}
     for session in sessions.values():  # warm-up
-        session.run(None, {"z": z})
+        session.run(None, feed)
     for _ in range(repeats):
         for key, session in sessions.items():
             start = time.perf_counter()
-            session.run(None, {"z": z})
+            session.run(None, feed)
             times[key].append((time.perf_counter() - start) * 1e3)
     return {k: round(statistics.median(v), 4) for k, v in times.items()}
 
 
-def psnr_db(reference: np.ndarray, other: np.ndarray, value_range: float = 2.0) -> float:
-    mse = float(np.mean((reference.astype(np.float64) - other.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(value_range ** 2 / mse)
-
-
-def _quantize_int8(src: Path, dst: Path, latents: np.ndarray, per_channel: bool) -> None:
+def _static_int8(src: Path, dst: Path, reader, per_channel: bool) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = dst.with_suffix(".pre.onnx")
     quant_pre_process(str(src), str(prepared))
-    quantize_static(str(prepared), str(dst), _LatentReader("z", latents),
-                    quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    quantize_static(str(prepared), str(dst), reader, quant_format=QuantFormat.QDQ,
+                    per_channel=per_channel, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
     prepared.unlink()
 
 
-def _fp16(src: Path, dst: Path) -> None:
+def _dynamic_int8(src: Path, dst: Path, cfg: Config, per_channel: bool) -> dict:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    source = src
+    if cfg.preprocess:
+        source = dst.with_name("preprocessed.onnx")
+        try:
+            quant_pre_process(str(src), str(source))
+        except Exception as exc:
+            raise OptimizerError(f"quant_pre_process failed: {exc}") from None
+    quantize_dynamic(str(source), str(dst), per_channel=per_channel,
+                     reduce_range=cfg.reduce_range, weight_type=QuantType.QInt8)
+    return {"weight_type": "int8", "activations": "uint8, dynamic per tensor",
+            "preprocess": "onnxruntime quant_pre_process" if cfg.preprocess else "none"}
+
+
+def _fp16(src: Path, dst: Path) -> dict:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     # keep_io_types: the graph still takes and returns float32, as the manifest declares
     onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
+    return {"io": "float32 (casts at the graph edges; the cache stays float32)"}
 
 
-def run(gen: torch.nn.Module, cfg: Config, workdir: Path,
-        export_cfg: ExportConfig = ExportConfig()) -> Result:
-    """Export `gen` (eval mode) and quantize it; return the chosen model file and a report."""
-    latent_dim = gen.cfg.latent_dim
-    workdir.mkdir(parents=True, exist_ok=True)
-    fp32 = workdir / "fp32.onnx"
-    export_generator(gen, latent_dim, fp32, export_cfg)
-    check_z = normal_latents(12345, 16, latent_dim)
-    reference = OnnxGenerator(fp32, latent_dim).decode(check_z).numpy()
-    report: dict[str, Any] = {"mode": cfg.mode}
-
-    if cfg.mode == "fp16":
-        chosen = workdir / "fp16.onnx"
-        _fp16(fp32, chosen)
+def _static(subject, cfg: Config, ctx, workdir: Path, per_channel: bool) -> tuple[Path, dict]:
+    """Quantize every variant the family offers; keep the recipe's, or by measurement."""
+    family = ctx.family
+    reader_of = lambda: family.calibration(subject, cfg, ctx)  # noqa: E731 (a fresh reader each)
+    report: dict[str, Any] = {"calibration": reader_of()[1], "format": "QDQ",
+                              "activations": "uint8", "weights": "int8"}
+    variants = family.graph_variants(subject, ctx)
+    if len(variants) == 1 or cfg.graph == "auto":
+        names = list(variants)
+    elif cfg.graph in variants:
+        names = [cfg.graph]
     else:
-        latents = normal_latents(cfg.calibration_seed, cfg.calibration_samples, latent_dim)
-        report["calibration"] = {"source": "latent rng splitmix64-box-muller-v1",
-                                 "seed": cfg.calibration_seed, "samples": len(latents),
-                                 "sha256": hashlib.sha256(latents.tobytes()).hexdigest()}
-        report.update(format="QDQ", per_channel=cfg.per_channel, activations="uint8",
-                      weights="int8")
-        graphs = ["convtranspose", "subpixel"] if cfg.graph == "auto" else [cfg.graph]
-        if isinstance(gen, subpixel.SubPixelGenerator):  # already rewritten (e.g. by QAT)
-            graphs = ["subpixel"]
-        candidates = {}
-        for graph in graphs:
-            src = fp32
-            if graph == "subpixel":  # exact rewrite, validated against the original generator
-                src = fp32
-                if not isinstance(gen, subpixel.SubPixelGenerator):
-                    src = workdir / "subpixel.onnx"
-                    export_generator(subpixel.run(gen), latent_dim, src, export_cfg)
-            candidates[graph] = workdir / f"int8-{graph}.onnx"
-            _quantize_int8(src, candidates[graph], latents, cfg.per_channel)
-        if len(candidates) > 1:
-            timing = {f"batch{b}": median_latency_ms({"fp32": fp32, **candidates}, latent_dim, b,
-                                                     cfg.timing_repeats) for b in (1, 16)}
-            # geometric mean of batch-1 and batch-16 latency: both matter on a device
-            score = {g: (timing["batch1"][g] * timing["batch16"][g]) ** 0.5 for g in candidates}
-            choice = min(score, key=score.get)
-            report["timing_ms"] = timing
-            report["speedup_vs_fp32"] = {
-                g: round((timing["batch1"]["fp32"] * timing["batch16"]["fp32"]) ** 0.5 / s, 3)
-                for g, s in score.items()}
-            report["chosen_by"] = "median latency on this machine (geometric mean of batch 1, 16)"
+        raise RecipeError(f"pass 'quantize': graph {cfg.graph!r} is not offered here; variants: "
+                          f"{list(variants)}")
+    candidates = {}
+    for name in names:
+        candidates[name] = workdir / f"int8-{name}.onnx"
+        _static_int8(variants[name], candidates[name], reader_of()[0], per_channel)
+    if len(candidates) > 1:
+        timing = {key: median_latency_ms({"fp32": subject.graph, **candidates}, feed,
+                                         cfg.timing_repeats)
+                  for key, feed in family.timing_feeds(subject).items()}
+        # geometric mean over the family's workloads (images: batch 1 and 16): both matter
+        score = {g: statistics.geometric_mean([t[g] for t in timing.values()])
+                 for g in candidates}
+        fp32 = statistics.geometric_mean([t["fp32"] for t in timing.values()])
+        choice = min(score, key=score.get)
+        report.update(timing_ms=timing, chosen_by="median latency on this machine (geometric "
+                      "mean of " + ", ".join(timing) + ")",
+                      speedup_vs_fp32={g: round(fp32 / s, 3) for g, s in score.items()})
+    else:
+        choice = names[0]
+        report["chosen_by"] = "the only variant" if len(variants) == 1 else "recipe"
+    report["graph"] = choice
+    return candidates[choice], report
+
+
+def run(subject, cfg: Config, ctx):
+    family, fp32 = ctx.family, subject.graph
+    mode = cfg.mode or family.quantize_modes[0]
+    per_channel = family.quantize_per_channel if cfg.per_channel is None else cfg.per_channel
+    workdir = ctx.scratch("quantize")
+    resolved = {**asdict(cfg), "mode": mode, "per_channel": per_channel}
+    report: dict[str, Any] = {"mode": mode, **{k: resolved[k] for k in APPLIES[mode]}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if mode == "fp16":
+            out = workdir / "fp16.onnx"
+            report.update(_fp16(fp32, out))
+        elif mode == "dynamic-int8":
+            out = workdir / "quantized.onnx"
+            report.update(_dynamic_int8(fp32, out, cfg, per_channel))
         else:
-            choice = graphs[0]
-            report["chosen_by"] = "recipe" if cfg.graph != "auto" else "model is already sub-pixel"
-        report["graph"] = choice
-        chosen = candidates[choice]
-    report["ort_ops"] = ort_op_counts(chosen)
-    if cfg.mode == "static-int8":  # compute ops ORT still runs in float in the INT8 graph
+            out, static = _static(subject, cfg, ctx, workdir, per_channel)
+            report.update(static)
+    before, after = op_counts(fp32), op_counts(out)
+    report["ops_before"] = {k: before[k] for k in ("MatMul", "Gemm", "Gather", "Conv",
+                                                   "ConvTranspose") if k in before}
+    report["ops_after"] = {k: v for k, v in after.items()
+                           if k in ("MatMul", "Gemm", "Gather", "MatMulInteger", "QLinearConv",
+                                    "DynamicQuantizeLinear", "DequantizeLinear", "Cast")}
+    report["ort_ops"] = ort_op_counts(out)
+    if mode != "fp16":  # compute ops ORT still runs in float in the INT8 graph
         report["float_ops"] = sorted(op for op in report["ort_ops"] if op in FLOAT_COMPUTE_OPS)
-    quantized = OnnxGenerator(chosen, latent_dim).decode(check_z).numpy()
-    report["psnr_vs_fp32_db"] = round(psnr_db(reference, quantized), 2)
-    report["file_size_bytes"] = {"fp32": fp32.stat().st_size, "quantized": chosen.stat().st_size}
-    return Result(chosen, report)
+    report["sha256_fp32_source"] = hashlib.sha256(fp32.read_bytes()).hexdigest()
+    report["file_size_bytes"] = {"fp32": fp32.stat().st_size, "quantized": out.stat().st_size}
+    report.update(family.compare_graphs(fp32, out, subject))
+    return replace(subject, graph=out, precision=PRECISION[mode], info=report)

@@ -13,7 +13,7 @@ multiply-adds, which INT8 Conv kernels more than pay back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -76,9 +76,19 @@ class SubPixelGenerator(nn.Module):
         return self.body(x)  # (B, nc, S, S)
 
 
-def run(gen: Generator, cfg: Config | None = None) -> SubPixelGenerator:
+def rewrite(gen: Generator) -> SubPixelGenerator:
     if isinstance(gen, SubPixelGenerator):
         return gen
     if gen.training:
         raise ValueError("subpixel folds BatchNorm statistics: call it on an eval-mode generator")
     return SubPixelGenerator(gen).eval()
+
+
+STAGE = "model"
+FAMILIES = ("dcgan", "beta-vae")
+
+
+def run(subject, cfg: Config, ctx):
+    family = ctx.family
+    gen = rewrite(family.deployable(subject.model).eval())
+    return replace(subject, model=family.with_deployable(subject.model, gen), info={})

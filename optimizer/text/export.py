@@ -1,74 +1,107 @@
-"""Export a GPT-2 decoder to ONNX with its KV cache, and prove the graph before it ships.
+"""Export a decoder (GPT-2 or Llama family) to ONNX with its KV cache, and prove the graph
+before it ships.
 
 The graph (torch.onnx.export(dynamo=True); the past tensors are passed as one nested tuple, as
 the exporter needs for variadic inputs):
 
     inputs   input_ids (batch, seq) int64, logits_index (keep) int64,
-             past.{i}.key / past.{i}.value (batch, heads_i, past, head_dim) per layer
-    outputs  logits (batch, keep, vocab), present.{i}.key / .value (batch, heads_i, past+seq, head_dim)
+             past.{i}.key / past.{i}.value (batch, kv_heads_i, past, head_dim) per layer
+    outputs  logits (batch, keep, vocab), present.{i}.key / .value (batch, kv_heads_i,
+             past+seq, head_dim)
 
-Positions are the past length + 0..seq-1, so one graph serves both the prompt (empty past) and
-every decode step (seq 1). `logits_index` selects the positions whose logits are computed: the
-last one while generating (the output projection then runs on one row, not the whole prompt),
-all of them when scoring perplexity.
+Positions are the past length + 0..seq-1 (GPT-2's learned positions; the Llama family's rotary
+embedding at those positions), so one graph serves both the prompt (empty past) and every decode
+step (seq 1), and a prompt fed in chunks equals one fed at once. The cache holds the KV heads
+(fewer than the query heads under grouped-query attention). `logits_index` selects the positions
+whose logits are computed: the last one while generating (the output projection then runs on one
+row, not the whole prompt), all of them when scoring perplexity.
 
-Validation, any failure of which means no bundle:
+Validation (DECODER.checks, every one run, any failure means no bundle):
 1. ONNX Runtime logits against PyTorch's on a held-out sequence, max |diff| <= atol;
 2. a prompt fed in two chunks through the cache gives the same logits as fed at once;
 3. greedy decoding through the cache reproduces PyTorch's greedy tokens exactly, and so does
    decoding without the cache (the whole sequence re-run every step).
+A graph derived from it (quantized) must decode the same greedy tokens with and without its
+cache (DECODER.graph_checks).
 """
 
 from __future__ import annotations
 
-import logging
-import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import DynamicCache, GPT2LMHeadModel
+from transformers import DynamicCache
 
 from edge_app.generation import CacheLayer, TextGeneration
 from edge_app.textgen import Decoder
 
-from ..errors import OptimizerError
-from .model import head_dim, heads_per_layer
+from ..errors import AtolError, CacheError, CheckFailed, ParityError
+from ..export import IO, ExportSpec, export_module, run_checks
 
-log = logging.getLogger(__name__)
-
-
-class ExportError(OptimizerError):
-    """The exported graph does not reproduce the PyTorch model."""
+_PAST = ((0, "batch"), (2, "past"))
+_PRESENT = ((0, "batch"), (2, "past + sequence"))
+DECODER = ExportSpec(
+    inputs=(IO("input_ids", ((0, "batch"), (1, "sequence"))), IO("logits_index", ((0, "keep"),)),
+            IO("past.{i}.key", _PAST, per_layer=True),
+            IO("past.{i}.value", _PAST, per_layer=True)),
+    outputs=(IO("logits", ((0, "batch"), (1, "keep"))),
+             IO("present.{i}.key", _PRESENT, per_layer=True),
+             IO("present.{i}.value", _PRESENT, per_layer=True)),
+    opset=18, opset_reason="the dynamo exporter's default; ONNX Runtime 1.32 runs all of it on "
+                           "CPU, and its quantizers (MatMulNBits, dynamic INT8) take it",
+    atol=1e-3,  # on logits of magnitude ~10: float32 reassociation across fused kernels
+    checks=("logits_within_atol", "chunked_prefill", "greedy_cached", "greedy_uncached"),
+    graph_checks=("cached_equals_uncached",))
 
 
 class DecoderWithCache(nn.Module):
-    def __init__(self, model: GPT2LMHeadModel):
+    def __init__(self, model):
         super().__init__()
         self.model = model
 
     def forward(self, input_ids, logits_index, past):
         cache = DynamicCache(ddp_cache_data=list(past))
-        out = self.model.transformer(input_ids=input_ids, past_key_values=cache, use_cache=True)
+        out = self.model.base_model(input_ids=input_ids, past_key_values=cache, use_cache=True)
         hidden = out.last_hidden_state.index_select(1, logits_index)
-        logits = self.model.lm_head(hidden)
+        logits = self.model.get_output_embeddings()(hidden)
         presents = []
         for layer in out.past_key_values.layers:
             presents += [layer.keys, layer.values]
         return (logits, *presents)
 
 
-def generation_spec(model: GPT2LMHeadModel, eos_token_id: int,
-                    tokenizer_file: str = "tokenizer.json", cache_dtype: str = "float32") -> TextGeneration:
+@dataclass(frozen=True)
+class Layout:
+    """What a decoder's graph and cache look like, per layer: the family measures it on the
+    model (pruning makes layers differ)."""
+
+    query_heads: tuple[int, ...]
+    kv_heads: tuple[int, ...]
+    head_dim: int
+    vocab_size: int
+    context_length: int
+    positions: dict = field(default_factory=dict)  # {"kind": "learned"} or rope settings
+    architecture: str = ""  # transformers' model_type
+
+
+def generation_spec(layout: Layout, eos_ids: tuple[int, ...], bos_id: int,
+                    tokenizer_file: str = "tokenizer.json", cache_dtype: str = "float32",
+                    chat_template: str | None = None,
+                    special_tokens: dict | None = None) -> TextGeneration:
     return TextGeneration(
-        tokenizer_file=tokenizer_file, vocab_size=model.config.vocab_size,
-        context_length=model.config.n_positions, eos_token_id=eos_token_id,
-        bos_token_id=eos_token_id, head_dim=head_dim(model), cache_dtype=cache_dtype,
-        layers=tuple(CacheLayer(h, f"past.{i}.key", f"past.{i}.value", f"present.{i}.key",
-                                f"present.{i}.value") for i, h in enumerate(heads_per_layer(model))),
-        input_ids="input_ids", logits_index="logits_index", logits_output="logits")
+        tokenizer_file=tokenizer_file, vocab_size=layout.vocab_size,
+        context_length=layout.context_length, eos_token_id=eos_ids[0], bos_token_id=bos_id,
+        head_dim=layout.head_dim, cache_dtype=cache_dtype,
+        layers=tuple(CacheLayer(kv, f"past.{i}.key", f"past.{i}.value", f"present.{i}.key",
+                                f"present.{i}.value", query_heads=q)
+                     for i, (q, kv) in enumerate(zip(layout.query_heads, layout.kv_heads))),
+        input_ids="input_ids", logits_index="logits_index", logits_output="logits",
+        eos_token_ids=tuple(eos_ids), chat_template=chat_template,
+        special_tokens=dict(special_tokens or {}), positions=dict(layout.positions),
+        architecture=layout.architecture)
 
 
 def generation_manifest(spec: TextGeneration) -> dict:
@@ -76,6 +109,13 @@ def generation_manifest(spec: TextGeneration) -> dict:
     d = asdict(spec)
     layers = d.pop("layers")
     head, dtype = d.pop("head_dim"), d.pop("cache_dtype")
+    for key in ("chat_template", "special_tokens", "positions", "architecture"):
+        if not d[key]:
+            d.pop(key)
+    d["eos_token_ids"] = list(d["eos_token_ids"])
+    for layer in layers:
+        if layer["query_heads"] is None or layer["query_heads"] == layer["heads"]:
+            layer.pop("query_heads")
     d["kv_cache"] = {"layout": "batch, heads, sequence, head_dim (per layer: key, value)",
                      "head_dim": head, "dtype": dtype, "layers": list(layers),
                      "positions": "past length + 0..seq-1 (no position input)"}
@@ -97,37 +137,20 @@ def graph_manifest(spec: TextGeneration, opset: int, dtype: str = "float32") -> 
     return {"inputs": ins, "outputs": outs, "opset": opset}
 
 
-def export_decoder(model: GPT2LMHeadModel, spec: TextGeneration, path: Path, opset: int) -> Path:
+def export_decoder(model, layout: Layout, path: Path, opset: int = DECODER.opset) -> Path:
+    """The decoder's KV-cache graph at `path` (not yet validated: see DecoderProbe)."""
     model = model.eval()
-    wrapper = DecoderWithCache(model)
-    heads, d = heads_per_layer(model), head_dim(model)
-    ids = torch.randint(0, model.config.vocab_size, (2, 5), generator=torch.Generator().manual_seed(0))
-    past = tuple((torch.zeros(2, h, 3, d), torch.zeros(2, h, 3, d)) for h in heads)
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    past_len, keep = torch.export.Dim("past"), torch.export.Dim("keep")
-    dynamic = {"input_ids": {0: batch, 1: seq}, "logits_index": {0: keep},
-               "past": tuple(({0: batch, 2: past_len}, {0: batch, 2: past_len}) for _ in heads)}
-    names_in = [spec.input_ids, spec.logits_index] + [
-        n for layer in spec.layers for n in (layer.key_input, layer.value_input)]
-    names_out = [spec.logits_output] + [
-        n for layer in spec.layers for n in (layer.key_output, layer.value_output)]
-    path.parent.mkdir(parents=True, exist_ok=True)
+    d, layers = layout.head_dim, len(layout.kv_heads)
+    ids = torch.randint(0, layout.vocab_size, (2, 5), generator=torch.Generator().manual_seed(0))
+    past = tuple((torch.zeros(2, h, 3, d), torch.zeros(2, h, 3, d)) for h in layout.kv_heads)
     # one self-contained file while protobuf allows it (2 GiB); larger models get model.onnx.data
     external = sum(p.numel() * p.element_size() for p in model.parameters()) > 1.8e9
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # exporter deprecation chatter, not our concern
-            torch.onnx.export(wrapper, (ids, torch.arange(5), past), str(path), dynamo=True,
-                              dynamic_shapes=dynamic, input_names=names_in,
-                              output_names=names_out, opset_version=opset,
-                              external_data=external, verbose=False)
-    except Exception as exc:  # the exporter raises many types; the message is what matters
-        raise ExportError(f"torch.onnx.export failed: {str(exc).splitlines()[0]}") from None
-    return path
+    return export_module(DecoderWithCache(model), DECODER, (ids, torch.arange(5), past), path,
+                         layers=layers, opset=opset, external=external)
 
 
 @torch.no_grad()
-def torch_greedy(model: GPT2LMHeadModel, prompt: list[int], n: int) -> list[int]:
+def torch_greedy(model, prompt: list[int], n: int) -> list[int]:
     """PyTorch's greedy tokens, decoded with transformers' own cache."""
     cache = DynamicCache()
     ids = torch.tensor([prompt])
@@ -140,33 +163,108 @@ def torch_greedy(model: GPT2LMHeadModel, prompt: list[int], n: int) -> list[int]
     return out
 
 
-def validate(model: GPT2LMHeadModel, dec: Decoder, sample: list[int], atol: float,
-             prompt_tokens: int = 16, new_tokens: int = 24) -> dict:
-    """The three checks in the module docstring on an opened graph; returns what was measured."""
-    spec = dec.spec
-    seq = sample[: min(len(sample), spec.context_length, 64)]
+@dataclass
+class DecoderProbe:
+    """What the checks compare: a PyTorch model and an opened graph, on held-out tokens."""
+
+    model: object
+    dec: Decoder
+    sample: list[int]
+    atol: float
+    prompt_tokens: int = 16
+    new_tokens: int = 24
+    _memo: dict = field(default_factory=dict)
+
+    @property
+    def seq(self) -> list[int]:
+        return self.sample[: min(len(self.sample), self.dec.spec.context_length, 64)]
+
+    def memo(self, key, compute):
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def graph_logits(self) -> np.ndarray:
+        return self.memo("graph", lambda: self.dec.logits(self.seq))
+
+    def greedy_reference(self) -> tuple[list[int], list[int]]:
+        prompt = self.sample[:self.prompt_tokens]
+        n = min(self.new_tokens, self.dec.spec.context_length - len(prompt))
+        return prompt, self.memo("want", lambda: torch_greedy(self.model, prompt, n))
+
+
+def _logits_within_atol(p: DecoderProbe) -> dict:
     with torch.no_grad():
-        ref = model(input_ids=torch.tensor([seq])).logits[0].numpy()
-    got = dec.logits(seq)
-    diff = float(np.abs(got - ref).max())
-    if not diff <= atol:
-        raise ExportError(f"exported logits differ from PyTorch's by {diff:.3g} (> atol {atol:g})")
+        ref = p.model(input_ids=torch.tensor([p.seq])).logits[0].numpy()
+    diff = float(np.abs(p.graph_logits() - ref).max())
+    if not diff <= p.atol:  # also catches NaN
+        raise CheckFailed(AtolError, f"exported logits differ from PyTorch's by {diff:.3g} "
+                                     f"(> atol {p.atol:g})")
+    return {"max_abs_logit_diff": diff, "atol": p.atol}
+
+
+def _chunked_prefill(p: DecoderProbe) -> dict:
+    seq, got = p.seq, p.graph_logits()
     half = len(seq) // 2
-    _, past = dec.forward(np.asarray([seq[:half]]), None, np.arange(half))
-    chunk, _ = dec.forward(np.asarray([seq[half:]]), past, np.arange(len(seq) - half))
-    chunk_diff = float(np.abs(chunk[0] - got[half:]).max())
-    if not chunk_diff <= atol:
-        raise ExportError(f"a prompt fed in two chunks through the cache differs from one pass "
-                          f"by {chunk_diff:.3g} (> atol {atol:g}): the cache is wrong")
-    prompt = sample[:prompt_tokens]
-    new_tokens = min(new_tokens, spec.context_length - len(prompt))
-    want = torch_greedy(model, prompt, new_tokens)
-    cached = dec.generate(prompt, new_tokens, stop_at_eos=False).tokens
-    uncached = dec.generate_uncached(prompt, new_tokens)
-    for name, tokens in (("cached", cached), ("uncached", uncached)):
-        if tokens != want:
-            at = next(i for i, (a, b) in enumerate(zip(tokens, want)) if a != b)
-            raise ExportError(f"greedy decoding through the graph ({name}) departs from PyTorch "
-                              f"at token {at} of {new_tokens}")
-    return {"max_abs_logit_diff": diff, "chunked_prefill_max_diff": chunk_diff, "atol": atol,
-            "greedy_tokens_checked": new_tokens, "greedy_match": "cached and uncached == PyTorch"}
+    _, past = p.dec.forward(np.asarray([seq[:half]]), None, np.arange(half))
+    chunk, _ = p.dec.forward(np.asarray([seq[half:]]), past, np.arange(len(seq) - half))
+    diff = float(np.abs(chunk[0] - got[half:]).max())
+    if not diff <= p.atol:
+        raise CheckFailed(CacheError, f"a prompt fed in two chunks through the cache differs "
+                                      f"from one pass by {diff:.3g} (> atol {p.atol:g}): the "
+                                      f"cache is wrong")
+    return {"chunked_prefill_max_diff": diff}
+
+
+def _departs(tokens: list[int], want: list[int]) -> int:
+    return next((i for i, (a, b) in enumerate(zip(tokens, want)) if a != b), len(want))
+
+
+def _greedy_cached(p: DecoderProbe) -> dict:
+    prompt, want = p.greedy_reference()
+    cached = p.dec.generate(prompt, len(want), stop_at_eos=False).tokens
+    if cached != want:
+        raise CheckFailed(ParityError, f"greedy decoding through the graph (cached) departs "
+                                       f"from PyTorch at token {_departs(cached, want)} of "
+                                       f"{len(want)}")
+    return {"greedy_tokens_checked": len(want), "greedy_cached": "equal to PyTorch's"}
+
+
+def _greedy_uncached(p: DecoderProbe) -> dict:
+    prompt, want = p.greedy_reference()
+    uncached = p.dec.generate_uncached(prompt, len(want))
+    if uncached != want:
+        raise CheckFailed(ParityError, f"greedy decoding through the graph (uncached) departs "
+                                       f"from PyTorch at token {_departs(uncached, want)} of "
+                                       f"{len(want)}")
+    return {"greedy_uncached": "equal to PyTorch's"}
+
+
+@dataclass
+class GraphProbe:
+    """A derived (e.g. quantized) graph, with the prompt it must decode alike either way."""
+
+    dec: Decoder
+    prompt: list[int]
+    tokens: list[int]  # its greedy continuation through the cache
+
+
+def _cached_equals_uncached(p: GraphProbe) -> dict:
+    uncached = p.dec.generate_uncached(p.prompt, len(p.tokens))
+    if uncached != p.tokens:
+        raise CheckFailed(CacheError, f"the graph decodes differently with and without its "
+                                      f"cache (from token {_departs(uncached, p.tokens)})")
+    return {"cached_equals_uncached": f"{len(p.tokens)} greedy tokens"}
+
+
+CHECKS = {"logits_within_atol": _logits_within_atol, "chunked_prefill": _chunked_prefill,
+          "greedy_cached": _greedy_cached, "greedy_uncached": _greedy_uncached,
+          "cached_equals_uncached": _cached_equals_uncached}
+
+
+def validate(model, dec: Decoder, sample: list[int], atol: float, prompt_tokens: int = 16,
+             new_tokens: int = 24, graph: str = "the decoder graph") -> dict:
+    """Every check of DECODER.checks on an opened graph; raises ExportError naming each
+    failure, else returns what they measured."""
+    probe = DecoderProbe(model, dec, sample, atol, prompt_tokens, new_tokens)
+    return run_checks(DECODER.checks, CHECKS, probe, graph)

@@ -1,9 +1,9 @@
 """Tokenizers through the `tokenizers` library, always saved as one `tokenizer.json`.
 
-GPT-2's own byte-level BPE when a local checkpoint directory has it (`tokenizer.json`, or the
-original `vocab.json` + `merges.txt`); otherwise a byte-level BPE trained on the training split
-with the recipe's vocabulary size. Either way `<|endoftext|>` is the end-of-text token, as in
-GPT-2, and documents are joined with it.
+A checkpoint's own tokenizer when its directory has one (`tokenizer.json`, or GPT-2's original
+`vocab.json` + `merges.txt`); otherwise a byte-level BPE trained on the training split with the
+recipe's vocabulary size, `<|endoftext|>` its end-of-text token (GPT-2's convention) and any
+chat tokens the family adds. Documents are joined with the end-of-text token.
 """
 
 from __future__ import annotations
@@ -30,16 +30,19 @@ def load_checkpoint_tokenizer(directory: Path) -> Tokenizer:
                          f"vocab.json and merges.txt (GPT-2's files)")
 
 
-def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
-    """Byte-level BPE (GPT-2's scheme: every byte representable, no unknown token)."""
+def train_tokenizer(texts: list[str], vocab_size: int,
+                    special: tuple[str, ...] = (EOS,)) -> Tokenizer:
+    """Byte-level BPE (GPT-2's scheme: every byte representable, no unknown token), with the
+    `special` tokens first (ids 0, 1, ...): never split, never produced by merges."""
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    if vocab_size < len(alphabet) + 1:
-        raise OptimizerError(f"tokenizer vocab_size must be at least {len(alphabet) + 1} "
-                             f"(256 bytes + {EOS}), got {vocab_size}")
+    if vocab_size < len(alphabet) + len(special):
+        raise OptimizerError(f"tokenizer vocab_size must be at least "
+                             f"{len(alphabet) + len(special)} (256 bytes + "
+                             f"{', '.join(special)}), got {vocab_size}")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special),
                                   initial_alphabet=alphabet, show_progress=False)
     tok.train_from_iterator(texts, trainer)
     return tok
@@ -52,9 +55,10 @@ def eos_id(tok: Tokenizer) -> int:
     return token
 
 
-def encode_documents(tok: Tokenizer, docs: list[str]) -> list[int]:
-    """One token stream: documents joined by the end-of-text token (GPT-2's convention)."""
-    eos = eos_id(tok)
+def encode_documents(tok: Tokenizer, docs: list[str], eos: int | None = None) -> list[int]:
+    """One token stream: documents joined by the end-of-text token (GPT-2's convention; a
+    checkpoint names its own, e.g. Llama's </s>)."""
+    eos = eos_id(tok) if eos is None else eos
     out: list[int] = []
     for enc in tok.encode_batch(docs):
         out.extend(enc.ids)

@@ -9,6 +9,10 @@ with the T^2 factor keeping the soft-target gradients at the scale of the hard o
 is plain training on the labels, with the same data, steps and initialisation: the control a
 distillation result is compared against. The checkpoint kept is the epoch with the lowest
 validation cross-entropy.
+
+Under torchrun each global batch is split across the ranks (optimizer/distributed.py): the
+model is wrapped in DistributedDataParallel and every rank ends with the same weights, which
+is checked.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..errors import OptimizerError
+from ..distributed import pick_device, rank_world, replicas
 from ..recipe import TrainConfig
 
 
@@ -32,12 +37,13 @@ class History:
     val_loss: list[float] = field(default_factory=list)  # cross-entropy, nats per token
     best_epoch: int = 0
     device: str = "cpu"
+    distributed: dict = field(default_factory=dict)  # world size and replica hash under DDP
 
     def info(self) -> dict:
         return {"steps": self.steps, "best_epoch": self.best_epoch, "device": self.device,
                 "best_val_loss": self.val_loss[self.best_epoch] if self.val_loss else None,
                 "final_train_loss": self.train_loss[-1] if self.train_loss else None,
-                "selected_by": "validation cross-entropy"}
+                "selected_by": "validation cross-entropy", **self.distributed}
 
 
 def blocks(stream: list[int], block_size: int) -> torch.Tensor:
@@ -62,16 +68,6 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, ids: torch.Tensor
     soft = F.kl_div(s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1]), log_target=True,
                     reduction="batchmean") * temperature ** 2
     return alpha * soft + (1.0 - alpha) * hard
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise OptimizerError("train.device is 'cuda' but PyTorch sees no CUDA device")
-    if name not in ("cpu", "cuda"):
-        raise OptimizerError(f"train.device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
 
 
 @torch.no_grad()
@@ -104,6 +100,8 @@ def train_lm(model: nn.Module, train: torch.Tensor, val: torch.Tensor, cfg: Trai
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     if teacher is not None:
         teacher.eval()
+    rank, world = rank_world()
+    net = DistributedDataParallel(model) if world > 1 else model
     hist = History()
     best_state, best = None, math.inf
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -113,8 +111,11 @@ def train_lm(model: nn.Module, train: torch.Tensor, val: torch.Tensor, cfg: Trai
         model.train()
         running, seen = 0.0, 0
         for idx in torch.randperm(len(train), generator=order_gen).split(cfg.batch_size):
-            ids = train[idx].to(device)
-            logits = model(input_ids=ids).logits
+            if len(idx) < world:  # a ragged last batch with fewer sequences than ranks
+                continue
+            part = idx.tensor_split(world)[rank]  # this rank's share of the global batch
+            ids = train[part].to(device)
+            logits = net(input_ids=ids).logits
             if teacher is not None and alpha > 0.0:
                 with torch.no_grad():
                     t_logits = teacher(input_ids=ids).logits
@@ -122,11 +123,13 @@ def train_lm(model: nn.Module, train: torch.Tensor, val: torch.Tensor, cfg: Trai
             else:
                 loss = lm_loss(logits, ids)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # DDP averages gradients over ranks: with each part's loss weighted by its share,
+            # that average is the gradient of the global batch's mean loss
+            (loss * (len(part) * world / len(idx)) if world > 1 else loss).backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            running += loss.item() * len(idx)
-            seen += len(idx)
+            running += loss.item() * len(part)
+            seen += len(part)
             hist.steps += 1
             bar.update()
             bar.set_postfix(loss=f"{running / seen:.3f}")
@@ -142,4 +145,5 @@ def train_lm(model: nn.Module, train: torch.Tensor, val: torch.Tensor, cfg: Trai
     if best_state is not None:
         model.load_state_dict(best_state)
     hist.device = str(device)
+    hist.distributed = replicas(model)
     return model.eval(), hist

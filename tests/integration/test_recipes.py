@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,17 +12,10 @@ import requests
 from edge_app.bundle import load_bundle
 from edge_app.stats import summarize
 
-from ..conftest import REPO, TINY_RECIPE
+from ..conftest import REPO, TINY_RECIPE, optimize
 from .serverproc import ServerProcess
 
 pytestmark = pytest.mark.integration
-
-
-def _optimize(recipe: Path, tmp: Path, name: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "optimizer", "run", str(recipe), "--out", str(tmp / "bundles" / name),
-         "--runs-dir", str(tmp / "runs"), "--no-progress"],
-        cwd=tmp, capture_output=True, text=True, timeout=900)  # cwd: MLflow writes ./mlruns
 
 
 def _serves_every_bundle(bundles: list[Path]) -> None:
@@ -52,7 +43,7 @@ def _tables_trace_to_rows(results: Path) -> dict:
 
 
 def test_quick_image_sweep(tmp_path):
-    result = _optimize(REPO / "recipes" / "dcgan-digits-sweep-quick.yaml", tmp_path,
+    result = optimize(REPO / "recipes" / "dcgan-digits-sweep-quick.yaml", tmp_path,
                        "dcgan-digits-sweep")
     assert result.returncode == 0, result.stderr[-3000:]
     bundles = sorted((tmp_path / "bundles").iterdir())
@@ -85,7 +76,7 @@ def test_quick_image_sweep(tmp_path):
 
 
 def test_beta_vae_recipe_reports_ssim_and_serves_the_decoder(tmp_path):
-    result = _optimize(REPO / "recipes" / "beta-vae-digits-quick.yaml", tmp_path,
+    result = optimize(REPO / "recipes" / "beta-vae-digits-quick.yaml", tmp_path,
                        "beta-vae-digits")
     assert result.returncode == 0, result.stderr[-3000:]
     bundles = sorted((tmp_path / "bundles").iterdir())
@@ -107,7 +98,7 @@ def test_quality_gate_fails_an_over_pruned_model(tmp_path):
 gate:
   max_fid_increase: 0.5
 """)
-    result = _optimize(recipe, tmp_path, "tiny-dcgan")
+    result = optimize(recipe, tmp_path, "tiny-dcgan")
     assert result.returncode == 1
     assert "quality gate failed, no bundle for:" in result.stderr
     assert "prune90 (seed 0): FID" in result.stderr and "(max increase 0.5)" in result.stderr

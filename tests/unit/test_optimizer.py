@@ -8,11 +8,15 @@ import pytest
 import torch
 
 from edge_app.bundle import load_bundle
-from optimizer.build import load_checkpoint, run_recipe
-from optimizer.errors import AtolError, RecipeError
-from optimizer.export import validate_export
+from optimizer.errors import AtolError, ExportError, RecipeError, ShapeError
+from optimizer.families.dcgan import FAMILY as DCGAN
+from optimizer.families.image import CHECKS, GENERATOR, _Probe
+from optimizer.export import run_checks
 from optimizer.models.dcgan import DCGANConfig, Discriminator, Generator, count_parameters
-from optimizer.recipe import ExportConfig, load_recipe
+from optimizer.recipe import load_recipe
+from optimizer.run import run_recipe
+
+load_checkpoint = DCGAN.load_checkpoint
 
 from ..conftest import REPO, TINY_RECIPE
 
@@ -49,8 +53,29 @@ def test_export_over_tolerance_raises(dcgan_bundle):
     gen = load_checkpoint(dcgan_bundle.parent / "runs" / "tiny-dcgan" / "seed0" / "baseline.pt")
     with torch.no_grad():  # the graph on disk no longer matches the PyTorch model
         gen.main[0].weight.mul_(1.5)
-    with pytest.raises(AtolError, match=r"export exceeds atol 0.0001: batch 1: max"):
-        validate_export(gen, 16, dcgan_bundle / "model.onnx", ExportConfig())
+    probe = _Probe(gen, dcgan_bundle / "model.onnx", 16, GENERATOR.atol, (1, 4), seed=0)
+    with pytest.raises(AtolError, match=r"model.onnx: outputs_within_atol: exceeds atol 0.0001: "
+                                        r"batch 1: max .*; batch 4: max") as err:
+        run_checks(GENERATOR.checks, CHECKS, probe, "model.onnx")
+    assert [name for name, _ in err.value.failures] == ["outputs_within_atol"]
+
+
+def test_every_failed_check_is_named_in_one_error(dcgan_bundle):
+    """Validation collects every failure before it raises: two kinds make a plain ExportError."""
+    gen = load_checkpoint(dcgan_bundle.parent / "runs" / "tiny-dcgan" / "seed0" / "baseline.pt")
+    probe = _Probe(gen, dcgan_bundle / "model.onnx", 16, 1e-12, (1,), seed=0)
+
+    def wrong_shape(p):
+        from optimizer.errors import CheckFailed
+        raise CheckFailed(ShapeError, "batch 1: (1, 3, 8, 8) != (1, 1, 32, 32)")
+
+    checks = {**CHECKS, "shape": wrong_shape}
+    with pytest.raises(ExportError) as err:
+        run_checks(("outputs_within_atol", "shape"), checks, probe, "g.onnx")
+    assert type(err.value) is ExportError
+    assert [n for n, _ in err.value.failures] == ["outputs_within_atol", "shape"]
+    assert "outputs_within_atol: exceeds atol 1e-12" in str(err.value) and "shape: batch 1" in \
+        str(err.value)
 
 
 def test_build_over_tolerance_writes_no_bundle(tmp_path):
@@ -97,18 +122,12 @@ def test_cli_reports_errors_in_one_line(tmp_path):
 
 
 def test_every_shipped_recipe_parses_and_names_registered_passes():
-    from optimizer.passes import make_config
-    from optimizer.recipe import TEXT_FAMILIES
-    from optimizer.text.build import check_points
+    from optimizer.families import get_family
+    from optimizer.run import check_points
 
     for path in sorted((REPO / "recipes").glob("*.yaml")):
         recipe = load_recipe(path)
-        if recipe.family in TEXT_FAMILIES:
-            check_points(recipe)
-            continue
-        for point in recipe.points:
-            for step in point.passes:
-                make_config(step["pass"], {k: v for k, v in step.items() if k != "pass"})
+        check_points(recipe, get_family(recipe.family))
 
 
 def test_missing_dataset_path_is_one_clear_line(tmp_path):

@@ -7,26 +7,26 @@ import onnx
 import pytest
 import torch
 
-from optimizer.build import flops_per_sample
-from optimizer.export import export_generator
+from optimizer.errors import RecipeError
+from optimizer.families import Context, Subject
+from optimizer.families.dcgan import FAMILY as DCGAN
+from optimizer.families.image import export_generator, flops_per_sample
 from optimizer.models.dcgan import (DCGANConfig, Generator, count_parameters,
                                     with_random_bn_statistics)
-from optimizer.passes import REGISTRY, get_pass, make_config
-from optimizer.errors import RecipeError
-from optimizer.recipe import ExportConfig
+from optimizer.passes import get_pass, make_config
 
 RADFORD = DCGANConfig(latent_dim=100, image_size=64, channels=3, ngf=64, ndf=64)
 
 
-def test_every_registered_pass_has_a_test():
-    tested = {name for name in globals() if name.startswith("test_")}
-    for name in REGISTRY:
-        assert any(t.startswith(f"test_{name}") for t in tested), f"pass {name!r} has no test"
+def run_pass(name: str, model, params: dict, ctx=None, graph=None):
+    """One pass through its uniform signature: run(Subject, Config, Context) -> Subject."""
+    ctx = ctx or _tiny_context()[1]
+    return get_pass(name).run(Subject(model, graph), make_config(name, params), ctx)
 
 
 def test_unknown_pass_and_parameters_are_refused():
-    with pytest.raises(RecipeError, match=r"unknown pass 'prune_heads'; registered: \["):
-        get_pass("prune_heads")
+    with pytest.raises(RecipeError, match=r"unknown pass 'prune_filters'; registered: \["):
+        get_pass("prune_filters")
     with pytest.raises(RecipeError, match=r"unknown parameter\(s\) \['amount'\]"):
         make_config("prune_channels", {"amount": 0.5})
     with pytest.raises(RecipeError, match=r"ratio must be within \[0.1, 0.9\], got 0.95"):
@@ -38,7 +38,7 @@ def test_unknown_pass_and_parameters_are_refused():
 
 def test_prune_channels_ratio_is_per_layer_channels(tmp_path):
     gen = Generator(RADFORD).eval()
-    pruned = get_pass("prune_channels").run(gen, make_config("prune_channels", {"ratio": 0.5}))
+    pruned = run_pass("prune_channels", gen, {"ratio": 0.5}).model
     assert pruned.cfg.g_widths == (256, 128, 64, 32)  # every hidden layer halved
     half = Generator(DCGANConfig(latent_dim=100, image_size=64, channels=3, ngf=32))
     assert count_parameters(gen) == 3_576_704
@@ -49,15 +49,14 @@ def test_prune_channels_ratio_is_per_layer_channels(tmp_path):
     assert pruned(torch.zeros(2, 100)).shape == (2, 3, 64, 64)
     sizes = {}
     for name, model in (("base", gen), ("pruned", pruned)):
-        export_generator(model, 100, tmp_path / f"{name}.onnx", ExportConfig())
+        export_generator(model, tmp_path / f"{name}.onnx")
         sizes[name] = (tmp_path / f"{name}.onnx").stat().st_size
     assert sizes["pruned"] < 0.32 * sizes["base"]
 
 
 def test_prune_channels_params_target_removes_that_fraction():
     gen = Generator(RADFORD).eval()
-    pruned = get_pass("prune_channels").run(
-        gen, make_config("prune_channels", {"ratio": 0.5, "target": "params"}))
+    pruned = run_pass("prune_channels", gen, {"ratio": 0.5, "target": "params"}).model
     assert count_parameters(pruned) / count_parameters(gen) == pytest.approx(0.5, abs=0.01)
 
 
@@ -74,7 +73,7 @@ def test_prune_channels_removes_the_least_important_channels_exactly():
     prune = get_pass("prune_channels")
     scores = prune.importance(gen.main[0].weight, gen.main[1].weight)
     assert (scores[::2] == 0).all() and (scores[1::2] > 0).all()
-    pruned = prune.run(gen, make_config("prune_channels", {"ratio": 0.5}))
+    pruned = prune.prune(gen, make_config("prune_channels", {"ratio": 0.5}))
     z = torch.randn(4, 8)
     with torch.no_grad():
         torch.testing.assert_close(pruned(z), gen(z), rtol=0, atol=1e-6)
@@ -94,8 +93,9 @@ def test_prune_magnitude_reaches_sparsity_without_changing_shapes():
     gen = Generator(DCGANConfig(latent_dim=16, image_size=32, channels=1, ngf=8))
     shapes = [tuple(p.shape) for p in gen.parameters()]
     assert mag.sparsity(gen) == 0
-    mag.run(gen, make_config("prune_magnitude", {"ratio": 0.6}))
-    assert mag.sparsity(gen) == pytest.approx(0.6, abs=0.001)
+    out = run_pass("prune_magnitude", gen, {"ratio": 0.6})
+    assert out.info == {"sparsity": pytest.approx(0.6, abs=0.001), "scope": "conv layers"}
+    assert out.model is gen and mag.sparsity(gen) == pytest.approx(0.6, abs=0.001)
     assert [tuple(p.shape) for p in gen.parameters()] == shapes  # dense: nothing removed
     assert not any(name.endswith("_orig") for name, _ in gen.named_parameters())  # permanent
 
@@ -107,20 +107,20 @@ def test_prune_magnitude_reaches_sparsity_without_changing_shapes():
                                                       ngf=8, g_widths=(24, 13, 5))])
 def test_subpixel_rewrite_is_exact_and_has_no_conv_transpose(cfg, tmp_path):
     gen = with_random_bn_statistics(Generator(cfg))
-    rewritten = get_pass("subpixel").run(gen)
+    rewritten = run_pass("subpixel", gen, {}).model
     z = torch.randn(8, cfg.latent_dim)
     with torch.no_grad():
         torch.testing.assert_close(rewritten(z), gen(z), rtol=0, atol=1e-5)
     rewritten.cfg = cfg
     path = tmp_path / "sp.onnx"
-    export_generator(rewritten, cfg.latent_dim, path, ExportConfig())
+    export_generator(rewritten, path)
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert "ConvTranspose" not in ops and "DepthToSpace" in ops
 
 
 def test_subpixel_refuses_training_mode():
     with pytest.raises(ValueError, match="eval-mode"):
-        get_pass("subpixel").run(Generator(DCGANConfig(image_size=32)).train())
+        get_pass("subpixel").rewrite(Generator(DCGANConfig(image_size=32)).train())
 
 
 # ----------------------------------------------------------------- quantize
@@ -132,10 +132,18 @@ def small_gen():
                                                      ngf=16)))
 
 
+def quantize(gen, params: dict, tmp_path):
+    """The quantize graph pass on the generator's validated FP32 graph, as a recipe runs it."""
+    fp32 = tmp_path / "fp32.onnx"
+    export_generator(gen, fp32)
+    return run_pass("quantize", gen, params, _tiny_context(workdir=tmp_path)[1], graph=fp32)
+
+
 def test_quantize_int8_auto_measures_both_graphs_and_records_the_choice(small_gen, tmp_path):
-    quantize = get_pass("quantize")
-    result = quantize.run(small_gen, make_config("quantize", {"timing_repeats": 5}), tmp_path)
-    report = result.report
+    result = quantize(small_gen, {"timing_repeats": 5}, tmp_path)
+    report = result.info
+    assert result.precision == "int8" and report["mode"] == "static-int8"
+    assert report["per_channel"] is True  # the image families' default
     assert report["graph"] in ("convtranspose", "subpixel")
     timing = report["timing_ms"]
     assert set(timing) == {"batch1", "batch16"}
@@ -151,22 +159,21 @@ def test_quantize_int8_auto_measures_both_graphs_and_records_the_choice(small_ge
 
 def test_quantize_int8_convtranspose_graph_keeps_float_conv_transpose(small_gen, tmp_path):
     # The trap the auto mode avoids: ORT runs QDQ ConvTranspose in float.
-    result = get_pass("quantize").run(
-        small_gen, make_config("quantize", {"graph": "convtranspose"}), tmp_path)
-    assert result.report["chosen_by"] == "recipe"
-    assert "ConvTranspose" in result.report["float_ops"]
+    result = quantize(small_gen, {"graph": "convtranspose"}, tmp_path)
+    assert result.info["chosen_by"] == "recipe" and result.info["graph"] == "convtranspose"
+    assert "ConvTranspose" in result.info["float_ops"]
 
 
 def test_quantize_fp16_halves_weights_and_keeps_float32_io(small_gen, tmp_path):
-    result = get_pass("quantize").run(small_gen, make_config("quantize", {"mode": "fp16"}),
-                                      tmp_path)
-    model = onnx.load(str(result.path))
+    result = quantize(small_gen, {"mode": "fp16"}, tmp_path)
+    assert result.precision == "fp16"
+    model = onnx.load(str(result.graph))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     weights = [i for i in model.graph.initializer if len(i.dims) == 4]
     assert weights and all(i.data_type == onnx.TensorProto.FLOAT16 for i in weights)
-    sizes = result.report["file_size_bytes"]
+    sizes = result.info["file_size_bytes"]
     assert sizes["quantized"] < 0.55 * sizes["fp32"]
-    assert result.report["psnr_vs_fp32_db"] > 50
+    assert result.info["psnr_vs_fp32_db"] > 50
 
 
 # ----------------------------------------------------------------- finetune
@@ -174,10 +181,10 @@ def test_quantize_fp16_halves_weights_and_keeps_float32_io(small_gen, tmp_path):
 
 def test_finetune_trains_the_pruned_model_in_place_of_its_shape():
     recipe, ctx = _tiny_context()
-    gen = get_pass("prune_channels").run(Generator(recipe.model_config).eval(),
-                                         make_config("prune_channels", {"ratio": 0.5}))
+    gen = get_pass("prune_channels").prune(Generator(recipe.model_config).eval(),
+                                           make_config("prune_channels", {"ratio": 0.5}))
     before = {k: v.clone() for k, v in gen.state_dict().items()}
-    tuned = get_pass("finetune").run(gen, make_config("finetune", {"epochs": 1}), ctx)
+    tuned = run_pass("finetune", gen, {"epochs": 1}, ctx).model
     after = tuned.state_dict()
     assert {k: tuple(v.shape) for k, v in after.items()} == {k: tuple(v.shape)
                                                              for k, v in before.items()}
@@ -188,18 +195,17 @@ def test_finetune_trains_the_pruned_model_in_place_of_its_shape():
 # ----------------------------------------------------------------- qat
 
 
-def _tiny_context(images=None):
+def _tiny_context(images=None, workdir=None):
     from optimizer.evaluate import Extractor, RotationFeatures
-    from optimizer.families import Context
+    from optimizer.families.image import ImageData
     from optimizer.recipe import load_recipe
 
     from ..conftest import TINY_RECIPE
 
     recipe = load_recipe(TINY_RECIPE)
     images = torch.rand(128, 1, 32, 32) * 2 - 1 if images is None else images
-    return recipe, Context(recipe, images, images[:32],
-                           Extractor("rotation-cnn", RotationFeatures(1), {}), seed=0,
-                           progress=False)
+    data = ImageData(images, images[:32], Extractor("rotation-cnn", RotationFeatures(1), {}), {})
+    return recipe, Context(recipe, DCGAN, data, seed=0, progress=False, workdir=workdir)
 
 
 def test_qat_trains_the_subpixel_form_and_snaps_weights_to_the_int8_grid(tmp_path):
@@ -211,18 +217,18 @@ def test_qat_trains_the_subpixel_form_and_snaps_weights_to_the_int8_grid(tmp_pat
 
     recipe, ctx = _tiny_context()
     gen = with_random_bn_statistics(Generator(recipe.model_config))
-    tuned = qat.run(gen, make_config("qat", {"epochs": 1}), ctx)
+    tuned = run_pass("qat", gen, {"epochs": 1}, ctx).model
     sub = get_pass("subpixel").SubPixelGenerator
     assert isinstance(tuned, sub) and not tuned.training
     for layer in [tuned.stem, *[m for m in tuned.body if isinstance(m, torch.nn.Conv2d)]]:
         w = layer.weight.detach()
         steps = w.flatten(1) / (w.abs().flatten(1).amax(1, keepdim=True) / 127)
         torch.testing.assert_close(steps, steps.round(), rtol=0, atol=1e-3)
-    baseline = get_pass("subpixel").run(gen)
+    baseline = get_pass("subpixel").rewrite(gen)
     assert not torch.equal(tuned.stem.weight, baseline.stem.weight)  # it trained
 
-    result = get_pass("quantize").run(tuned, make_config("quantize", {}), tmp_path)
-    assert result.report["graph"] == "subpixel"
-    assert result.report["chosen_by"] == "model is already sub-pixel"
-    assert result.report["ort_ops"].get("QLinearConv", 0) == 3
-    assert result.report["psnr_vs_fp32_db"] > 30
+    result = quantize(tuned, {}, tmp_path)
+    assert result.info["graph"] == "subpixel"
+    assert result.info["chosen_by"] == "the only variant"
+    assert result.info["ort_ops"].get("QLinearConv", 0) == 3
+    assert result.info["psnr_vs_fp32_db"] > 30

@@ -16,23 +16,43 @@ import torch
 
 from edge_app.bundle import BundleError, load_bundle, read_manifest
 from edge_app.textgen import GREEDY, Decoder, PromptTooLong, Sampler, Sampling, TextModel
-from optimizer.errors import OptimizerError, RecipeError
+from optimizer.errors import ExportError, OptimizerError, RecipeError
+from optimizer.families import Context, Subject
+from optimizer.families.gpt2 import FAMILY as GPT2
+from optimizer.families.gpt2 import keep_heads
+from optimizer.passes import get_pass, make_config
 from optimizer.text import evaluate as ev
 from optimizer.text.corpus import load_corpus
-from optimizer.text.export import ExportError, export_decoder, generation_spec, validate
-from optimizer.text.model import keep_heads, load_checkpoint, save_checkpoint
-from optimizer.text.passes import QuantizeConfig, quantize
+from optimizer.text.export import export_decoder, generation_spec, validate
 from optimizer.text.tokenizer import encode_documents, load_checkpoint_tokenizer, train_tokenizer
-from optimizer.text.train import distill_loss, lm_loss
+from optimizer.text.train import blocks, distill_loss, lm_loss
 
-from ..conftest import REPO
+from ..conftest import TINY_TEXT_RECIPE
+
+
+def spec_of(model):
+    return generation_spec(GPT2.layout(model), eos_ids=(0,), bos_id=0)
+
+
+def export(model, path):
+    return export_decoder(model, GPT2.layout(model), path, opset=18)
+
+
+def context(stream, workdir=None) -> Context:
+    """A seed's context for passes: the tiny recipe, the stream cut into blocks."""
+    from types import SimpleNamespace
+
+    from optimizer.recipe import load_recipe
+
+    data = SimpleNamespace(train=blocks(stream, 32), val=blocks(stream, 32))
+    return Context(load_recipe(TINY_TEXT_RECIPE), GPT2, data, 0, False, workdir)
 
 
 @pytest.fixture(scope="module")
 def trained(gpt2_run):
     """(model, tokenizer stream of the test split) from the session's tiny-gpt2 run."""
     _, run_dir = gpt2_run
-    model = load_checkpoint(run_dir / "seed0" / "baseline.pt")
+    model = GPT2.load_checkpoint(run_dir / "seed0" / "baseline.pt")
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(run_dir / "tokenizer.json"))
@@ -124,21 +144,16 @@ def test_removing_a_head_equals_silencing_it(trained):
 
 
 def test_prune_heads_removes_the_share_asked_and_keeps_a_head_per_layer(trained, tmp_path):
-    from optimizer.recipe import load_recipe
-    from optimizer.text.build import TextContext
-    from optimizer.text.passes import PruneHeadsConfig, prune_heads
-    from optimizer.text.train import blocks
-
     model, _, stream = trained
-    data = blocks(stream, 32)
-    ctx = TextContext(load_recipe(REPO / "tests" / "data" / "tiny-gpt2.yaml"), data, data, 0, False)
-    pruned, info = prune_heads(model, PruneHeadsConfig(ratio=0.7, batches=2), ctx)
+    cfg = make_config("prune_heads", {"ratio": 0.7, "batches": 2})
+    out = get_pass("prune_heads").run(Subject(copy.deepcopy(model)), cfg, context(stream))
+    info, pruned = out.info, out.model
     # 2 layers x 4 heads: 70% is round(5.6) = 6 heads, which leaves exactly one per layer
-    assert info["heads_removed"] == 6 and info["heads_per_layer"] == [1, 1]
-    assert info["params_after"] < info["params_before"]
+    assert info["units_removed"] == 6 and info["heads_per_layer"] == [1, 1]
+    assert info["unit"] == "head" and info["params_after"] < info["params_before"]
     # a pruned checkpoint round-trips (heads per layer travel with it)
-    save_checkpoint(pruned, tmp_path / "p.pt")
-    again = load_checkpoint(tmp_path / "p.pt")
+    GPT2.save_checkpoint(pruned, tmp_path / "p.pt")
+    again = GPT2.load_checkpoint(tmp_path / "p.pt")
     ids = torch.tensor([stream[:20]])
     with torch.no_grad():
         assert torch.equal(again(input_ids=ids).logits, pruned.eval()(input_ids=ids).logits)
@@ -169,8 +184,8 @@ def test_kv_cache_graph_reproduces_pytorch_greedy_tokens_exactly(trained, tmp_pa
     model, _, stream = trained
     model = copy.deepcopy(model)
     keep_heads(model.transformer.h[1].attn, [1, 3])
-    spec = generation_spec(model, eos_token_id=0)
-    path = export_decoder(model, spec, tmp_path / "m.onnx", opset=18)
+    spec = spec_of(model)
+    path = export(model, tmp_path / "m.onnx")
     dec = Decoder.open(path, spec)
     report = validate(model, dec, stream[:200], atol=1e-4, prompt_tokens=24, new_tokens=40)
     assert report["greedy_tokens_checked"] == 40 and report["max_abs_logit_diff"] <= 1e-4
@@ -183,8 +198,8 @@ def test_kv_cache_graph_reproduces_pytorch_greedy_tokens_exactly(trained, tmp_pa
 
 def test_a_graph_that_does_not_match_its_model_is_refused(trained, tmp_path):
     model, _, stream = trained
-    spec = generation_spec(model, eos_token_id=0)
-    path = export_decoder(model, spec, tmp_path / "m.onnx", opset=18)
+    spec = spec_of(model)
+    path = export(model, tmp_path / "m.onnx")
     other = copy.deepcopy(model)
     with torch.no_grad():
         other.transformer.h[0].mlp.c_fc.weight.mul_(1.5)
@@ -195,9 +210,13 @@ def test_a_graph_that_does_not_match_its_model_is_refused(trained, tmp_path):
 def test_int8_quantizes_every_matmul_and_stays_within_the_perplexity_bound(trained, tmp_path):
     """The stated bound: INT8 perplexity within 5% of FP32 on the held-out split."""
     model, _, stream = trained
-    spec = generation_spec(model, eos_token_id=0)
-    fp32 = export_decoder(model, spec, tmp_path / "m.onnx", opset=18)
-    q, report = quantize(fp32, QuantizeConfig(), tmp_path / "q")
+    spec = spec_of(model)
+    fp32 = export(model, tmp_path / "m.onnx")
+    out = get_pass("quantize").run(Subject(model, fp32), make_config("quantize", {}),
+                                   context(stream, tmp_path))
+    q, report = out.graph, out.info
+    assert out.precision == "int8" and report["mode"] == "dynamic-int8"
+    assert report["per_channel"] is False  # the decoders' default
     assert report["ops_after"].get("MatMulInteger", 0) >= 8  # 4 projections x 2 layers, + head
     assert report["ops_after"].get("MatMul", 0) <= 2 * 2  # only activation x activation (attention)
     assert q.stat().st_size < fp32.stat().st_size / 2.5
@@ -215,8 +234,8 @@ def test_int8_quantizes_every_matmul_and_stays_within_the_perplexity_bound(train
 
 def test_perplexity_of_one_window_equals_pytorch_cross_entropy(trained, tmp_path):
     model, _, stream = trained
-    spec = generation_spec(model, eos_token_id=0)
-    dec = Decoder.open(export_decoder(model, spec, tmp_path / "m.onnx", opset=18), spec)
+    spec = spec_of(model)
+    dec = Decoder.open(export(model, tmp_path / "m.onnx"), spec)
     seq = stream[:100]
     with torch.no_grad():
         ce = float(lm_loss(model(input_ids=torch.tensor([seq])).logits, torch.tensor([seq])))
@@ -280,24 +299,42 @@ def test_text_manifest_mistakes_are_named(gpt2_bundle, tmp_path):
     assert "has shape" in broken(lambda d: d["generation"]["kv_cache"]["layers"][0].update(heads=3))
     assert "'generation.tokenizer_file' 'tokenizer.json' is not listed" in broken(
         lambda d: d["files"].pop("tokenizer.json"))
-    assert "within the vocabulary" in broken(lambda d: d["generation"].update(eos_token_id=10 ** 6))
+    assert "within the vocabulary" in broken(lambda d: d["generation"].update(
+        eos_token_id=10 ** 6, eos_token_ids=[10 ** 6]))
+    assert "'generation.eos_token_ids[1]' must be within the vocabulary" in broken(
+        lambda d: d["generation"].update(eos_token_ids=[d["generation"]["eos_token_id"], -1]))
+    assert "starting with eos_token_id" in broken(
+        lambda d: d["generation"].update(eos_token_ids=[]))
+    assert "not a valid Jinja2 template: unexpected '}', expected ']' (line 1)" in broken(
+        lambda d: d["generation"].update(chat_template="{{ messages[ }}"))
+    assert "'generation.positions.theta' must be a positive number" in broken(
+        lambda d: d["generation"].update(positions={"kind": "rope", "theta": -1}))
+    assert "query_heads' must be a positive multiple of its heads (4), got 6" in broken(
+        lambda d: d["generation"]["kv_cache"]["layers"][0].update(query_heads=6))
     assert "not a graph input" in broken(
         lambda d: d["generation"]["kv_cache"]["layers"][1].update(key_input="past.9.key"))
 
 
 def test_text_recipe_mistakes_are_refused_before_training(tmp_path):
     from optimizer.recipe import load_recipe
-    from optimizer.text.build import check_points
+    from optimizer.run import check_points
 
-    base = (REPO / "tests" / "data" / "tiny-gpt2.yaml").read_text()
+    base = TINY_TEXT_RECIPE.read_text()
     bad = tmp_path / "r.yaml"
     bad.write_text(base + "compare: [[int8, nothing]]\n")
     with pytest.raises(RecipeError, match="'compare' entry"):
         load_recipe(bad)
     bad.write_text(base.replace("mode: dynamic-int8", "mode: int3"))
     with pytest.raises(RecipeError, match="mode must be"):
-        check_points(load_recipe(bad))
+        check_points(load_recipe(bad), GPT2)
+    bad.write_text(base.replace("mode: dynamic-int8", "mode: static-int8"))
+    with pytest.raises(RecipeError, match="mode 'static-int8' does not apply to family 'gpt2'"):
+        check_points(load_recipe(bad), GPT2)
     bad.write_text(base.replace("[{pass: quantize, mode: dynamic-int8}]",
                                 "[{pass: quantize}, {pass: finetune}]"))
-    with pytest.raises(RecipeError, match="quantize must be the last pass"):
-        check_points(load_recipe(bad))
+    with pytest.raises(RecipeError, match="model pass 'finetune' follows graph pass 'quantize'"):
+        check_points(load_recipe(bad), GPT2)
+    bad.write_text(base.replace("[{pass: quantize, mode: dynamic-int8}]",
+                                "[{pass: prune_channels, ratio: 0.5}]"))
+    with pytest.raises(RecipeError, match="applies to \\['dcgan', 'beta-vae'\\], not to family"):
+        check_points(load_recipe(bad), GPT2)
