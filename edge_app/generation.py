@@ -203,22 +203,22 @@ def _query_heads(layer: Obj) -> int | None:
 
 
 def _chat_template(obj: Obj) -> str | None:
-    """The template's source, checked for Jinja2 syntax only: parsing compiles nothing and runs
-    nothing (rendering happens per request, in a sandbox)."""
+    """The template's source, compiled as the chat route will render it (edge_app/chat.py), to
+    refuse a broken one at load; nothing is rendered here (that happens per request, in the
+    sandbox)."""
     source = obj.get("chat_template", str, default=None)
     if source is None:
         return None
     if not source.strip() or len(source) > MAX_CHAT_TEMPLATE_CHARS:
         raise BundleError(f"{obj.origin}: 'generation.chat_template' must be a non-empty "
                           f"template of at most {MAX_CHAT_TEMPLATE_CHARS} characters")
-    from jinja2 import TemplateSyntaxError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from .chat import ChatTemplateError, check
 
     try:
-        ImmutableSandboxedEnvironment().parse(source)
-    except TemplateSyntaxError as exc:
+        check(source)
+    except ChatTemplateError as exc:
         raise BundleError(f"{obj.origin}: 'generation.chat_template' is not a valid Jinja2 "
-                          f"template: {exc.message} (line {exc.lineno})") from None
+                          f"template: {exc}") from None
     return source
 
 
