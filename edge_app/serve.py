@@ -32,6 +32,7 @@ from gunicorn.arbiter import Arbiter
 
 from .bundle import BundleError, load_bundle
 from .config import Config, ConfigError, load_config
+from .front import FrontWorker
 from .power import SensorError, detect
 
 
@@ -59,7 +60,7 @@ class _Gunicorn(BaseApplication):
         cfg = self.edgegen
         settings = {
             "bind": f"{cfg.host}:{cfg.port}", "workers": cfg.workers,
-            "threads": cfg.gunicorn_threads, "worker_class": "gthread", "timeout": cfg.timeout_s,
+            "threads": cfg.gunicorn_threads, "worker_class": FrontWorker, "timeout": cfg.timeout_s,
             "graceful_timeout": cfg.graceful_timeout_s, "loglevel": cfg.log_level,
             "preload_app": False, "post_worker_init": _worker_ready,
             # gunicorn >= 25 opens a control socket at one fixed path per user; several servers
