@@ -201,29 +201,40 @@ def _describe(swap: Swap) -> dict:
             "unchanged": swap.reused, "seconds": swap.seconds}
 
 
+def _reload_on_hangup(app: Flask) -> None:
+    """What SIGHUP does in a worker: load the set of the run state's epoch (the configured
+    one without a run state), unless this worker has it already, and report."""
+    state: RunState | None = app.extensions["edgegen.run_state"]
+    current = state.read() if state is not None else None
+    if current is not None and current["epoch"] == app.extensions.get("edgegen.epoch"):
+        return  # this worker has that set (it made the /admin/reload, or booted with it)
+    try:
+        swap = reload_models(app, current["bundles"] if current else None)
+        ok, error = True, None
+    except (BundleError, ConfigError, RuntimeError) as exc:
+        log.error("reload on SIGHUP refused, still serving %s: %s",
+                  sorted(app.extensions["edgegen.models"].models), exc)
+        ok, error = False, str(exc)
+    except Exception as exc:  # keep serving whatever went wrong
+        log.exception("reload on SIGHUP failed; still serving the previous models")
+        ok, error = False, type(exc).__name__
+    if current is not None:
+        app.extensions["edgegen.epoch"] = current["epoch"]
+        models = swap.models if ok else sorted(app.extensions["edgegen.models"].models)
+        state.ack(current["epoch"], ok, error, models)
+
+
 def install_sighup(app: Flask) -> None:
     """SIGHUP reloads in a background thread (a signal handler must return quickly). Call from
-    the main thread of the process that serves (a gunicorn worker, after its fork)."""
+    the main thread of the process that serves (a gunicorn worker, after its fork, once its
+    models are loaded). A hang-up that came while it was loading (ignored then: see
+    FrontWorker.init_signals) is caught up with now, from the run state."""
 
-    def run():
-        state: RunState | None = app.extensions["edgegen.run_state"]
-        current = state.read() if state is not None else None
-        if current is not None and current["epoch"] == app.extensions.get("edgegen.epoch"):
-            return  # this worker made that reload itself (an /admin/reload)
-        try:
-            swap = reload_models(app, current["bundles"] if current else None)
-            ok, error = True, None
-        except (BundleError, ConfigError, RuntimeError) as exc:
-            log.error("reload on SIGHUP refused, still serving %s: %s",
-                      sorted(app.extensions["edgegen.models"].models), exc)
-            ok, error = False, str(exc)
-        except Exception as exc:  # keep serving whatever went wrong
-            log.exception("reload on SIGHUP failed; still serving the previous models")
-            ok, error = False, type(exc).__name__
-        if current is not None:
-            app.extensions["edgegen.epoch"] = current["epoch"]
-            models = swap.models if ok else sorted(app.extensions["edgegen.models"].models)
-            state.ack(current["epoch"], ok, error, models)
+    def start(*_):
+        threading.Thread(target=_reload_on_hangup, args=(app,), name="edgegen-reload",
+                         daemon=True).start()
 
-    signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(
-        target=run, name="edgegen-reload", daemon=True).start())
+    signal.signal(signal.SIGHUP, start)
+    state: RunState | None = app.extensions["edgegen.run_state"]
+    if state is not None and state.read()["epoch"] != app.extensions["edgegen.epoch"]:
+        start()

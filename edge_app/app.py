@@ -39,6 +39,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None,
     registry = ModelRegistry()
     state = run_state.read() if run_state is not None else {"epoch": 0, "bundles": None}
     registry.load(cfg, tuple(state["bundles"]) if state["bundles"] else None)
+    if run_state is not None:  # this worker serves that epoch's set (what /admin/reload waits for)
+        run_state.ack(state["epoch"], True, None, sorted(registry.models))
     for model in registry.models.values():
         stats.model_info.labels(*admin.model_labels(model)).set(1)
     stats.device_info.labels(**device_facts(Path("/"), cfg.device_class,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import time
 
 from gunicorn import http
@@ -51,6 +52,12 @@ class FrontWorker(ThreadWorker):
         self.buffered = 0
         self.spare_fd = os.open(os.devnull, os.O_RDONLY)  # to shed a connection at EMFILE
         super().init_process()
+
+    def init_signals(self):
+        super().init_signals()
+        # gunicorn leaves SIGHUP at its default (terminate) in workers; until the models are
+        # loaded and admin.install_sighup takes it, a hang-up is ignored, then caught up with.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     def accept(self, listener):
         try:
