@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
 
 from .bundle import MANIFEST, Bundle, BundleError, open_regular
 from .errors import ApiError, ModelNotFound
@@ -160,4 +161,9 @@ def bundle_file(name: str, file: str):
     response = send_file(f, mimetype=MIME.get(Path(file).suffix, "application/octet-stream"),
                          etag=entry.sha256 if entry else False, max_age=0)
     response.content_length = size
-    return response.make_conditional(request.environ, accept_ranges=True, complete_length=size)
+    try:
+        return response.make_conditional(request.environ, accept_ranges=True,
+                                         complete_length=size)
+    except RequestedRangeNotSatisfiable:
+        f.close()
+        raise
