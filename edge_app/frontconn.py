@@ -317,8 +317,10 @@ class Conn:
                                  self.client, self.worker.limits.send_timeout_s)
             self.close()
         elif self.state in (HEAD, BODY) and now > self.deadline:
-            self.worker.count_rejected("client_timeout")
             if self.inbuf and not self.out:
+                # Counted only when a request had begun: a connection that sent nothing is
+                # what browsers' preconnects look like too.
+                self.worker.count_rejected("client_timeout")
                 what = "headers" if self.state == HEAD else "body"
                 limit = (self.worker.limits.header_timeout_s if self.state == HEAD
                          else self.worker.limits.body_timeout_s)

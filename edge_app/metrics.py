@@ -63,7 +63,7 @@ class Metrics:
         self.rejected = Counter(
             "edgegen_requests_rejected", "Requests refused before generating: queue_full, "
             "queue_timeout, unauthorized, auth_throttled (too many wrong keys), client_timeout "
-            "(a request not received in time).", ["reason"], registry=registry)
+            "(a request begun but not received in time: 408).", ["reason"], registry=registry)
         self.device_info = Gauge(
             "edgegen_device_info", "This device (value 1): fleet class, hardware, CPU, "
             "accelerators ONNX Runtime can use.",
