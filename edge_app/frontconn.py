@@ -85,6 +85,7 @@ class Conn:
         self.out_bytes, self.progress = 0, time.monotonic()
         self.cond = threading.Condition()
         self.closed = self.must_close = False
+        self.eof = False  # the client closed its side (it may still read our answer)
         self.events = 0
 
     # ---------------------------------------------------------------- reading (event loop)
@@ -103,7 +104,11 @@ class Conn:
         except OSError:
             return self.close()
         if not data:
-            return self.close()
+            if not self.out and self.sock is None:
+                return self.close()
+            # Half-closed after its request: finish the answer, then close.
+            self.eof = self.must_close = True
+            return self.interest()
         if self.state == LINGER or self.must_close:
             return  # discarded: the (last) answer is out or going, the client still sends
         if self.state == IDLE:
@@ -202,6 +207,8 @@ class Conn:
     def linger(self) -> None:
         """Half-close, then read and discard until the client closes or LINGER_S passes, so
         that unread request bytes do not turn our close into a reset that eats the answer."""
+        if self.eof:
+            return self.close()
         try:
             self.raw.shutdown(socket.SHUT_WR)
         except OSError:
@@ -296,7 +303,8 @@ class Conn:
         """(Re-)register with the selector for what this connection waits on now."""
         if self.closed:
             return
-        events = selectors.EVENT_READ if self.state in (HEAD, BODY, IDLE, LINGER) else 0
+        events = selectors.EVENT_READ if self.state in (HEAD, BODY, IDLE, LINGER) \
+            and not self.eof else 0
         if self.out:
             events |= selectors.EVENT_WRITE
         poller = self.worker.poller

@@ -142,3 +142,29 @@ def test_a_client_that_stops_reading_is_dropped_and_frees_its_thread(pair, loop)
     writer.join(5)
     assert conn.closed and loop.dropped == [conn]
     assert outcome == ["broken pipe"]  # the thread is free again
+
+
+def test_a_client_that_half_closes_after_its_request_gets_its_whole_answer(pair, loop):
+    server, client = pair
+    loop = loop()
+    conn = _conn(loop, server)
+    client.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    client.shutdown(socket.SHUT_WR)  # done sending; still reading
+    loop.run_once()
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n" + b"y" * 300_000
+    conn.sock.sendall(answer)  # more than the socket buffers hold at once
+    conn.finished(keepalive=True)
+    received, deadline = b"", time.monotonic() + 10
+    while len(received) < len(answer) and time.monotonic() < deadline:
+        loop.run_once(0.05)
+        try:
+            client.settimeout(0.05)
+            received += client.recv(1 << 20)
+        except TimeoutError:
+            pass
+        except OSError:  # reset: the answer was cut
+            break
+    assert len(received) == len(answer) and received == answer
+    for _ in range(5):
+        loop.run_once(0.05)
+    assert conn.closed  # then closed, having read the client's end
