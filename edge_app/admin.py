@@ -176,19 +176,18 @@ class _ReloadJob:
         deadline = time.monotonic() + self.app.extensions["edgegen.config"].reload_timeout_s
         while True:
             current = state.read()
-            if current["epoch"] != epoch:  # a later SIGHUP took over
-                break
-            acks = state.acks(current.get("workers", []))
-            if current.get("delivered") and all(a["epoch"] >= epoch for a in acks.values()) \
-                    and len(acks) == len(current["workers"]):
-                break
+            workers = current.get("workers", []) if current.get("delivered") else []
+            acks = state.acks(workers)
+            pending = [pid for pid in workers if acks.get(pid, {}).get("epoch", -1) < epoch]
+            if current["epoch"] != epoch or (workers and not pending):
+                break  # every worker answered (or a later SIGHUP took over)
             if time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        workers = current.get("workers", [os.getpid()])
-        acks = state.acks(workers)
+        if not workers:
+            raise ReloadIncomplete("reloaded in this worker, but the gunicorn master did not pass "
+                                   "the reload on to the others in time")
         failed = {pid: a["error"] for pid, a in acks.items() if a["epoch"] == epoch and not a["ok"]}
-        pending = [pid for pid in workers if acks.get(pid, {}).get("epoch", -1) < epoch]
         if failed or pending:
             raise ReloadIncomplete(f"reloaded in this worker, but not in every worker: failed "
                                    f"{failed or 'none'}, no answer from {pending or 'none'}; the "
