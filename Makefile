@@ -101,7 +101,7 @@ test: $(STAMP) ## the whole suite, every tier this machine supports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit tests only (in-process, about a minute)
-	$(BIN)/python -m pytest -m "not integration and not e2e and not browser" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not integration and not e2e and not browser and not adversarial" $(PYTEST_ARGS)
 
 # Wheelhouse for images: every dependency as a wheel for the target platform, downloaded on the
 # host (containers and air-gapped devices install from it with --no-index).

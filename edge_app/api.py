@@ -13,6 +13,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from .errors import InvalidRequest, ModelNotFound, NotReady
 from .latent import MAX_SEED
+from .limits import json_body
 from .png import encode_png, to_uint8
 from .runtime import ImageModel, ModelRegistry
 
@@ -20,6 +21,7 @@ bp = Blueprint("api", __name__, url_prefix="/v1")
 
 _IMAGE_FIELDS = ("model", "prompt", "n", "size", "response_format", "seed", "user")
 MAX_IMAGE_PROMPT_CHARS = 4000
+MAX_BATCH_VALUES = 1 << 26  # floats one request may make a generator output (256 MB)
 
 
 def models() -> ModelRegistry:
@@ -30,10 +32,7 @@ def models() -> ModelRegistry:
 
 
 def json_object() -> dict[str, Any]:
-    body = request.get_json(force=True, silent=True)
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    return body
+    return json_body()  # the cheap limits (edge_app/limits.py) first
 
 
 def int_field(body: dict, name: str, default: int | None, low: int, high: int) -> int | None:
@@ -85,6 +84,11 @@ class ImageRequest:
             raise InvalidRequest(f"model '{model.name}' generates {image.width}x{image.height} "
                                  f"images only, got size {size!r}", param="size")
         n = int_field(body, "n", 1, 1, max_n)
+        per_image = image.channels * image.height * image.width
+        if n * per_image > MAX_BATCH_VALUES:
+            raise InvalidRequest(f"{n} images of {image.width}x{image.height} exceed what one "
+                                 f"request may generate here; ask for at most "
+                                 f"{max(1, MAX_BATCH_VALUES // per_image)}", param="n")
         seed = int_field(body, "seed", None, 0, MAX_SEED)
         return cls(model, n, secrets.randbelow(MAX_SEED + 1) if seed is None else seed)
 

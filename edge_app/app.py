@@ -15,16 +15,20 @@ from .admission import Admission
 from .config import Config, load_config
 from .power.service import PowerService
 from .runtime import ModelRegistry
+from .runstate import RunState
 from .system import device_facts
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None,
-               config_loader: Callable[[], Config] | None = None) -> Flask:
+               config_loader: Callable[[], Config] | None = None,
+               run_state: RunState | None = None) -> Flask:
     """Build the server: config, error mapping, metrics, models (loaded and warmed), routes.
 
     `config_loader` gives a fresh Config on reload (the CLI re-reads its file and environment);
-    by default a reload keeps this config. Raises BundleError, ConfigError or SensorError when a
-    bundle, the config or the named power sensor cannot be used.
+    by default a reload keeps this config. `run_state` (a gunicorn worker's) holds the bundle
+    set the workers serve, which a reload over HTTP may have changed. Raises BundleError,
+    ConfigError or SensorError when a bundle, the config or the named power sensor cannot be
+    used.
     """
     cfg = config if isinstance(config, Config) else load_config(config)
     app = Flask(__name__)
@@ -33,7 +37,10 @@ def create_app(config: Config | Mapping[str, Any] | None = None,
 
     stats = metrics.Metrics(CollectorRegistry())
     registry = ModelRegistry()
-    registry.load(cfg)
+    state = run_state.read() if run_state is not None else {"epoch": 0, "bundles": None}
+    registry.load(cfg, tuple(state["bundles"]) if state["bundles"] else None)
+    if run_state is not None:  # this worker serves that epoch's set (what /admin/reload waits for)
+        run_state.ack(state["epoch"], True, None, sorted(registry.models))
     for model in registry.models.values():
         stats.model_info.labels(*admin.model_labels(model)).set(1)
     stats.device_info.labels(**device_facts(Path("/"), cfg.device_class,
@@ -41,6 +48,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None,
     app.extensions.update({
         "edgegen.config": cfg, "edgegen.config_loader": config_loader or (lambda: cfg),
         "edgegen.models": registry, "edgegen.metrics": stats,
+        "edgegen.run_state": run_state, "edgegen.epoch": state["epoch"],
         "edgegen.admission": Admission(cfg.max_concurrent, cfg.max_queue, cfg.queue_timeout_s,
                                        stats),
         "edgegen.power": PowerService(cfg, stats)})
@@ -48,7 +56,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None,
     errors.init_app(app)
     metrics.init_app(app, stats, {"edgegen": __version__, "onnxruntime": onnxruntime.__version__},
                      sensors_root=cfg.power_root)
-    auth.init_app(app, cfg.all_api_keys())  # after metrics: refused requests are counted too
+    # after metrics: refused requests are counted too
+    auth.init_app(app, cfg.all_api_keys(), cfg.all_admin_keys())
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(admin.bp)

@@ -10,16 +10,21 @@ The schema lives here, with its consumer (field-level validation in schema.py, e
 `generation` section in generation.py). ``optimizer`` writes bundles through
 :func:`write_bundle`; the server loads them through :func:`load_bundle`, which refuses a
 bundle whose schema_version is unknown, whose manifest is malformed, or whose files do not
-match their recorded sha256 and size. Every refusal is a :class:`BundleError` whose message
-names the bundle, the field or file, and what was expected.
+match their recorded sha256 and size. Files are opened without following symbolic links and
+must be regular files (a FIFO would block the reader forever, a link could lead anywhere).
+Every refusal is a :class:`BundleError` whose message names the bundle, the field or file, and
+what was expected.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +42,10 @@ MANIFEST = "manifest.json"
 TASKS = ("image-generation", "text-generation")
 FAMILIES = ("dcgan", "beta-vae", "gpt2", "llama")
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
+# Bundle and file names: a conservative set, since they become URL parts, paths, Prometheus
+# labels and JSON (a lone surrogate in a name once made /metrics fail for good).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+MAX_MANIFEST_BYTES = 1 << 20
 
 
 # --------------------------------------------------------------------------- typed manifest
@@ -77,8 +86,9 @@ def _files(obj: Obj) -> dict[str, FileEntry]:
     files = obj.obj("files")
     out = {}
     for name in files.value:
-        if "/" in name or "\\" in name or name in ("", ".", "..", MANIFEST):
-            raise BundleError(f"{obj.origin}: 'files' may only list plain file names, got {name!r}")
+        if not NAME.fullmatch(name) or name == MANIFEST:
+            raise BundleError(f"{obj.origin}: 'files' may only list plain file names (letters, "
+                              f"digits, '.', '_', '-'), got {name!r}")
         entry = files.obj(name)
         sha = entry.get("sha256", str)
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
@@ -116,8 +126,10 @@ def parse_manifest(data: Any, origin: str = MANIFEST) -> Manifest:
         raise BundleError(f"{origin}: 'generation.tokenizer_file' '{generation.tokenizer_file}' "
                           f"is not listed in 'files'")
     name = root.get("name", str)
-    if not name or any(c in name for c in "/\\ \t\n"):
-        raise BundleError(f"{origin}: 'name' must be a non-empty word without slashes, got {name!r}")
+    if not NAME.fullmatch(name):
+        raise BundleError(f"{origin}: 'name' must be a non-empty word of letters, digits, '.', "
+                          f"'_' and '-' (at most 128, starting with a letter or digit), got "
+                          f"{name!r}")
     return Manifest(
         schema_version=version,
         name=name,
@@ -138,11 +150,38 @@ def parse_manifest(data: Any, origin: str = MANIFEST) -> Manifest:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
+        return _sha256(f, chunk)
+
+
+def _sha256(f, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    while block := f.read(chunk):
+        digest.update(block)
     return digest.hexdigest()
+
+
+def open_regular(path: Path, what: str):
+    """Open a file of a bundle for reading: not through a symbolic link, and only if it is a
+    regular file (O_NONBLOCK: opening a FIFO then returns at once instead of waiting for a
+    writer). Raises BundleError naming `what`; FileNotFoundError when it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BundleError(f"{what} is a symbolic link; a bundle holds regular files "
+                              f"only") from None
+        if exc.errno == errno.ENOENT:
+            raise FileNotFoundError(path) from None
+        raise BundleError(f"{what} cannot be opened: {exc.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) \
+            else "a special file"
+        raise BundleError(f"{what} is {kind}; a bundle holds regular files only")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 @dataclass(frozen=True)
@@ -158,14 +197,17 @@ class Bundle:
 def verify_files(path: Path, manifest: Manifest) -> None:
     """Check that every listed file exists with its recorded size and sha256."""
     for name, entry in manifest.files.items():
-        file = path / name
-        if not file.is_file():
-            raise BundleError(f"bundle {path}: file '{name}' listed in the manifest is missing")
-        size = file.stat().st_size
-        if size != entry.size:
-            raise BundleError(f"bundle {path}: file '{name}' has size {size}, manifest says "
-                              f"{entry.size}")
-        actual = sha256_file(file)
+        try:
+            f = open_regular(path / name, f"bundle {path}: file '{name}'")
+        except FileNotFoundError:
+            raise BundleError(f"bundle {path}: file '{name}' listed in the manifest is "
+                              f"missing") from None
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            if size != entry.size:
+                raise BundleError(f"bundle {path}: file '{name}' has size {size}, manifest "
+                                  f"says {entry.size}")
+            actual = _sha256(f)
         if actual != entry.sha256:
             raise BundleError(f"bundle {path}: checksum mismatch for '{name}': manifest sha256 "
                               f"{entry.sha256}, file sha256 {actual}")
@@ -177,17 +219,24 @@ def read_manifest(path: Path) -> Manifest:
     if not path.is_dir():
         raise BundleError(f"bundle {path}: not a directory (expected <bundle>/{MANIFEST})")
     try:
-        data = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        with open_regular(path / MANIFEST, origin) as f:
+            text = f.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         raise BundleError(f"bundle {path}: no {MANIFEST}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{origin}: not valid JSON ({exc})") from None
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{origin}: larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        data = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BundleError(f"{origin}: not valid JSON ({str(exc)[:200]})") from None
     return parse_manifest(data, origin)
 
 
 def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
-    """Read, validate and (by default) checksum a bundle directory."""
-    path = Path(path)
+    """Read, validate and (by default) checksum a bundle directory. The bundle keeps its path
+    made absolute (not resolved), so that files are found whatever the working directory of
+    whoever opens them later (Flask's send_file resolves relative paths against the package)."""
+    path = Path(os.path.abspath(path))
     manifest = read_manifest(path)
     if verify:
         verify_files(path, manifest)

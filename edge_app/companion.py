@@ -12,20 +12,27 @@ the page's relative URLs work in either place::
 onnxruntime-web is not in this repository: android/fetch-web-deps.sh downloads the pinned npm
 package, checks its integrity and keeps the three files the wasm backend needs under
 build/web-deps/onnxruntime-web (or `companion_ort_dir`). Bundle files are served only when
-their name is in the loaded manifest's `files`, so no path reaches outside a bundle.
+their name is in the loaded manifest's `files`, so no path reaches outside a bundle; each is
+opened as load_bundle verified it (a regular file, not through a symbolic link, of the size
+the manifest records), so a file swapped for a link after the check is not followed either.
 """
 
 from __future__ import annotations
 
 import gzip
+import logging
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
 
-from .bundle import MANIFEST, Bundle
+from .bundle import MANIFEST, Bundle, BundleError, open_regular
 from .errors import ApiError, ModelNotFound
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("companion", __name__)
 PAGE_DIR = resources.files(__package__).joinpath("static/companion")
@@ -51,7 +58,8 @@ def page_files() -> dict[str, Any]:
 
 
 def ort_dir(configured: str = "") -> Path:
-    return Path(configured) if configured else DEFAULT_ORT_DIR
+    # absolute: Flask's send_file takes a relative path as relative to the package
+    return Path(os.path.abspath(configured)) if configured else DEFAULT_ORT_DIR
 
 
 def bundle_index(bundles: Iterable[Bundle]) -> dict[str, Any]:
@@ -105,8 +113,11 @@ def page_file(name: str):
         packed = path.with_name(name + ".gz")
         if packed.is_file():  # device images keep them gzipped (the Pi image's size budget)
             return _gzipped(packed, name)
-        raise FileNotServed(f"onnxruntime-web file {name!r} is not installed in "
-                            f"{path.parent}: {FETCH_HINT}")
+        # The directory goes to the log, not to the (public) client.
+        log.warning("companion: onnxruntime-web file %s is not in %s: %s", name, path.parent,
+                    FETCH_HINT)
+        raise FileNotServed(f"onnxruntime-web file {name!r} is not installed on this server: "
+                            f"{FETCH_HINT}")
     raise FileNotServed(f"no companion file {name!r}; the page has "
                         f"{sorted([*own, *ORT_FILES])}")
 
@@ -130,7 +141,29 @@ def bundles():
 def bundle_file(name: str, file: str):
     """One file of a loaded bundle: its manifest or a file the manifest lists."""
     bundle = _bundle(name)
-    if file != MANIFEST and file not in bundle.manifest.files:
+    entry = bundle.manifest.files.get(file)
+    if file != MANIFEST and entry is None:
         raise FileNotServed(f"bundle {name!r} has no file {file!r}; its files: "
                             f"{[MANIFEST, *bundle.manifest.files]}")
-    return _file(bundle.path / file, file)
+    try:
+        f = open_regular(bundle.path / file, f"bundle {name!r}: file {file!r}")
+    except (BundleError, OSError) as exc:
+        log.error("companion: %s", exc)
+        raise FileNotServed(f"bundle {name!r}: file {file!r} is not served (changed since the "
+                            f"bundle was loaded; see the server log)") from None
+    size = os.fstat(f.fileno()).st_size
+    if entry is not None and size != entry.size:
+        f.close()
+        log.error("companion: bundle %s: file %s has size %d, manifest says %d", name, file,
+                  size, entry.size)
+        raise FileNotServed(f"bundle {name!r}: file {file!r} changed since the bundle was "
+                            f"loaded; reload it")
+    response = send_file(f, mimetype=MIME.get(Path(file).suffix, "application/octet-stream"),
+                         etag=entry.sha256 if entry else False, max_age=0)
+    response.content_length = size
+    try:
+        return response.make_conditional(request.environ, accept_ranges=True,
+                                         complete_length=size)
+    except RequestedRangeNotSatisfiable:
+        f.close()
+        raise

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import yaml
 
 ENV_PREFIX = "EDGEGEN_"
+MAX_IMAGES_CAP = 256  # the most max_images_per_request may be (n latents and n images in memory)
 
 
 class ConfigError(Exception):
@@ -29,7 +30,15 @@ class Config:
     # Limits
     max_images_per_request: int = 16  # cap on `n` for /v1/images/generations
     max_tokens_per_request: int = 512  # cap on `max_tokens` for /v1/completions
-    max_body_bytes: int = 1 << 20  # larger request bodies get 413
+    max_body_bytes: int = 1 << 20  # larger request bodies get 413 (chunked ones too)
+    # Slow clients: each worker's event loop (edge_app/front.py) reads a request completely
+    # before a thread runs it, and writes the response, so a slow or silent client holds no
+    # thread. Deadlines: the request line and headers within header_timeout_s of the
+    # connection (or of a kept-alive request's first byte), then the body within
+    # body_timeout_s; a response the client stops reading for send_timeout_s is dropped.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    send_timeout_s: float = 30.0
     # Runtime
     intra_op_threads: int = 0  # ONNX Runtime intra-op threads; 0 = its default (all cores)
     # Power (the paper's method): sensor backend name, "auto" or "none"; the sysfs root of power
@@ -59,6 +68,21 @@ class Config:
     api_keys: tuple[str, ...] = ()
     api_key_file: str = ""  # one key per line (a Docker/Kubernetes secret)
     metrics_auth: bool = False
+    # A client address that sends this many wrong keys within a minute gets 429 (Retry-After)
+    # without its key being checked until the minute has passed; 0 = no limit.
+    auth_failures_per_minute: int = 10
+    # Admin (/admin/*) has its own keys, which API keys do not open (and vice versa). None
+    # configured: /admin/* answers loopback clients only (plus their API key, if any).
+    admin_keys: tuple[str, ...] = ()
+    admin_key_file: str = ""
+    # /admin/reload {"bundles": [...]} loads bundles from under this directory only (names or
+    # paths inside it; symlinks may not lead out). "" = bundle lists are refused; a reload of
+    # the configured bundles still works.
+    bundle_root: str = ""
+    reload_timeout_s: float = 120.0  # /admin/reload answers within this (the load may go on)
+    # Host header names this server answers to, besides IP addresses, localhost (*.localhost)
+    # and this machine's own name: a defence against DNS rebinding. "*" = any name.
+    allowed_hosts: tuple[str, ...] = ()
     # Process model (gunicorn): one worker holds one copy of each model, threads share it.
     # threads 0 = max_concurrent + max_queue + 4 (so health and metrics always get a thread).
     workers: int = 1
@@ -77,7 +101,7 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"config '{name}' must be a positive integer, got {value!r}")
-        for name in ("threads", "max_queue"):
+        for name in ("threads", "max_queue", "auth_failures_per_minute"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"config '{name}' must be an integer >= 0, got {value!r}")
@@ -85,7 +109,8 @@ class Config:
             raise ConfigError(f"config 'threads' ({self.threads}) must exceed max_concurrent + "
                               f"max_queue ({self.max_concurrent + self.max_queue}): each waiting "
                               f"request holds a thread, and /health and /metrics need one free")
-        for name in ("queue_timeout_s", "request_timeout_s"):
+        for name in ("queue_timeout_s", "request_timeout_s", "header_timeout_s",
+                     "body_timeout_s", "send_timeout_s", "reload_timeout_s"):
             if not _is_number(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ConfigError(f"config '{name}' must be a positive number of seconds, "
                                   f"got {getattr(self, name)!r}")
@@ -93,10 +118,21 @@ class Config:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"config '{name}' must be true or false, "
                                   f"got {getattr(self, name)!r}")
-        for key in self.api_keys:
-            if len(key) < 16 or any(c.isspace() for c in key):
-                raise ConfigError("config 'api_keys': each key must be at least 16 characters "
-                                  "with no whitespace (e.g. `openssl rand -hex 24`)")
+        for name in ("api_keys", "admin_keys"):
+            for key in getattr(self, name):
+                _check_key(name, key)
+        if set(self.api_keys) & set(self.admin_keys):
+            raise ConfigError("config 'admin_keys' must differ from every API key (an API key "
+                              "must not open /admin)")
+        if self.max_images_per_request > MAX_IMAGES_CAP:
+            raise ConfigError(f"config 'max_images_per_request' must be at most "
+                              f"{MAX_IMAGES_CAP}, got {self.max_images_per_request}")
+        for host in self.allowed_hosts:
+            if not host or any(c.isspace() or c in "/@?#" for c in host):
+                raise ConfigError(f"config 'allowed_hosts': {host!r} is not a host name "
+                                  f"(e.g. pi-01.lan, *.lan or *)")
+        if self.bundle_root and not Path(self.bundle_root).is_dir():
+            raise ConfigError(f"config 'bundle_root' {self.bundle_root} is not a directory")
         if not 0 < self.port < 65536:
             raise ConfigError(f"config 'port' must be in 1..65535, got {self.port}")
         if isinstance(self.intra_op_threads, bool) or not isinstance(self.intra_op_threads, int) \
@@ -122,18 +158,36 @@ class Config:
     def all_api_keys(self) -> tuple[str, ...]:
         """The configured keys plus those of api_key_file (read now, so a rotated secret file
         takes effect on reload)."""
-        keys = list(self.api_keys)
-        if self.api_key_file:
-            try:
-                text = Path(self.api_key_file).read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(f"cannot read api_key_file {self.api_key_file}: "
-                                  f"{exc.strerror}") from None
-            keys += [line.strip() for line in text.splitlines()
-                     if line.strip() and not line.lstrip().startswith("#")]
-            if not keys:
-                raise ConfigError(f"api_key_file {self.api_key_file} holds no key")
-        return tuple(keys)
+        return _read_keys("api_key_file", self.api_keys, self.api_key_file)
+
+    def all_admin_keys(self) -> tuple[str, ...]:
+        """admin_keys plus those of admin_key_file; none may also be an API key."""
+        keys = _read_keys("admin_key_file", self.admin_keys, self.admin_key_file)
+        if set(keys) & set(self.all_api_keys()):
+            raise ConfigError("an admin key is also an API key: give /admin keys of its own")
+        return keys
+
+
+def _check_key(name: str, key: str) -> None:
+    if len(key) < 16 or any(c.isspace() for c in key):
+        raise ConfigError(f"config '{name}': each key must be at least 16 characters with no "
+                          f"whitespace (e.g. `openssl rand -hex 24`)")
+
+
+def _read_keys(name: str, listed: tuple[str, ...], path: str) -> tuple[str, ...]:
+    keys = list(listed)
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {name} {path}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
+        found = [line.strip() for line in text.splitlines()
+                 if line.strip() and not line.lstrip().startswith("#")]
+        if not found:
+            raise ConfigError(f"{name} {path} holds no key")
+        keys += found
+    return tuple(keys)
 
 
 def _is_number(value: Any) -> bool:

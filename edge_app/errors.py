@@ -63,6 +63,18 @@ class Conflict(ApiError):
     status, type, code = 409, "invalid_request_error", "conflict"
 
 
+class Forbidden(ApiError):
+    status, type, code = 403, "permission_error", "forbidden"
+
+
+class TooManyRequests(ApiError):
+    """Too many wrong keys from one client address: it waits before any key is checked."""
+    status, type, code = 429, "rate_limit_error", "too_many_failed_keys"
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
 def error_body(status: int, message: str, type_: str, code: str, param: str | None = None):
     error = {"message": message, "type": type_, "code": code}
     if param is not None:

@@ -13,6 +13,17 @@ from .schema import BundleError, GraphSpec, Obj, graph_spec
 # How a seed becomes a latent vector; edge_app/latent.py implements each name exactly, so that
 # every runtime (server, benchmark, browser companion) draws the same latent for the same seed.
 LATENT_RNGS = ("splitmix64-box-muller-v1",)
+# Upper bounds on what a manifest may declare: the server allocates from these (a declared
+# latent of 20M once made warm-up allocate ~840 MB before the graph refused it).
+MAX_LATENT_DIM = 1 << 16
+MAX_IMAGE_SIDE = 4096
+MAX_VOCAB = 1 << 20
+MAX_CONTEXT = 1 << 21
+MAX_HEADS = 1024
+MAX_HEAD_DIM = 4096
+MAX_EOS_IDS = 16
+MAX_CHAT_TEMPLATE_CHARS = 64 * 1024
+MAX_SPECIAL_TOKEN_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -91,20 +102,21 @@ class TextGeneration:
 def _image_generation(obj: Obj, graph: GraphSpec) -> ImageGeneration:
     latent_obj, image_obj = obj.obj("latent"), obj.obj("image")
     latent = LatentSpec(
-        dim=latent_obj.positive("dim"),
+        dim=latent_obj.positive("dim", MAX_LATENT_DIM),
         distribution=latent_obj.get("distribution", str, choices=("normal",)),
         rng=latent_obj.get("rng", str, choices=LATENT_RNGS),
     )
     lo_hi = image_obj.get("value_range", list)
-    if len(lo_hi) != 2 or not all(isinstance(v, (int, float)) for v in lo_hi) or lo_hi[0] >= lo_hi[1]:
+    if len(lo_hi) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                  and math.isfinite(v) for v in lo_hi) or lo_hi[0] >= lo_hi[1]:
         raise BundleError(
             f"{obj.origin}: 'generation.image.value_range' must be [low, high] with low < high, "
-            f"got {lo_hi!r}"
+            f"both finite numbers, got {lo_hi!r}"
         )
     image = ImageSpec(
         channels=image_obj.get("channels", int, choices=(1, 3)),
-        height=image_obj.positive("height"),
-        width=image_obj.positive("width"),
+        height=image_obj.positive("height", MAX_IMAGE_SIDE),
+        width=image_obj.positive("width", MAX_IMAGE_SIDE),
         value_range=(float(lo_hi[0]), float(lo_hi[1])),
     )
     gen = ImageGeneration(
@@ -128,7 +140,7 @@ def _image_generation(obj: Obj, graph: GraphSpec) -> ImageGeneration:
 def _text_generation(obj: Obj, graph: GraphSpec) -> TextGeneration:
     cache = obj.obj("kv_cache")
     layers = tuple(
-        CacheLayer(heads=o.positive("heads"), key_input=o.get("key_input", str),
+        CacheLayer(heads=o.positive("heads", MAX_HEADS), key_input=o.get("key_input", str),
                    value_input=o.get("value_input", str), key_output=o.get("key_output", str),
                    value_output=o.get("value_output", str), query_heads=_query_heads(o))
         for o in (Obj(v, w, obj.origin) for w, v in cache.items("layers")))
@@ -142,11 +154,11 @@ def _text_generation(obj: Obj, graph: GraphSpec) -> TextGeneration:
                           f"token ids starting with eos_token_id ({eos}), got {eos_ids!r}"[:300])
     gen = TextGeneration(
         tokenizer_file=obj.get("tokenizer_file", str),
-        vocab_size=obj.positive("vocab_size"),
-        context_length=obj.positive("context_length"),
+        vocab_size=obj.positive("vocab_size", MAX_VOCAB),
+        context_length=obj.positive("context_length", MAX_CONTEXT),
         eos_token_id=eos,
         bos_token_id=obj.get("bos_token_id", int),
-        head_dim=cache.positive("head_dim"),
+        head_dim=cache.positive("head_dim", MAX_HEAD_DIM),
         cache_dtype=cache.get("dtype", str, choices=("float32", "float16")),
         layers=layers,
         input_ids=obj.get("input_ids", str),
@@ -189,14 +201,9 @@ def _text_generation(obj: Obj, graph: GraphSpec) -> TextGeneration:
     return gen
 
 
-MAX_EOS_IDS = 16
-MAX_CHAT_TEMPLATE_CHARS = 64 * 1024
-MAX_SPECIAL_TOKEN_CHARS = 256
-
-
 def _query_heads(layer: Obj) -> int | None:
     heads = layer.get("query_heads", int, default=None)
-    if heads is not None and (heads <= 0 or heads % layer.value["heads"]):
+    if heads is not None and (not 0 < heads <= MAX_HEADS or heads % layer.value["heads"]):
         raise BundleError(f"{layer.origin}: '{layer.where}.query_heads' must be a positive "
                           f"multiple of its heads ({layer.value['heads']}), got {heads}")
     return heads

@@ -21,6 +21,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    10.0, 30.0, 60.0, 120.0, 300.0)
 ENERGY_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0)
 NO_MODEL = "none"  # label for requests that did not resolve to a loaded model
+REJECT_REASONS = ("queue_full", "queue_timeout", "unauthorized", "auth_throttled",
+                  "client_timeout")
 
 
 class Metrics:
@@ -60,7 +62,8 @@ class Metrics:
             "edgegen_queue_depth", "Generation requests waiting for a slot.", registry=registry)
         self.rejected = Counter(
             "edgegen_requests_rejected", "Requests refused before generating: queue_full, "
-            "queue_timeout, unauthorized.", ["reason"], registry=registry)
+            "queue_timeout, unauthorized, auth_throttled (too many wrong keys), client_timeout "
+            "(a request begun but not received in time: 408).", ["reason"], registry=registry)
         self.device_info = Gauge(
             "edgegen_device_info", "This device (value 1): fleet class, hardware, CPU, "
             "accelerators ONNX Runtime can use.",
@@ -71,7 +74,7 @@ class Metrics:
             "failure (the previous models kept serving).", ["result"], registry=registry)
         # Counters with fixed label sets start at 0, so the first event is an increase that
         # rate() and increase() can see (a series born at 1 shows no increase).
-        for reason in ("queue_full", "queue_timeout", "unauthorized"):
+        for reason in REJECT_REASONS:
             self.rejected.labels(reason)
         for result in ("success", "failure"):
             self.reloads.labels(result)

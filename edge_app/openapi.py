@@ -186,8 +186,13 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {"status": {"const": "reloaded"},
                        **{k: {"type": "array", "items": {"type": "string"}}
                           for k in ("models", "loaded", "unchanged")},
-                       "seconds": {"type": "number"}},
+                       "seconds": {"type": "number"},
+                       "workers": {"type": "integer", "description": "Workers now serving "
+                                   "the set (each gunicorn worker reloads)."}},
     },
+    "Reloading": {"type": "object", "required": ["status", "message"],
+                  "properties": {"status": {"const": "reloading"},
+                                 "message": {"type": "string"}}},
 }
 
 
@@ -229,7 +234,7 @@ _COMPANION = {
 }
 
 
-def document(cfg: Config, registry, keys: bool) -> dict[str, Any]:
+def document(cfg: Config, registry, keys: bool, admin_keys: bool = False) -> dict[str, Any]:
     by_task: dict[str, list] = {"text-generation": [], "image-generation": []}
     for model in registry.models.values():
         by_task[model.bundle.manifest.task].append(model)
@@ -267,14 +272,24 @@ def document(cfg: Config, registry, keys: bool) -> dict[str, Any]:
         "/admin/reload": {"post": {
             "operationId": "reload",
             "summary": "Load the configured (or the given) bundles, validated and warmed, then "
-                       "swap; on failure the previous models keep serving.",
+                       "swap, in every worker; on failure the previous models keep serving. "
+                       "Admin keys only (or, with none set, loopback clients only); "
+                       "Content-Type: application/json; bundles from under bundle_root.",
             "requestBody": {"required": False, "content": {"application/json": {"schema": {
                 "type": "object", "additionalProperties": False,
                 "properties": {"bundles": {"type": "array", "minItems": 1,
-                                           "items": {"type": "string", "minLength": 1}}}}}}},
+                                           "items": {"type": "string", "minLength": 1},
+                                           "description": "Bundle directories, by name "
+                                           "under bundle_root or by path inside it."}}}}}},
             "responses": {"200": ok("The models now served.", "Reload"),
-                          "400": _error("A bundle is invalid or tampered; nothing changed."),
-                          "409": _error("Another reload is running."), "413": _TOO_LARGE}}},
+                          "202": ok("Still loading after reload_timeout_s; it goes on.",
+                                    "Reloading"),
+                          "400": _error("A bundle is invalid or tampered, or outside "
+                                        "bundle_root; nothing changed."),
+                          "403": _error("Not a loopback client, and no admin key is set."),
+                          "409": _error("Another reload is running."), "413": _TOO_LARGE,
+                          "415": _error("The body is not application/json."),
+                          "500": _error("Reloaded here, but not in every worker.")}}},
         "/health": {"get": {"operationId": "health", "summary": "Liveness (public).",
                             "responses": {"200": ok("The process answers.", "Status")}}},
         "/ready": {"get": {"operationId": "ready",
@@ -294,10 +309,15 @@ def document(cfg: Config, registry, keys: bool) -> dict[str, Any]:
     }
     for path, item in paths.items():
         for op in item.values():
-            if keys and protected(re.sub(r"\{(\w+)\}", r"<\1>", path), cfg.metrics_auth):
+            admin = path.startswith("/admin/") and admin_keys
+            if admin or keys and protected(re.sub(r"\{(\w+)\}", r"<\1>", path),
+                                           cfg.metrics_auth):
                 op["security"] = [{"bearer": []}]
-                op["responses"]["401"] = _error("Missing or invalid API key.", {
+                op["responses"]["401"] = _error(f"Missing or invalid "
+                                                f"{'admin' if admin else 'API'} key.", {
                     "WWW-Authenticate": {"schema": {"type": "string"}}})
+                op["responses"]["429"] = _error("Too many wrong keys from this address: "
+                                                "wait Retry-After seconds.", _RETRY)
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "EdgeGen device API", "version": __version__,
@@ -306,6 +326,6 @@ def document(cfg: Config, registry, keys: bool) -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": _SCHEMAS},
     }
-    if keys:
+    if keys or admin_keys:
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     return doc

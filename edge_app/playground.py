@@ -28,4 +28,4 @@ def page():
 def openapi():
     ext = current_app.extensions
     return jsonify(document(ext["edgegen.config"], ext["edgegen.models"],
-                            bool(ext["edgegen.api_keys"])))
+                            bool(ext["edgegen.api_keys"]), bool(ext["edgegen.admin_keys"])))

@@ -100,13 +100,31 @@ def open_session(bundle: Bundle, threads: int = 0,
     log.info("%s: execution providers %s (requested %s)", bundle.manifest.name, active,
              list(config.execution_providers) if config and config.execution_providers
              else "auto")
-    declared = {t.name: t.dtype for t in bundle.manifest.graph.inputs + bundle.manifest.graph.outputs}
-    actual = {a.name: _ORT_DTYPES.get(a.type, a.type)
-              for a in session.get_inputs() + session.get_outputs()}
+    check_graph_io(bundle, session.get_inputs() + session.get_outputs())
+    return session
+
+
+def check_graph_io(bundle: Bundle, graph_args) -> None:
+    """The manifest's graph I/O must be the model file's: the same names and dtypes, and
+    shapes that agree axis by axis (a fixed size equal to the graph's, or the graph's axis
+    dynamic; an axis the manifest calls dynamic must be dynamic in the graph). Checked before
+    any run, so a manifest cannot make the server allocate for shapes the graph refuses."""
+    graph = bundle.manifest.graph
+    declared = {t.name: t.dtype for t in graph.inputs + graph.outputs}
+    actual = {a.name: _ORT_DTYPES.get(a.type, a.type) for a in graph_args}
     if declared != actual:
         raise BundleError(f"bundle {bundle.path}: graph I/O in the manifest {declared} does not "
                           f"match the model file {actual}")
-    return session
+    shapes = {a.name: list(a.shape) for a in graph_args}
+    for spec in graph.inputs + graph.outputs:
+        real = shapes[spec.name]
+        agree = len(real) == len(spec.shape) and all(
+            not isinstance(g, int) or (isinstance(d, int) and d == g)
+            for d, g in zip(spec.shape, real))
+        if not agree:
+            shown = ["?" if not isinstance(g, (int, str)) else g for g in real]
+            raise BundleError(f"bundle {bundle.path}: tensor '{spec.name}' has shape {shown} in "
+                              f"the model file, the manifest declares {list(spec.shape)}")
 
 
 @dataclass
@@ -127,12 +145,18 @@ class ImageModel(ServedModel):
 def load_model(bundle: Bundle, config: Config) -> "ImageModel | TextModel":
     """A warmed model for a bundle: the first run allocates and pre-packs weights."""
     session = open_session(bundle, config.intra_op_threads, config)
-    if bundle.manifest.task == "text-generation":
-        model = TextModel(bundle, session)
-        model.generate([bundle.manifest.generation.eos_token_id], 2, stop_at_eos=False)
-    else:
-        model = ImageModel(bundle, session)
-        model.generate(1, seed=0)
+    try:
+        if bundle.manifest.task == "text-generation":
+            model = TextModel(bundle, session)
+            model.generate([bundle.manifest.generation.eos_token_id], 2, stop_at_eos=False)
+        else:
+            model = ImageModel(bundle, session)
+            model.generate(1, seed=0)
+    except BundleError:
+        raise
+    except Exception as exc:  # ORT's Fail/InvalidArgument/RuntimeException, MemoryError, ...
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise BundleError(f"bundle {bundle.path}: the warm-up run failed: {first}") from None
     model.requested_providers = ",".join(config.execution_providers) or "auto"
     return model
 

@@ -68,10 +68,15 @@ class Obj:
             )
         return value
 
-    def positive(self, key: str) -> int:
+    def positive(self, key: str, high: int | None = None) -> int:
+        """A positive integer, at most `high` (bounds what a hostile manifest can make the
+        server allocate)."""
         value = self.get(key, int)
         if value <= 0:
             raise BundleError(f"{self.origin}: field '{self._path(key)}' must be > 0, got {value}")
+        if high is not None and value > high:
+            raise BundleError(f"{self.origin}: field '{self._path(key)}' must be at most {high}, "
+                              f"got {value}")
         return value
 
     def obj(self, key: str, default=_MISSING) -> "Obj":

@@ -14,7 +14,11 @@ Signals: SIGTERM (and SIGINT) stop gracefully: the listening socket closes and r
 flight, streams included, finish within `graceful_timeout_s`; then the exit status is 0.
 SIGHUP reloads the bundles in every worker (validated and warmed before the swap; on failure
 the old ones keep serving) instead of gunicorn's restart of the workers, which would drop the
-models and, with a broken bundle, take the server down.
+models and, with a broken bundle, take the server down. /admin/reload reaches every worker the
+same way (edge_app/admin.py), through the run state the master keeps (edge_app/runstate.py).
+
+Connections: each worker's event loop reads requests and writes responses itself
+(edge_app/front.py), so slow clients hold no request thread.
 """
 
 from __future__ import annotations
@@ -32,20 +36,25 @@ from gunicorn.arbiter import Arbiter
 
 from .bundle import BundleError, load_bundle
 from .config import Config, ConfigError, load_config
+from .front import FrontWorker
+from .runstate import RunState
 from .power import SensorError, detect
 
 
 class _Arbiter(Arbiter):
     def handle_hup(self):
-        """Forward SIGHUP to the workers: each reloads its models in place."""
-        self.log.info("Hang up: reloading the bundles in %d worker(s)", len(self.WORKERS))
+        """Forward SIGHUP to the workers: each reloads its models in place (the bundle set of
+        an /admin/reload that asked for it, else the configured one)."""
+        state = self.app.run_state.on_hangup(list(self.WORKERS))
+        self.log.info("Hang up: reloading the bundles in %d worker(s) (%s)", len(self.WORKERS),
+                      "the set /admin/reload chose" if state["by"] == "admin" else "configured")
         for pid in list(self.WORKERS):
             self.kill_worker(pid, signal.SIGHUP)
 
 
 class _Gunicorn(BaseApplication):
-    def __init__(self, config: Config, loader: Callable[[], Config]):
-        self.edgegen, self.edgegen_loader = config, loader
+    def __init__(self, config: Config, loader: Callable[[], Config], run_state: RunState):
+        self.edgegen, self.edgegen_loader, self.run_state = config, loader, run_state
         super().__init__()
 
     def run(self):
@@ -54,12 +63,19 @@ class _Gunicorn(BaseApplication):
         except RuntimeError as exc:
             print(f"edgegen: error: {exc}", file=sys.stderr)
             sys.exit(1)
+        except SystemExit:
+            # (A worker's exit passes here too, up from the fork in gunicorn's spawn_worker.)
+            message = self.run_state.boot_error() if self.run_state.in_owner else None
+            if message:  # a worker could not load its bundles: one line, as for the master's
+                print(f"edgegen: error: {message}", file=sys.stderr)
+                sys.exit(2)
+            raise
 
     def load_config(self):
         cfg = self.edgegen
         settings = {
             "bind": f"{cfg.host}:{cfg.port}", "workers": cfg.workers,
-            "threads": cfg.gunicorn_threads, "worker_class": "gthread", "timeout": cfg.timeout_s,
+            "threads": cfg.gunicorn_threads, "worker_class": FrontWorker, "timeout": cfg.timeout_s,
             "graceful_timeout": cfg.graceful_timeout_s, "loglevel": cfg.log_level,
             "preload_app": False, "post_worker_init": _worker_ready,
             # gunicorn >= 25 opens a control socket at one fixed path per user; several servers
@@ -80,7 +96,13 @@ class _Gunicorn(BaseApplication):
         ours.setLevel(self.edgegen.log_level.upper())
         ours.propagate = False
 
-        return create_app(self.edgegen, self.edgegen_loader)
+        try:
+            return create_app(self.edgegen, self.edgegen_loader, self.run_state)
+        except (BundleError, ConfigError, SensorError) as exc:
+            # What the master could not check without ONNX Runtime (the graph against the
+            # manifest, the warm-up run): the master prints it and exits 2, no traceback.
+            self.run_state.set_boot_error(str(exc))
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
 
 def _worker_ready(worker) -> None:
@@ -94,7 +116,8 @@ def _worker_ready(worker) -> None:
     config: Config = worker.app.edgegen
     base = f"http://{config.host}:{config.port}"
     models = worker.wsgi.extensions["edgegen.models"].models
-    auth = " -H 'Authorization: Bearer $EDGEGEN_KEY'" if config.api_keys or config.api_key_file \
+    # Double quotes: the shell expands $EDGEGEN_KEY (single quotes sent the name itself: 401).
+    auth = ' -H "Authorization: Bearer $EDGEGEN_KEY"' if config.api_keys or config.api_key_file \
         else ""
     lines = [f"\nEdgeGen is serving {', '.join(sorted(models))} at {base}",
              f"  playground {base}/   API {base}/openapi.json   models {base}/v1/models",
@@ -164,9 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         for path in config.bundles:
             load_bundle(path)  # schema and sha256 of every file, before any worker starts
         _native_checks(config)  # the power sensor and the execution providers
-        config.all_api_keys()  # a key file that cannot be read
+        config.all_admin_keys()  # key files that cannot be read, an admin key that is an API key
     except (ConfigError, BundleError, SensorError) as exc:
         print(f"edgegen: error: {exc}", file=sys.stderr)
         return 2
-    _Gunicorn(config, loader).run()  # exits the process itself on fatal errors (port in use)
+    run_state = RunState.create()
+    try:
+        _Gunicorn(config, loader, run_state).run()  # exits itself on fatal errors (port in use)
+    finally:
+        run_state.remove()
     return 0

@@ -238,6 +238,12 @@ class TextModel(ServedModel, Decoder):
         except Exception as exc:  # tokenizers raises a plain Exception for a bad file
             raise BundleError(f"bundle {bundle.path}: cannot read tokenizer "
                               f"'{gen.tokenizer_file}': {exc}") from None
+        # No token covers more characters than its vocabulary entry has (byte-level entries
+        # spell one byte per character), so a prompt longer than this cannot fit the context:
+        # refused before any tokenizing.
+        self.max_token_chars = max(map(len, self.tokenizer.get_vocab(with_added_tokens=True)),
+                                   default=1)
+        self.max_prompt_chars = gen.context_length * self.max_token_chars
 
     @classmethod
     def load(cls, bundle: Bundle, threads: int = 0) -> "TextModel":

@@ -109,10 +109,10 @@ def fleet(gpt2_bundle, dcgan_bundle, tmp_path_factory):
     servers = {
         "jetson-sim": ServerProcess(gpt2_bundle, dcgan_bundle, env={
             "EDGEGEN_POWER_ROOT": str(_sensor_tree(tmp, "jetson-orin-nano-jp6", "jetson-orin")),
-            "EDGEGEN_API_KEYS": KEY}),
+            "EDGEGEN_API_KEYS": KEY, "EDGEGEN_BUNDLE_ROOT": str(tmp)}),
         "hwmon-sim": ServerProcess(gpt2_bundle, dcgan_bundle, env={
             "EDGEGEN_POWER_ROOT": str(_sensor_tree(tmp, "hwmon-generic", None)),
-            "EDGEGEN_API_KEYS": KEY}),
+            "EDGEGEN_API_KEYS": KEY, "EDGEGEN_BUNDLE_ROOT": str(tmp)}),
     }
     for s in servers.values():
         s.wait_ready()
@@ -169,8 +169,8 @@ def _traffic(servers: dict, seconds: float) -> None:
     for s in servers.values():
         assert requests.post(s.base + "/v1/completions", json={"prompt": "x"},
                              timeout=10).status_code == 401  # a refusal, counted
-        assert requests.post(s.base + "/admin/reload", headers=auth, timeout=60).ok
-        assert requests.post(s.base + "/admin/reload", json={"bundles": ["/nonexistent"]},
+        assert requests.post(s.base + "/admin/reload", json={}, headers=auth, timeout=60).ok
+        assert requests.post(s.base + "/admin/reload", json={"bundles": ["nonexistent"]},
                              headers=auth, timeout=60).status_code == 400
 
 

@@ -6,7 +6,9 @@ documented (server-sent events included), schema-violating requests refused, met
 allowed answered 405, auth not ignored. Not checked: `positive_data_acceptance`, since a
 schema-valid request can still be refused for reasons a schema cannot express: a prompt whose
 token count plus max_tokens exceeds the context, or a reload naming a directory that is not
-a bundle.
+a bundle. Bodies no schema makes schemathesis send (a lone UTF-16 surrogate, JSON nested
+100,000 deep) go to every POST route of the same document beside this run, in
+tests/adversarial/test_bad_input.py.
 """
 
 from __future__ import annotations

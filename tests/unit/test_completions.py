@@ -22,6 +22,7 @@ def text_client(gpt2_bundle, dcgan_bundle):
 
 def _events(resp) -> list:
     lines = [ln for ln in resp.get_data(as_text=True).split("\n\n") if ln]
+    resp.close()  # as a WSGI server does: the stream gives its admission slot back
     assert all(ln.startswith("data: ") for ln in lines)
     assert lines[-1] == "data: [DONE]"
     return [json.loads(ln[6:]) for ln in lines[:-1]]
@@ -107,10 +108,47 @@ def test_models_list_text_facts_and_metrics_count_tokens(text_client):
     text = listed["tiny-gpt2"]
     assert text["task"] == "text-generation" and text["text"]["context_length"] == 128
     assert text["text"]["heads_per_layer"] == [4, 4] and "image" in listed["tiny-dcgan"]
-    text_client.post("/v1/completions", json={"prompt": "A", "max_tokens": 3, "temperature": 0,
-                                              "stream": True}).get_data()
+    streamed = text_client.post("/v1/completions", json={"prompt": "A", "max_tokens": 3,
+                                                         "temperature": 0, "stream": True})
+    streamed.get_data()
+    streamed.close()
     metrics = text_client.get("/metrics").get_data(as_text=True)
     assert 'edgegen_generated_tokens_total{model="tiny-gpt2"}' in metrics
     assert 'edgegen_time_to_first_token_seconds_count{model="tiny-gpt2"}' in metrics
     assert ('edgegen_requests_total{endpoint="/v1/completions",model="tiny-gpt2",status="200"}'
             in metrics)
+
+
+def test_a_prompt_is_tokenized_only_inside_admission(gpt2_bundle):
+    """Cheap limits first: a prompt longer than the context could ever hold (context length x
+    the longest token) is refused without tokenizing; a shorter one is tokenized holding an
+    admission slot, so with every slot busy it waits (503 here: no queue) instead of costing
+    CPU and memory beside the running generations."""
+    from edge_app import create_app
+
+    app = create_app({"bundles": [str(gpt2_bundle)], "power_sensor": "none",
+                      "max_concurrent": 1, "max_queue": 0})
+    client, model = app.test_client(), app.extensions["edgegen.models"].models["tiny-gpt2"]
+    encoded = []
+    model.encode = lambda text, real=model.encode: encoded.append(len(text)) or real(text)
+    too_long = "\u4e00" * (model.max_prompt_chars + 1)
+    r = client.post("/v1/completions", json={"prompt": too_long, "max_tokens": 4})
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == "context_length_exceeded"
+    assert "characters" in r.get_json()["error"]["message"] and encoded == []
+
+    fits_in_chars = "\u4e00" * (model.max_prompt_chars // 2)  # but not in tokens
+    admission = app.extensions["edgegen.admission"]
+    admission.acquire()  # a generation holds the only slot
+    try:
+        for stream in (False, True):
+            r = client.post("/v1/completions", json={"prompt": fits_in_chars, "max_tokens": 4,
+                                                     "stream": stream})
+            assert r.status_code == 503 and encoded == [], r.get_json()
+    finally:
+        admission.release()
+    for stream in (False, True):
+        r = client.post("/v1/completions", json={"prompt": fits_in_chars, "max_tokens": 4,
+                                                 "stream": stream})
+        assert r.status_code == 400 and r.get_json()["error"]["code"] == "context_length_exceeded"
+    assert encoded == [len(fits_in_chars)] * 2
+    assert (admission.active, admission.waiting) == (0, 0)  # every slot given back

@@ -38,6 +38,15 @@ def test_layering(tmp_path):
     ({"power_hz": 0}, {}, "'power_hz' must be a positive number"),
     ({"bundles": 5}, {}, "'bundles' must be a list of paths"),
     ({"max_images": 4}, {}, r"unknown config keys: \['max_images'\]"),
+    ({"header_timeout_s": 0}, {}, "'header_timeout_s' must be a positive number of seconds"),
+    ({}, {"EDGEGEN_BODY_TIMEOUT_S": "slow"}, "'body_timeout_s' must be a number"),
+    ({"auth_failures_per_minute": -1}, {}, "'auth_failures_per_minute' must be an integer >= 0"),
+    ({"admin_keys": ["short"]}, {}, "'admin_keys': each key must be at least 16 characters"),
+    ({"admin_keys": ["k" * 20], "api_keys": ["k" * 20]}, {}, "must differ from every API key"),
+    ({"allowed_hosts": ["a b"]}, {}, "'allowed_hosts': 'a b' is not a host name"),
+    ({"bundle_root": "/nonexistent/bundles"}, {}, "'bundle_root' /nonexistent/bundles is not a "
+                                                  "directory"),
+    ({"max_images_per_request": 1000}, {}, "'max_images_per_request' must be at most 256"),
 ])
 def test_bad_config_stops_the_boot(overrides, env, message):
     with pytest.raises(ConfigError, match=message):

@@ -146,11 +146,12 @@ def _renamed_copy(src: Path, dst: Path, name: str) -> Path:
 
 def test_reload_swaps_only_after_validation_and_refuses_tampered(bundle_copy, tmp_path):
     app = create_app({"bundles": [str(bundle_copy)], "power_sensor": "none",
-                      "api_keys": [KEY]})
+                      "api_keys": [KEY], "bundle_root": str(tmp_path)})
     client, auth = app.test_client(), {"Authorization": f"Bearer {KEY}"}
     before = app.extensions["edgegen.models"].models["tiny-dcgan"]
 
-    same = client.post("/admin/reload", headers=auth)  # nothing changed: nothing reloaded
+    same = client.post("/admin/reload", headers=auth,  # nothing changed: nothing reloaded
+                       content_type="application/json")
     assert same.status_code == 200 and same.get_json()["unchanged"] == ["tiny-dcgan"]
     assert app.extensions["edgegen.models"].models["tiny-dcgan"] is before
 
@@ -165,7 +166,7 @@ def test_reload_swaps_only_after_validation_and_refuses_tampered(bundle_copy, tm
     assert sorted(app.extensions["edgegen.models"].models) == ["tiny-dcgan"]
     assert _images(client, headers=auth).status_code == 200  # the old model keeps serving
 
-    r = client.post("/admin/reload", json={"bundles": [str(bundle_copy), str(other)]},
+    r = client.post("/admin/reload", json={"bundles": ["bundle", str(other)]},  # a name, a path
                     headers=auth)
     assert r.status_code == 200, r.get_json()
     assert r.get_json() | {"seconds": 0} == {"status": "reloaded", "models": [
