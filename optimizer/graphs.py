@@ -1,5 +1,6 @@
 """Small, exact rewrites of exported ONNX graphs that let ONNX Runtime's quantizers reach every
-weight: they change how a product is written, never what it computes."""
+weight: they change how a product is written, never what it computes; and one that lets a
+quantized graph keep a tied embedding once."""
 
 from __future__ import annotations
 
@@ -72,6 +73,111 @@ def drop_unused_initializers(model: onnx.ModelProto) -> None:
     for init in list(model.graph.initializer):
         if init.name not in used:
             model.graph.initializer.remove(init)
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    return users
+
+
+def _dequantized(inits, q: str, scale: str, zero: str) -> np.ndarray | None:
+    """q's values in float; None unless scale and zero point are per tensor or per last axis."""
+    if not {q, scale, zero} <= inits.keys():
+        return None
+    data, s, z = (numpy_helper.to_array(inits[n]) for n in (q, scale, zero))
+    if s.ndim > 1 or z.shape != s.shape or data.ndim != 2 or (s.ndim and s.size != data.shape[1]):
+        return None
+    return (data.astype(np.float32) - z.astype(np.float32)) * s.astype(np.float32)
+
+
+def _int8_head(graph, inits, users, node):
+    """(weight, scale, zero point) of a dynamically quantized product h @ W with W a constant:
+    ONNX Runtime writes MatMulInteger(h_q, W_q, h_zp, W_zp) -> Cast -> Mul(., h_scale * W_scale)."""
+    if len(node.input) < 4 or node.input[1] not in inits:
+        return None
+    producers = {o: n for n in graph.node for o in n.output}
+    cast = users.get(node.output[0], [])
+    if len(cast) != 1 or cast[0].op_type != "Cast":
+        return None
+    mul = users.get(cast[0].output[0], [])
+    if len(mul) != 1 or mul[0].op_type != "Mul":
+        return None
+    for name in mul[0].input:
+        scales = producers.get(name)
+        if scales is not None and scales.op_type == "Mul" and scales.input[1] in inits:
+            return node.input[1], scales.input[1], node.input[3]
+    return None
+
+
+def share_tied_int8_embedding(model: onnx.ModelProto) -> dict | None:
+    """A dynamically quantized decoder with a tied embedding stores it twice: int8 [D, V] for
+    the output head (MatMulInteger) and uint8 [V, D] for the token lookup (Gather, then
+    DequantizeLinear) -- for a small model the larger half of the file. The lookup is rewritten
+    to read the head's copy: Gather along axis 1, Transpose to [..., D], dequantize with the
+    head's scale; the lookup's copy is dropped.
+
+    A pair is taken only when both dequantize to the same matrix within their two rounding
+    steps (so they came from one float tensor); the lookup's values then change by at most
+    that. Returns what was shared, or None when the graph has no such pair."""
+    graph = model.graph
+    inits, users = _initializers(graph), _consumers(graph)
+    heads = [h for n in graph.node if n.op_type == "MatMulInteger"
+             for h in [_int8_head(graph, inits, users, n)] if h]
+    ranks = {v.name: len(v.type.tensor_type.shape.dim)
+             for v in [*graph.input, *onnx.shape_inference.infer_shapes(model).graph.value_info]
+             if v.type.tensor_type.HasField("shape")}
+    for gather in [n for n in graph.node if n.op_type == "Gather" and n.input[0] in inits]:
+        deq = users.get(gather.output[0], [])
+        if _attr(gather, "axis", 0) != 0 or len(deq) != 1 or deq[0].op_type != "DequantizeLinear" \
+                or len(deq[0].input) != 3 or gather.input[1] not in ranks:
+            continue
+        table = _dequantized(inits, gather.input[0], *deq[0].input[1:])
+        if table is None or table.ndim != 2 or numpy_helper.to_array(
+                inits[deq[0].input[1]]).ndim:
+            continue
+        for weight, scale, zero in heads:
+            head = _dequantized(inits, weight, scale, zero)
+            if head is None or head.shape != table.shape[::-1]:
+                continue
+            steps = float(numpy_helper.to_array(inits[deq[0].input[1]])) + \
+                float(numpy_helper.to_array(inits[scale]).max())
+            if float(np.abs(head.T - table).max()) > 0.5 * steps * 1.001 + 1e-7:
+                continue
+            _lookup_from_head(graph, gather, deq[0], ranks[gather.input[1]], weight, scale, zero,
+                              per_channel=numpy_helper.to_array(inits[scale]).ndim == 1)
+            dropped = gather.input[0]
+            saved = inits[dropped].ByteSize()
+            drop_unused_initializers(model)
+            return {"lookup_reads": weight, "dropped": dropped, "bytes_saved": saved,
+                    "max_abs_change": round(float(np.abs(head.T - table).max()), 8)}
+    return None
+
+
+def _lookup_from_head(graph, gather, deq, rank, weight, scale, zero, per_channel):
+    ids, out, base = gather.input[1], deq.output[0], gather.output[0]
+    nodes = [helper.make_node("Gather", [weight, ids], [base + "_t"], axis=1),
+             helper.make_node("Transpose", [base + "_t"], [base + "_q"],
+                              perm=[*range(1, rank + 1), 0])]
+    if per_channel:  # a scale and zero point per token: looked up alongside
+        graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), base + "_ax"))
+        nodes += [helper.make_node("Gather", [scale, ids], [base + "_s0"], axis=0),
+                  helper.make_node("Unsqueeze", [base + "_s0", base + "_ax"], [base + "_s"]),
+                  helper.make_node("Gather", [zero, ids], [base + "_z0"], axis=0),
+                  helper.make_node("Unsqueeze", [base + "_z0", base + "_ax"], [base + "_z1"]),
+                  helper.make_node("Cast", [base + "_z1"], [base + "_z"], to=onnx.TensorProto.FLOAT),
+                  helper.make_node("Cast", [base + "_q"], [base + "_f"], to=onnx.TensorProto.FLOAT),
+                  helper.make_node("Sub", [base + "_f", base + "_z"], [base + "_c"]),
+                  helper.make_node("Mul", [base + "_c", base + "_s"], [out])]
+    else:
+        nodes.append(helper.make_node("DequantizeLinear", [base + "_q", scale, zero], [out]))
+    at = list(graph.node).index(gather)
+    graph.node.remove(gather)
+    graph.node.remove(deq)
+    for offset, node in enumerate(nodes):
+        graph.node.insert(at + offset, node)
 
 
 def graph_opset(path) -> int:
