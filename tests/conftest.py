@@ -13,6 +13,8 @@ import pytest
 
 from edge_app.bundle import load_bundle
 
+from .tiers import TierClock
+
 REPO = Path(__file__).resolve().parent.parent
 TINY_RECIPE = REPO / "tests" / "data" / "tiny-dcgan.yaml"
 
@@ -40,6 +42,7 @@ _config: pytest.Config | None = None
 def pytest_configure(config: pytest.Config) -> None:
     global _config
     _config = config
+    config.pluginmanager.register(TierClock(), "edgegen-tier-clock")
 
 
 @pytest.fixture(scope="session")
