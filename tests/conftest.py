@@ -13,6 +13,7 @@ import pytest
 
 from edge_app.bundle import load_bundle
 
+from .artifacts import RecipeRuns
 from .tiers import TierClock
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,6 +47,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
+def recipe_runs(tmp_path_factory) -> RecipeRuns:
+    """Recipes run once per session through the CLI, by recipe hash (tests/artifacts.py)."""
+    return RecipeRuns(tmp_path_factory.mktemp("recipe-runs"))
+
+
+@pytest.fixture(scope="session")
 def dcgan_bundle(tmp_path_factory) -> Path:
     """A real bundle: DCGAN trained for one epoch on scikit-learn digits, exported, validated."""
     from optimizer.build import run_recipe
@@ -56,6 +63,14 @@ def dcgan_bundle(tmp_path_factory) -> Path:
                         progress=False)
     (bundle,) = result.bundles
     return bundle.path
+
+
+@pytest.fixture(scope="session")
+def fid_extractors(dcgan_bundle) -> Path:
+    """The optimizer's FID extractor cache (runs/extractors/) as the session's tiny-dcgan run
+    left it: the rotation CNN of the bundled digits, trained once. Image recipe runs start from
+    a copy (artifacts.seed_extractors) instead of training their own."""
+    return dcgan_bundle.parent / "runs" / "extractors"
 
 
 @pytest.fixture

@@ -4,10 +4,6 @@ and sparsity; three seeds, statistics, bundles that the edge runtime decodes."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
 from edge_app.bundle import load_bundle
@@ -21,15 +17,10 @@ POINTS = ("student", "distilled", "int8", "distilled-int8", "heads-50", "sparse-
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("gpt2-quick")
-    result = subprocess.run(
-        [sys.executable, "-m", "optimizer", "run", str(RECIPE), "--out",
-         str(tmp / "bundles" / "gpt2-pydoc"), "--runs-dir", str(tmp / "runs"), "--no-progress"],
-        cwd=tmp, capture_output=True, text=True, timeout=1500)  # cwd: MLflow writes ./mlruns
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads((tmp / "runs" / "gpt2-pydoc" / "results.json").read_text())
-    return tmp, results, result.stdout
+def quick(recipe_runs):
+    run = recipe_runs.run(RECIPE)  # once per session, at its `ci` profile (tests/artifacts.py)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.dir, run.results(), run.stdout
 
 
 def test_every_point_becomes_a_bundle_the_runtime_decodes(quick):
