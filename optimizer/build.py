@@ -104,12 +104,14 @@ def image_manifest(name: str, recipe: Recipe, gen: Generator, precision: str,
     }
 
 
-def run_provenance(recipe_path: Path, data_info: dict) -> dict:
-    """What every bundle of one recipe run shares; each bundle adds its seed and timestamp."""
+def run_provenance(recipe_path: Path, data_info: dict, profile: str = "") -> dict:
+    """What every bundle of one recipe run shares; each bundle adds its seed and timestamp.
+    `profile`: the recipe's overlay applied (e.g. ci), recorded so its figures say so."""
     return {
         "tool": "edgegen-optimizer", "tool_version": __version__, "git_commit": git_commit(),
         "recipe": {"path": str(recipe_path),
-                   "sha256": hashlib.sha256(recipe_path.read_bytes()).hexdigest()},
+                   "sha256": hashlib.sha256(recipe_path.read_bytes()).hexdigest(),
+                   **({"profile": profile} if profile else {})},
         "dataset": data_info,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
@@ -220,6 +222,8 @@ class Ledger:
 
     def finish(self, tables_dir: Path, method: dict) -> "RecipeResult":
         """Write the results tables, close the tracked run, and return the outcome."""
+        if self.recipe.profile:  # a CI-sized table says so
+            method = {"profile": self.recipe.profile, **method}
         summary = write_tables(tables_dir, self.rows, method, self.recipe.compare)
         self.tracker.finish(tables_dir, failed=bool(self.failed))
         return RecipeResult(self.bundles, self.failed, summary, tables_dir)
@@ -293,7 +297,7 @@ def run_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
     extractor = get_extractor(data.images, data.sha256, runs_dir / "extractors",
                               recipe.evaluate.inception_weights)
     run = _Run(recipe, out or Path("bundles") / recipe.name, extractor, data_info,
-               run_provenance(recipe_path, data_info))
+               run_provenance(recipe_path, data_info, recipe.profile))
     tracker = Tracker(recipe.name, dataclasses.asdict(recipe), recipe.mlflow)
     ledger = Ledger(recipe, tracker, gate_failures)
     try:

@@ -19,6 +19,12 @@ from .tiers import TierClock
 REPO = Path(__file__).resolve().parent.parent
 TINY_RECIPE = REPO / "tests" / "data" / "tiny-dcgan.yaml"
 
+# Recipes run at the size of their `ci` profile (optimizer/recipe.py: fewer steps where a test
+# checks mechanics, every seed where it checks statistics); EDGEGEN_PROFILE= (empty) runs them
+# as written. Set before any test imports the optimizer or starts it in a subprocess.
+PROFILE = os.environ.setdefault("EDGEGEN_PROFILE", "ci")
+
+
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Print a failure when it happens, with the tail of what the test printed, not only in the
@@ -44,6 +50,11 @@ def pytest_configure(config: pytest.Config) -> None:
     global _config
     _config = config
     config.pluginmanager.register(TierClock(), "edgegen-tier-clock")
+
+
+def pytest_report_header() -> str:
+    return (f"recipes: profile {PROFILE!r} (EDGEGEN_PROFILE; empty: as written)" if PROFILE
+            else "recipes: as written (EDGEGEN_PROFILE is empty)")
 
 
 @pytest.fixture(scope="session")

@@ -278,7 +278,7 @@ def run_text_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
     data = prepare(recipe, runs_dir)
     tokenizer_file = runs_dir / recipe.name / "tokenizer.json"
     data.tokenizer.save(str(tokenizer_file))
-    provenance = run_provenance(recipe_path, data.info)
+    provenance = run_provenance(recipe_path, data.info, recipe.profile)
     provenance["versions"].update(transformers=transformers.__version__,
                                   tokenizers=tokenizers.__version__,
                                   sacrebleu=sacrebleu.__version__)
