@@ -13,6 +13,7 @@ import pytest
 
 from edge_app.bundle import load_bundle
 
+from . import background
 from .artifacts import RecipeRuns
 from .tiers import TierClock
 
@@ -23,7 +24,6 @@ TINY_RECIPE = REPO / "tests" / "data" / "tiny-dcgan.yaml"
 # checks mechanics, every seed where it checks statistics); EDGEGEN_PROFILE= (empty) runs them
 # as written. Set before any test imports the optimizer or starts it in a subprocess.
 PROFILE = os.environ.setdefault("EDGEGEN_PROFILE", "ci")
-
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -55,6 +55,30 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_report_header() -> str:
     return (f"recipes: profile {PROFILE!r} (EDGEGEN_PROFILE; empty: as written)" if PROFILE
             else "recipes: as written (EDGEGEN_PROFILE is empty)")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the Docker image builds the selected e2e tests need, beside the other tiers."""
+    groups = sorted({group for item in items for mark in item.iter_markers("docker_images")
+                     for group in mark.args})
+    if groups and not config.option.collectonly:
+        from .e2e.conftest import IMAGES_JOB, docker_missing
+
+        if docker_missing() is None:
+            background.start(IMAGES_JOB, background.python_module("tests.e2e.prebuild", *groups))
+
+
+def pytest_sessionfinish() -> None:
+    background.stop_all()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    lines = background.summary_lines()
+    if lines:
+        terminalreporter.write_sep("-", "work run beside the tests (tests/background.py)")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

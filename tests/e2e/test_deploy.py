@@ -29,10 +29,10 @@ from PIL import Image
 
 from ..conftest import REPO, free_port
 from ..reportcheck import trace_report
-from .conftest import arm64_missing, docker_missing
+from .conftest import arm64_missing, docker_missing, prebuilt
+from .simfleet import JETSON_STAND_IN, SIM_IMAGE, SIMS
 
-pytestmark = pytest.mark.e2e
-SIM_IMAGE = "edgegen-simdevice:{arch}"
+pytestmark = [pytest.mark.e2e, pytest.mark.docker_images("fleet")]
 GOOD_JETSON = "edgegen-edge:0.1.0-jetson-amd64"
 BROKEN_JETSON = "edgegen-edge:0.1.0-broken-jetson-amd64"
 
@@ -76,12 +76,9 @@ def fleet(tmp_path_factory, dcgan_bundle):
     _ok(_run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "id_ed25519")]))
     bundles = root / "bundles"
     shutil.copytree(dcgan_bundle, bundles / "tiny-dcgan")
-    for arch in ("arm64", "amd64"):
-        _ok(_run(["bash", "images/base/debian-base.sh", "debian:bookworm-slim", "bookworm", arch]))
-        _ok(_run(["docker", "build", "--quiet", "--network", "host", "--platform", f"linux/{arch}",
-                  "-t", SIM_IMAGE.format(arch=arch), "tests/e2e/simdevice"]))
-    sims = {"pi-sim": ("arm64", free_port(), free_port()),
-            "jetson-sim": ("amd64", free_port(), free_port())}
+    # The debootstrap bases, the simulated devices' images and both edge images (prebuild.py).
+    prebuilt("fleet")
+    sims = {name: (sim.arch, free_port(), free_port()) for name, sim in SIMS.items()}
     names = []
     for name, (arch, ssh_port, _) in sims.items():
         data = root / name
@@ -126,14 +123,12 @@ def fleet(tmp_path_factory, dcgan_bundle):
             "ansible_python_interpreter": "/usr/bin/python3"},
         "children": {
             "pi": {"hosts": {"pi-sim": host("pi-sim")}},
-            # The BASE_IMAGE override: no L4T image here (nor NVIDIA's package index), so a
-            # Debian base on amd64 with its Python, ONNX Runtime's CPU build from PyPI and no
-            # NVIDIA runtime; the operator's API key file (never in the inventory itself).
+            # The BASE_IMAGE override (simfleet.JETSON_STAND_IN): a Debian base on amd64, ONNX
+            # Runtime's CPU build and no NVIDIA runtime; the operator's API key file (never in
+            # the inventory itself).
             "jetson": {"hosts": {"jetson-sim": host(
-                "jetson-sim", edgegen_base_image="debian:bookworm-slim",
-                edgegen_platform="linux/amd64", edgegen_ort_package="onnxruntime",
-                edgegen_extra_index_url="", edgegen_pythons=["3.11"], edgegen_pins={},
-                edgegen_docker_runtime="", edgegen_api_key_file=str(key_file))}},
+                "jetson-sim", **JETSON_STAND_IN, edgegen_docker_runtime="",
+                edgegen_api_key_file=str(key_file))}},
             "monitoring": {"hosts": {"prometheus-sim": {
                 "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                 "edgegen_targets_file": str(root / "targets" / "edge.json"),
