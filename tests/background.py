@@ -109,8 +109,8 @@ def summary_lines() -> list[str]:
             continue
         state = (f"{j.ended - j.started:.0f} s, exit {j.rc}" if j.rc is not None and j.rc >= 0
                  else "unfinished at the end of the session: stopped")
-        lines.append(f"{j.name}: {state}; the tests waited {j.waited:.0f} s for it "
-                     f"(log: {j.log.relative_to(REPO)})")
+        log = j.log.relative_to(REPO) if j.log.is_relative_to(REPO) else j.log
+        lines.append(f"{j.name}: {state}; the tests waited {j.waited:.0f} s for it (log: {log})")
     return lines
 
 

@@ -25,10 +25,10 @@ TESTS = Path(__file__).resolve().parent
 SHARED_FIXTURE_MIN_S = 5.0  # shared fixtures slower than this are listed in the summary
 
 
-def tier_of(path: Path) -> str:
-    """The directory under tests/ that holds the test ("tests" for a file directly in it)."""
+def tier_of(path: Path, root: Path = TESTS) -> str:
+    """The directory under `root` that holds the test ("tests" for a file directly in it)."""
     try:
-        parts = Path(path).resolve().relative_to(TESTS).parts
+        parts = Path(path).resolve().relative_to(root).parts
     except ValueError:
         return "other"
     return parts[0] if len(parts) > 1 else "tests"
@@ -37,7 +37,8 @@ def tier_of(path: Path) -> str:
 class TierClock:
     """Per tier: tests, outcomes, summed setup/call/teardown seconds and wall-clock span."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path = TESTS) -> None:
+        self.root = root
         self.tier: dict[str, str] = {}  # nodeid -> tier
         self.seconds: dict[str, float] = defaultdict(float)
         self.outcomes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -50,7 +51,7 @@ class TierClock:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)  # stable
-        self.tier = {item.nodeid: tier_of(item.path) for item in items}
+        self.tier = {item.nodeid: tier_of(item.path, self.root) for item in items}
 
     def pytest_runtest_logstart(self, nodeid: str) -> None:
         self.current = nodeid

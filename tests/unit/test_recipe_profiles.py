@@ -76,6 +76,23 @@ def test_bad_profiles_are_refused_with_the_key(tmp_path, text, message):
         load_recipe(path, "ci")
 
 
+def test_every_shipped_profile_parses():
+    import yaml
+
+    from optimizer.recipe import TEXT_FAMILIES
+    from optimizer.text.build import check_points
+
+    seen = 0
+    for path in sorted((REPO / "recipes").glob("*.yaml")):
+        for name in yaml.safe_load(path.read_text()).get("profiles", {}):
+            recipe = load_recipe(path, name)
+            assert recipe.profile == name
+            if recipe.family in TEXT_FAMILIES:
+                check_points(recipe)
+            seen += 1
+    assert seen >= 3  # the quick GPT-2, image sweep and Beta-VAE recipes have a `ci` profile
+
+
 def test_the_cli_records_the_profile_in_bundles_and_tables(tmp_path, fid_extractors):
     seed_extractors(tmp_path / "runs", fid_extractors)  # the session's, not trained again
     recipe = tmp_path / "tiny.yaml"
