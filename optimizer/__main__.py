@@ -23,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--runs-dir", type=Path, default=Path("runs"),
                      help="checkpoints, feature extractors and results tables (default runs/)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument("--profile", metavar="NAME",
+                     help="apply the recipe's `profiles: {NAME: ...}` overlay, e.g. ci (a run "
+                          "sized for CI, recorded in the bundles and tables); default: "
+                          "$EDGEGEN_PROFILE where the recipe has it, '' for none")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -33,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "onnxruntime", "root"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
-        recipe = load_recipe(args.recipe)
+        recipe = load_recipe(args.recipe, args.profile)
+        if recipe.profile and distributed.is_main():
+            print(f"recipe {args.recipe}: profile {recipe.profile!r} applied")
         result = run_recipe(recipe, args.recipe, args.out, args.runs_dir,
                             progress=not args.no_progress)
     except (OptimizerError, BundleError) as exc:

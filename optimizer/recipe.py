@@ -7,7 +7,9 @@ gate, and writes bundles and results tables.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -96,6 +98,7 @@ class Recipe:
     compare: tuple[tuple[str, ...], ...] = ()  # [point, reference] pairs, paired over seeds
     bundles: str = "first-seed"  # which models become bundles: first-seed | none
     mlflow: bool = True  # track runs in MLflow (local file store ./mlruns unless MLFLOW_TRACKING_URI)
+    profile: str = ""  # the `profiles:` overlay applied (--profile / EDGEGEN_PROFILE), "" for none
 
     @property
     def all_seeds(self) -> tuple[int, ...]:
@@ -153,7 +156,42 @@ def _names(types_) -> str:
     return " or ".join(getattr(t, "__name__", str(t)) for t in types_ if t is not type(None))
 
 
-def load_recipe(path: str | Path) -> Recipe:
+PROFILE_ENV = "EDGEGEN_PROFILE"
+
+
+def apply_profile(data: Any, profile: str | None) -> Any:
+    """The recipe mapping with its `profiles: {<name>: <overlay>}` entry for `profile` deep-merged
+    over it (mappings merge key by key; lists and scalars are replaced whole), and `profile:` set
+    so the run records it (provenance, results method): a CI-sized figure never passes for the
+    recipe's own. `profile` None reads EDGEGEN_PROFILE, and a recipe without that profile runs as
+    written (one variable sizes a whole test run); a profile named explicitly must exist."""
+    if not isinstance(data, dict):
+        return data  # _build says what is wrong
+    if "profile" in data:
+        raise RecipeError("recipe: 'profile' is chosen when running (--profile, EDGEGEN_PROFILE), "
+                          "not written in a recipe; overlays go under 'profiles'")
+    data = dict(data)
+    profiles = data.pop("profiles", None) or {}
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise RecipeError(f"recipe: 'profiles' must map names to overlays, e.g. "
+                          f"{{ci: {{train: {{epochs: 1}}}}}}, got {profiles!r}")
+    explicit = profile is not None
+    profile = os.environ.get(PROFILE_ENV, "") if profile is None else profile
+    if not profile or (profile not in profiles and not explicit):
+        return data
+    if profile not in profiles:
+        raise RecipeError(f"recipe: no profile {profile!r} (its profiles: {sorted(profiles)})")
+
+    def merge(base: Any, over: Any) -> Any:
+        if not (isinstance(base, dict) and isinstance(over, dict)):
+            return copy.deepcopy(over)
+        return {**base, **{k: merge(base.get(k), v) for k, v in over.items()}}
+
+    return {**merge(data, profiles[profile]), "profile": profile}
+
+
+def load_recipe(path: str | Path, profile: str | None = None) -> Recipe:
+    """Parse and check a recipe; `profile` as in apply_profile (None: EDGEGEN_PROFILE)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -161,7 +199,7 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"recipe {path} is not valid YAML: {exc}") from None
-    recipe = _build(Recipe, data, "")
+    recipe = _build(Recipe, apply_profile(data, profile), "")
     recipe.model_config  # the family exists, and its model config is valid (with key paths)
     if recipe.bundles not in ("first-seed", "none"):
         raise RecipeError(f"recipe: 'bundles' must be 'first-seed' or 'none', got {recipe.bundles!r}")

@@ -50,12 +50,14 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def run_provenance(recipe_path: Path, data_info: dict, versions: dict) -> dict:
-    """What every bundle of one recipe run shares; each bundle adds its seed and timestamp."""
+def run_provenance(recipe_path: Path, data_info: dict, versions: dict, profile: str = "") -> dict:
+    """What every bundle of one recipe run shares; each bundle adds its seed and timestamp.
+    `profile`: the recipe's overlay applied (e.g. ci), recorded so its figures say so."""
     return {
         "tool": "edgegen-optimizer", "tool_version": __version__, "git_commit": git_commit(),
         "recipe": {"path": str(recipe_path),
-                   "sha256": hashlib.sha256(recipe_path.read_bytes()).hexdigest()},
+                   "sha256": hashlib.sha256(recipe_path.read_bytes()).hexdigest(),
+                   **({"profile": profile} if profile else {})},
         "dataset": data_info,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
@@ -94,6 +96,8 @@ class Ledger:
 
     def finish(self, tables_dir: Path, method: dict) -> "RecipeResult":
         """Write the results tables, close the tracked run, and return the outcome."""
+        if self.recipe.profile:  # a CI-sized table says so
+            method = {"profile": self.recipe.profile, **method}
         summary = write_tables(tables_dir, self.rows, method, self.recipe.compare)
         self.tracker.finish(tables_dir, failed=bool(self.failed))
         return RecipeResult(self.bundles, self.failed, summary, tables_dir)
@@ -200,7 +204,7 @@ def run_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
                           f"the decoder families); run `python -m optimizer run` instead")
     main = distributed.is_main()
     data = family.prepare(recipe, runs_dir)
-    provenance = run_provenance(recipe_path, data.info, family.versions())
+    provenance = run_provenance(recipe_path, data.info, family.versions(), recipe.profile)
     out = out or Path("bundles") / recipe.name
     tracker = Tracker(recipe.name, dataclasses.asdict(recipe), recipe.mlflow and main)
     ledger = Ledger(recipe, tracker, family.gate)

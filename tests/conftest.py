@@ -13,8 +13,17 @@ import pytest
 
 from edge_app.bundle import load_bundle
 
+from . import background
+from .artifacts import RecipeRuns
+from .tiers import TierClock
+
 REPO = Path(__file__).resolve().parent.parent
 TINY_RECIPE = REPO / "tests" / "data" / "tiny-dcgan.yaml"
+
+# Recipes run at the size of their `ci` profile (optimizer/recipe.py: fewer steps where a test
+# checks mechanics, every seed where it checks statistics); EDGEGEN_PROFILE= (empty) runs them
+# as written. Set before any test imports the optimizer or starts it in a subprocess.
+PROFILE = os.environ.setdefault("EDGEGEN_PROFILE", "ci")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -40,6 +49,42 @@ _config: pytest.Config | None = None
 def pytest_configure(config: pytest.Config) -> None:
     global _config
     _config = config
+    config.pluginmanager.register(TierClock(), "edgegen-tier-clock")
+
+
+def pytest_report_header() -> str:
+    return (f"recipes: profile {PROFILE!r} (EDGEGEN_PROFILE; empty: as written)" if PROFILE
+            else "recipes: as written (EDGEGEN_PROFILE is empty)")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the Docker image builds the selected e2e tests need, beside the other tiers."""
+    groups = sorted({group for item in items for mark in item.iter_markers("docker_images")
+                     for group in mark.args})
+    if groups and not config.option.collectonly:
+        from .e2e.conftest import IMAGES_JOB, docker_missing
+
+        if docker_missing() is None:
+            background.start(IMAGES_JOB, background.python_module("tests.e2e.prebuild", *groups))
+
+
+def pytest_sessionfinish() -> None:
+    background.stop_all()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    lines = background.summary_lines()
+    if lines:
+        terminalreporter.write_sep("-", "work run beside the tests (tests/background.py)")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def recipe_runs(tmp_path_factory) -> RecipeRuns:
+    """Recipes run once per session through the CLI, by recipe hash (tests/artifacts.py)."""
+    return RecipeRuns(tmp_path_factory.mktemp("recipe-runs"))
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +98,14 @@ def dcgan_bundle(tmp_path_factory) -> Path:
                         progress=False)
     (bundle,) = result.bundles
     return bundle.path
+
+
+@pytest.fixture(scope="session")
+def fid_extractors(dcgan_bundle) -> Path:
+    """The optimizer's FID extractor cache (runs/extractors/) as the session's tiny-dcgan run
+    left it: the rotation CNN of the bundled digits, trained once. Image recipe runs start from
+    a copy (artifacts.seed_extractors) instead of training their own."""
+    return dcgan_bundle.parent / "runs" / "extractors"
 
 
 @pytest.fixture
@@ -99,25 +152,12 @@ def _session_run(tmp_path_factory, recipe: Path):
     return result, root / "runs" / recipe.stem
 
 
-def optimize(recipe: Path, tmp: Path, name: str, timeout: float = 900):
-    """`python -m optimizer run` as a user runs it, bundles under tmp/bundles (cwd tmp: MLflow
-    writes ./mlruns there)."""
-    return subprocess.run(
-        [sys.executable, "-m", "optimizer", "run", str(recipe), "--out", str(tmp / "bundles" / name),
-         "--runs-dir", str(tmp / "runs"), "--no-progress"],
-        cwd=tmp, capture_output=True, text=True, timeout=timeout)
-
-
-def optimize_quick(tmp_path_factory, recipe: Path, timeout: float):
-    """A quick recipe through the CLI, once per test module: (its directory, results.json,
-    stdout)."""
-    import json
-
-    name = recipe.stem.removesuffix("-quick")
-    tmp = tmp_path_factory.mktemp(name)
-    result = optimize(recipe, tmp, name, timeout=timeout)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return tmp, json.loads((tmp / "runs" / name / "results.json").read_text()), result.stdout
+def quick_run(recipe_runs, recipe: Path):
+    """A quick recipe through the CLI, once per session (tests/artifacts.py): (its directory,
+    results.json, stdout)."""
+    run = recipe_runs.run(recipe)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.dir, run.results(), run.stdout
 
 
 @pytest.fixture(scope="session")

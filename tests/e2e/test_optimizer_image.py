@@ -10,9 +10,9 @@ import pytest
 from edge_app.bundle import load_bundle
 
 from ..conftest import REPO
-from .conftest import docker_missing
+from .conftest import docker_missing, prebuilt
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.docker_images("optimizer")]
 IMAGE = "edgegen-optimizer:0.1.0"
 
 
@@ -21,9 +21,7 @@ def optimizer_image():
     reason = docker_missing()
     if reason:
         pytest.skip(reason)
-    for step in (["images/base/debian-base.sh"], ["make", "--no-print-directory", "image-optimizer"]):
-        result = subprocess.run(step, cwd=REPO, capture_output=True, text=True, timeout=1200)
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    prebuilt("optimizer")  # debian-base.sh, then `make image-optimizer` (prebuild.py)
     return IMAGE
 
 

@@ -11,7 +11,7 @@ from edge_app.textgen import TextModel
 from optimizer.families.llama import FAMILY as LLAMA
 from optimizer.text.export import torch_greedy
 
-from ..conftest import REPO, optimize_quick
+from ..conftest import REPO, quick_run
 
 pytestmark = pytest.mark.integration
 RECIPE = REPO / "recipes" / "llama-pydoc-quick.yaml"
@@ -20,8 +20,8 @@ INT4_PERPLEXITY_BOUND = 0.10  # the recipe's gate: 4-bit within 10% of FP32, eve
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    return optimize_quick(tmp_path_factory, RECIPE, timeout=3000)
+def quick(recipe_runs):
+    return quick_run(recipe_runs, RECIPE)  # once per session, at its `ci` profile if it has one
 
 
 def test_llama_quick_recipe_bundles_decode_alike_cached_and_as_pytorch(quick):

@@ -12,7 +12,7 @@ import requests
 from edge_app.bundle import load_bundle
 from edge_app.stats import summarize
 
-from ..conftest import REPO, TINY_RECIPE, optimize
+from ..conftest import REPO, TINY_RECIPE
 from .serverproc import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -42,9 +42,10 @@ def _tables_trace_to_rows(results: Path) -> dict:
     return data
 
 
-def test_quick_image_sweep(tmp_path):
-    result = optimize(REPO / "recipes" / "dcgan-digits-sweep-quick.yaml", tmp_path,
-                       "dcgan-digits-sweep")
+def test_quick_image_sweep(recipe_runs, fid_extractors):
+    # Once per session (tests/artifacts.py): its own directory, as tmp_path was.
+    result = recipe_runs.run(REPO / "recipes" / "dcgan-digits-sweep-quick.yaml", fid_extractors)
+    tmp_path = result.dir
     assert result.returncode == 0, result.stderr[-3000:]
     bundles = sorted((tmp_path / "bundles").iterdir())
     names = [p.name for p in bundles]
@@ -75,9 +76,9 @@ def test_quick_image_sweep(tmp_path):
     _serves_every_bundle(bundles)
 
 
-def test_beta_vae_recipe_reports_ssim_and_serves_the_decoder(tmp_path):
-    result = optimize(REPO / "recipes" / "beta-vae-digits-quick.yaml", tmp_path,
-                       "beta-vae-digits")
+def test_beta_vae_recipe_reports_ssim_and_serves_the_decoder(recipe_runs, fid_extractors):
+    result = recipe_runs.run(REPO / "recipes" / "beta-vae-digits-quick.yaml", fid_extractors)
+    tmp_path = result.dir
     assert result.returncode == 0, result.stderr[-3000:]
     bundles = sorted((tmp_path / "bundles").iterdir())
     assert [p.name for p in bundles] == ["beta-vae-digits", "beta-vae-digits-int8",
@@ -89,7 +90,7 @@ def test_beta_vae_recipe_reports_ssim_and_serves_the_decoder(tmp_path):
     _serves_every_bundle(bundles)
 
 
-def test_quality_gate_fails_an_over_pruned_model(tmp_path):
+def test_quality_gate_fails_an_over_pruned_model(tmp_path, recipe_runs, fid_extractors):
     recipe = tmp_path / "overpruned.yaml"
     recipe.write_text(TINY_RECIPE.read_text() + """points:
   - name: prune90
@@ -98,7 +99,8 @@ def test_quality_gate_fails_an_over_pruned_model(tmp_path):
 gate:
   max_fid_increase: 0.5
 """)
-    result = optimize(recipe, tmp_path, "tiny-dcgan")
+    result = recipe_runs.run(recipe, fid_extractors)
+    tmp_path = result.dir
     assert result.returncode == 1
     assert "quality gate failed, no bundle for:" in result.stderr
     assert "prune90 (seed 0): FID" in result.stderr and "(max increase 0.5)" in result.stderr

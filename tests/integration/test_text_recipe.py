@@ -9,7 +9,7 @@ import pytest
 from edge_app.bundle import load_bundle
 from edge_app.textgen import Sampling, TextModel
 
-from ..conftest import REPO, optimize_quick
+from ..conftest import REPO, quick_run
 
 pytestmark = pytest.mark.integration
 RECIPE = REPO / "recipes" / "gpt2-pydoc-quick.yaml"
@@ -17,8 +17,8 @@ POINTS = ("student", "distilled", "int8", "distilled-int8", "heads-50", "sparse-
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    return optimize_quick(tmp_path_factory, RECIPE, timeout=1500)
+def quick(recipe_runs):
+    return quick_run(recipe_runs, RECIPE)  # once per session, at its `ci` profile if it has one
 
 
 def test_every_point_becomes_a_bundle_the_runtime_decodes(quick):

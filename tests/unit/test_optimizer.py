@@ -18,6 +18,7 @@ from optimizer.run import run_recipe
 
 load_checkpoint = DCGAN.load_checkpoint
 
+from ..artifacts import seed_extractors
 from ..conftest import REPO, TINY_RECIPE
 
 ONNX_ATOL = 1e-4  # the tolerance the export spec promises on Tanh outputs in [-1, 1]
@@ -78,10 +79,11 @@ def test_every_failed_check_is_named_in_one_error(dcgan_bundle):
         str(err.value)
 
 
-def test_build_over_tolerance_writes_no_bundle(tmp_path):
+def test_build_over_tolerance_writes_no_bundle(tmp_path, fid_extractors):
     # ORT and PyTorch differ at float32 rounding level (~1e-7): a 1e-12 tolerance must fail.
     strict = tmp_path / "strict.yaml"
     strict.write_text(TINY_RECIPE.read_text().replace("atol: 1.0e-4", "atol: 1.0e-12"))
+    seed_extractors(tmp_path / "runs", fid_extractors)  # the session's, not trained again
     with pytest.raises(AtolError, match=r"exceeds atol 1e-12"):
         run_recipe(load_recipe(strict), strict, tmp_path / "b", tmp_path / "runs", progress=False)
     assert not (tmp_path / "b").exists()
