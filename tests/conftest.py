@@ -152,10 +152,11 @@ def _session_run(tmp_path_factory, recipe: Path):
     return result, root / "runs" / recipe.stem
 
 
-def quick_run(recipe_runs, recipe: Path):
-    """A quick recipe through the CLI, once per session (tests/artifacts.py): (its directory,
-    results.json, stdout)."""
-    run = recipe_runs.run(recipe)
+@pytest.fixture(scope="module")
+def quick(request, recipe_runs):
+    """The test module's RECIPE through the CLI, once per session (tests/artifacts.py; at its
+    `ci` profile if it has one): (its directory, results.json, stdout)."""
+    run = recipe_runs.run(request.module.RECIPE)
     assert run.returncode == 0, run.stderr[-3000:]
     return run.dir, run.results(), run.stdout
 

@@ -13,12 +13,9 @@ from .base import Context, Exported, Family, Subject
 
 __all__ = ["FAMILIES", "Context", "Exported", "Family", "Subject", "get_family"]
 
-FAMILIES: dict[str, str] = {
-    "dcgan": "optimizer.families.dcgan",
-    "beta-vae": "optimizer.families.beta_vae",
-    "gpt2": "optimizer.families.gpt2",
-    "llama": "optimizer.families.llama",
-}
+# name -> module, imported when a recipe names it (torch, transformers: only what a run needs)
+FAMILIES: dict[str, str] = {name: f"{__name__}.{name.replace('-', '_')}"
+                            for name in ("dcgan", "beta-vae", "gpt2", "llama")}
 
 
 def get_family(name: str) -> Family:

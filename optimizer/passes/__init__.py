@@ -26,18 +26,10 @@ from typing import Any
 
 from ..errors import RecipeError
 
-REGISTRY: dict[str, str] = {
-    "prune_channels": "optimizer.passes.prune_channels",
-    "prune_magnitude": "optimizer.passes.prune_magnitude",
-    "prune_heads": "optimizer.passes.prune_heads",
-    "prune_mlp": "optimizer.passes.prune_mlp",
-    "subpixel": "optimizer.passes.subpixel",
-    "finetune": "optimizer.passes.finetune",
-    "qat": "optimizer.passes.qat",
-    "distill": "optimizer.passes.distill",
-    "quantize": "optimizer.passes.quantize",
-    "quantize_weights": "optimizer.passes.quantize_weights",
-}
+# name -> module (one file each), imported when a recipe names the pass
+REGISTRY: dict[str, str] = {name: f"{__name__}.{name}" for name in (
+    "prune_channels", "prune_magnitude", "prune_heads", "prune_mlp", "subpixel", "finetune",
+    "qat", "distill", "quantize", "quantize_weights")}
 
 
 def get_pass(name: str) -> ModuleType:

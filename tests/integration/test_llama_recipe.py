@@ -11,17 +11,13 @@ from edge_app.textgen import TextModel
 from optimizer.families.llama import FAMILY as LLAMA
 from optimizer.text.export import torch_greedy
 
-from ..conftest import REPO, quick_run
+from ..conftest import REPO
 
 pytestmark = pytest.mark.integration
+# the `quick` fixture (tests/conftest.py) runs it once per session
 RECIPE = REPO / "recipes" / "llama-pydoc-quick.yaml"
 POINTS = ("student", "distilled", "int8", "int4", "distilled-int4")
 INT4_PERPLEXITY_BOUND = 0.10  # the recipe's gate: 4-bit within 10% of FP32, every seed
-
-
-@pytest.fixture(scope="module")
-def quick(recipe_runs):
-    return quick_run(recipe_runs, RECIPE)  # once per session, at its `ci` profile if it has one
 
 
 def test_llama_quick_recipe_bundles_decode_alike_cached_and_as_pytorch(quick):

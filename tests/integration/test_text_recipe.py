@@ -9,16 +9,12 @@ import pytest
 from edge_app.bundle import load_bundle
 from edge_app.textgen import Sampling, TextModel
 
-from ..conftest import REPO, quick_run
+from ..conftest import REPO
 
 pytestmark = pytest.mark.integration
+# the `quick` fixture (tests/conftest.py) runs it once per session
 RECIPE = REPO / "recipes" / "gpt2-pydoc-quick.yaml"
 POINTS = ("student", "distilled", "int8", "distilled-int8", "heads-50", "sparse-50")
-
-
-@pytest.fixture(scope="module")
-def quick(recipe_runs):
-    return quick_run(recipe_runs, RECIPE)  # once per session, at its `ci` profile if it has one
 
 
 def test_every_point_becomes_a_bundle_the_runtime_decodes(quick):
