@@ -43,7 +43,8 @@ def text_bundle(threads: int = 2) -> Path:
     WORK.mkdir(parents=True, exist_ok=True)
     tok_file = WORK / "tokenizer.json"
     tok.save(str(tok_file))
-    gen = dict(sections["generation"], eos_token_id=eos_id(tok), bos_token_id=eos_id(tok))
+    eos = eos_id(tok)  # the trained tokenizer's, in place of the random-init config's
+    gen = dict(sections["generation"], eos_token_id=eos, eos_token_ids=[eos], bos_token_id=eos)
     now = datetime.now(timezone.utc)
     manifest = {
         "name": "student-int8", "task": "text-generation", "family": "gpt2", "precision": "int8",
