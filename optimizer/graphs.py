@@ -93,12 +93,11 @@ def _dequantized(inits, q: str, scale: str, zero: str) -> np.ndarray | None:
     return (data.astype(np.float32) - z.astype(np.float32)) * s.astype(np.float32)
 
 
-def _int8_head(graph, inits, users, node):
+def _int8_head(inits, users, producers, node):
     """(weight, scale, zero point) of a dynamically quantized product h @ W with W a constant:
     ONNX Runtime writes MatMulInteger(h_q, W_q, h_zp, W_zp) -> Cast -> Mul(., h_scale * W_scale)."""
     if len(node.input) < 4 or node.input[1] not in inits:
         return None
-    producers = {o: n for n in graph.node for o in n.output}
     cast = users.get(node.output[0], [])
     if len(cast) != 1 or cast[0].op_type != "Cast":
         return None
@@ -124,8 +123,9 @@ def share_tied_int8_embedding(model: onnx.ModelProto) -> dict | None:
     that. Returns what was shared, or None when the graph has no such pair."""
     graph = model.graph
     inits, users = _initializers(graph), _consumers(graph)
+    producers = {o: n for n in graph.node for o in n.output}
     heads = [h for n in graph.node if n.op_type == "MatMulInteger"
-             for h in [_int8_head(graph, inits, users, n)] if h]
+             for h in [_int8_head(inits, users, producers, n)] if h]
     ranks = {v.name: len(v.type.tensor_type.shape.dim)
              for v in [*graph.input, *onnx.shape_inference.infer_shapes(model).graph.value_info]
              if v.type.tensor_type.HasField("shape")}
@@ -135,24 +135,24 @@ def share_tied_int8_embedding(model: onnx.ModelProto) -> dict | None:
                 or len(deq[0].input) != 3 or gather.input[1] not in ranks:
             continue
         table = _dequantized(inits, gather.input[0], *deq[0].input[1:])
-        if table is None or table.ndim != 2 or numpy_helper.to_array(
-                inits[deq[0].input[1]]).ndim:
+        step = numpy_helper.to_array(inits[deq[0].input[1]]) if table is not None else None
+        if step is None or step.ndim:  # the lookup's copy: one scale for the whole table
             continue
         for weight, scale, zero in heads:
             head = _dequantized(inits, weight, scale, zero)
             if head is None or head.shape != table.shape[::-1]:
                 continue
-            steps = float(numpy_helper.to_array(inits[deq[0].input[1]])) + \
-                float(numpy_helper.to_array(inits[scale]).max())
-            if float(np.abs(head.T - table).max()) > 0.5 * steps * 1.001 + 1e-7:
+            head_step = numpy_helper.to_array(inits[scale])
+            change = float(np.abs(head.T - table).max())
+            if change > 0.5 * (float(step) + float(head_step.max())) * 1.001 + 1e-7:
                 continue
             _lookup_from_head(graph, gather, deq[0], ranks[gather.input[1]], weight, scale, zero,
-                              per_channel=numpy_helper.to_array(inits[scale]).ndim == 1)
+                              per_channel=head_step.ndim == 1)
             dropped = gather.input[0]
             saved = inits[dropped].ByteSize()
             drop_unused_initializers(model)
             return {"lookup_reads": weight, "dropped": dropped, "bytes_saved": saved,
-                    "max_abs_change": round(float(np.abs(head.T - table).max()), 8)}
+                    "max_abs_change": round(change, 8)}
     return None
 
 
