@@ -59,7 +59,8 @@ def reload_models(app: Flask, bundles: list[str] | None = None) -> Swap:
     old = dict(registry.models)
     try:
         config = loader()
-        keys, admin_keys = config.all_api_keys(), config.all_admin_keys()
+        keys = config.all_api_keys()
+        admin_keys = config.all_admin_keys(keys)
         swap = registry.load(config, tuple(bundles) if bundles is not None else None)
     except (BundleError, ConfigError):
         stats.reloads.labels("failure").inc()

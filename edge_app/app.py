@@ -57,7 +57,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None,
     metrics.init_app(app, stats, {"edgegen": __version__, "onnxruntime": onnxruntime.__version__},
                      sensors_root=cfg.power_root)
     # after metrics: refused requests are counted too
-    auth.init_app(app, cfg.all_api_keys(), cfg.all_admin_keys())
+    api_keys = cfg.all_api_keys()
+    auth.init_app(app, api_keys, cfg.all_admin_keys(api_keys))
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(admin.bp)

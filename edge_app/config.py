@@ -160,10 +160,11 @@ class Config:
         takes effect on reload)."""
         return _read_keys("api_key_file", self.api_keys, self.api_key_file)
 
-    def all_admin_keys(self) -> tuple[str, ...]:
-        """admin_keys plus those of admin_key_file; none may also be an API key."""
+    def all_admin_keys(self, api_keys: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        """admin_keys plus those of admin_key_file; none may also be an API key (`api_keys`:
+        all_api_keys() when the caller has just read them, so the key file is read once)."""
         keys = _read_keys("admin_key_file", self.admin_keys, self.admin_key_file)
-        if set(keys) & set(self.all_api_keys()):
+        if set(keys) & set(self.all_api_keys() if api_keys is None else api_keys):
             raise ConfigError("an admin key is also an API key: give /admin keys of its own")
         return keys
 
