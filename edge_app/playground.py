@@ -1,8 +1,9 @@
 """GET / (a page to try the models in a browser) and GET /openapi.json.
 
 The page is one self-contained HTML file (edge_app/static/playground.html): no scripts, fonts
-or styles from elsewhere, since a device serves it offline. It streams text completions and
-shows generated images with their timings and energy.
+or styles from elsewhere, since a device serves it offline. Its tabs chat with the models that
+have a chat template (the conversation kept in the page, the reply streamed), stream text
+completions and show generated images, each with its timings and energy.
 """
 
 from __future__ import annotations

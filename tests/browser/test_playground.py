@@ -1,7 +1,8 @@
-"""The playground page in headless Chromium against the real server (text and image models,
-behind an API key): it lists the models, streams a completion, and shows generated images;
-what it shows equals what the API returns for the same parameters, and the browser logs no
-error (a blocked external asset or a script error would be one)."""
+"""The playground page in headless Chromium against the real server (text models, one with a
+chat template, and an image model, behind an API key): it lists the models, keeps a streamed
+conversation, streams a completion, and shows generated images; what it shows equals what the
+API returns for the same parameters, and the browser logs no error (a blocked external asset
+or a script error would be one)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ KEY = "sk-browser-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def server(gpt2_bundle, dcgan_bundle):
-    proc = ServerProcess(gpt2_bundle, dcgan_bundle, env={"EDGEGEN_API_KEYS": KEY})
+def server(gpt2_bundle, llama_bundle, dcgan_bundle):
+    proc = ServerProcess(gpt2_bundle, llama_bundle, dcgan_bundle, env={"EDGEGEN_API_KEYS": KEY})
     proc.wait_ready()
     yield proc
     code, output = proc.stop()
@@ -36,11 +37,14 @@ def test_playground_streams_text_and_shows_images(browser, server):
     key = browser.find_element(By.ID, "key")
     key.send_keys(KEY)
     browser.execute_script("document.getElementById('key').dispatchEvent(new Event('change'))")
-    wait.until(lambda d: len(Select(d.find_element(By.ID, "text-model")).options) == 1)
-    assert Select(browser.find_element(By.ID, "text-model")).first_selected_option \
-        .get_attribute("value") == "tiny-gpt2"
+    wait.until(lambda d: len(Select(d.find_element(By.ID, "text-model")).options) == 2)
+    assert [o.get_attribute("value") for o in
+            Select(browser.find_element(By.ID, "chat-model")).options] == ["tiny-llama"]
     assert Select(browser.find_element(By.ID, "image-model")).first_selected_option \
         .get_attribute("value") == "tiny-dcgan"
+    assert browser.find_element(By.ID, "chat").is_displayed()  # chat first, a model can chat
+    browser.find_element(By.ID, "tab-text").click()
+    Select(browser.find_element(By.ID, "text-model")).select_by_value("tiny-gpt2")
 
     # Text, streamed, seeded: the page shows the prompt plus exactly the API's answer.
     prompt = browser.find_element(By.ID, "prompt")
@@ -63,6 +67,7 @@ def test_playground_streams_text_and_shows_images(browser, server):
     assert "tokens/s" in timings and "energy: no power sensor" in timings
 
     # Images: n PNGs, the same bytes as the API gives for the same seed.
+    browser.find_element(By.ID, "tab-images").click()
     for field, value in (("n", "3"), ("image-seed", "42")):
         element = browser.find_element(By.ID, field)
         element.clear()
@@ -97,3 +102,54 @@ def test_wrong_key_is_shown_as_an_error(browser, server):
     WebDriverWait(browser, 30).until(
         lambda d: "401" in d.find_element(By.ID, "status").text)
     assert "missing or invalid API key" in browser.find_element(By.ID, "status").text
+
+
+def _type(browser, element_id: str, value: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    element = browser.find_element(By.ID, element_id)
+    element.clear()
+    element.send_keys(value)
+
+
+def test_playground_chat_keeps_the_conversation_and_streams_the_apis_reply(browser, server):
+    """Two turns, greedy and streamed: each reply shown equals the API's answer to the same
+    conversation (the first reply sent back as the assistant's turn), with its timings."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 60)
+    browser.get(server.base + "/")
+    browser.execute_script(f"localStorage.setItem('edgegen-key', '{KEY}')")
+    browser.get(server.base + "/")
+    wait.until(lambda d: d.find_element(By.ID, "chat").is_displayed()
+               and d.find_element(By.ID, "chat-model").get_attribute("value") == "tiny-llama")
+    for field, value in (("chat-temperature", "0"), ("chat-max-tokens", "12"),
+                         ("system", "Answer briefly.")):
+        _type(browser, field, value)
+    assert browser.find_element(By.ID, "chat-stream").is_selected()
+    messages = [{"role": "system", "content": "Answer briefly."}]
+    for turn, question in enumerate(("What does the while statement do?", "And for?"), 1):
+        _type(browser, "message", question)
+        browser.find_element(By.ID, "send").click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "chat-timings"), "finish:"))
+        shown = browser.execute_script(
+            f"return document.getElementById('reply-{2 * turn - 1}').textContent")
+        messages.append({"role": "user", "content": question})
+        api = requests.post(server.base + "/v1/chat/completions",
+                            headers={"Authorization": f"Bearer {KEY}"}, timeout=30,
+                            json={"model": "tiny-llama", "messages": messages,
+                                  "max_completion_tokens": 12, "temperature": 0}).json()
+        reply = api["choices"][0]["message"]["content"]
+        assert shown == reply and reply, (turn, shown, api)
+        messages.append({"role": "assistant", "content": reply})
+        timings = browser.find_element(By.ID, "chat-timings").text
+        assert "tokens/s" in timings or "first token" in timings, timings
+    turns = browser.find_elements(By.CSS_SELECTOR, "#chat-log .turn")
+    assert [t.get_attribute("class") for t in turns] == ["turn user", "turn assistant"] * 2
+    browser.find_element(By.ID, "clear").click()
+    assert not browser.find_elements(By.CSS_SELECTOR, "#chat-log .turn")
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"
+              and not ("/v1/models" in e["message"] and "status of 401" in e["message"])]
+    assert not errors, errors
