@@ -55,7 +55,7 @@ def test_page_and_its_files(companion):
     html = page.get_data(as_text=True)
     assert '<script type="module" src="companion.js">' in html
     assert not re.findall(r'(?:src|href)\s*=\s*["\'](?:https?:)?//', html)
-    for name in ("companion.js", "engine.js", "tokenizer.js", "ort.wasm.min.mjs",
+    for name in ("companion.js", "engine.js", "tokenizer.js", "chat.js", "ort.wasm.min.mjs",
                  "huggingface-jinja.mjs"):
         r = get(companion, f"/companion/{name}")
         assert r.status_code == 200 and r.mimetype == "text/javascript", name
