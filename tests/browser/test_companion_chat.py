@@ -1,8 +1,10 @@
 """The companion page chats with the tiny Llama bundles (ChatML template) in headless Chromium,
 with onnxruntime-web's wasm backend, against the server's Python path on the same bundles:
 
-- the page renders the conversation with @huggingface/jinja to the text edge_app.chat.render
-  makes of it, and tokenizes it (no special tokens added) to the ids of `tokenizers`;
+- the page renders a conversation with @huggingface/jinja to the text edge_app.chat.render
+  makes of it (ChatML and the unit tests' templates, one written with indented block lines, and
+  a template's own raise_exception), and tokenizes it (no special tokens added) to the ids of
+  `tokenizers`;
 - FP32: greedy replies over two turns are, token for token, Python ONNX Runtime's (Decoder);
 - INT8 and INT4 (MatMulNBits, GatherBlockQuantized: contrib ops) run too, with no op missing,
   but the wasm kernels compute MatMulNBits in float32 whatever the node's accuracy_level (the
@@ -14,6 +16,7 @@ with onnxruntime-web's wasm backend, against the server's Python path on the sam
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +28,10 @@ from tokenizers import Tokenizer
 from edge_app.bundle import load_bundle
 from edge_app.chat import render
 from edge_app.textgen import Decoder, session_options
+from optimizer.families.llama import CHATML
 
 from ..integration.serverproc import ServerProcess
+from ..unit.test_chat import ALTERNATING, CONVERSATION, LLAMA3_LIKE, SMOLLM2_LIKE, SPECIAL
 from .test_companion import (assert_local, assert_no_console_errors, open_page, pushed_samples,
                              request_urls, set_field)
 
@@ -187,6 +192,54 @@ def test_weight_only_quantized_llamas_run_in_the_page(browser, server, llama_bun
         print(f"\ncompanion chat, {name}: {len(tokens)} greedy tokens equal to Python ONNX "
               f"Runtime's at accuracy_level 1; the server's (accuracy_level 4): first {agree} "
               f"of {len(served)} equal")
+
+
+# Whitespace control as tokenizer_config.json templates are written: blocks on their own,
+# indented lines (trim_blocks and lstrip_blocks decide the prompt), a comment, namespace(),
+# tojson on non-ASCII text, `is defined` / `is none` tests.
+INDENTED = """{#- a system turn, if any, goes last -#}
+{%- set ns = namespace(system='') %}
+{% for message in messages %}
+    {% if message['role'] == 'system' %}
+        {% set ns.system = message['content'] %}
+    {% else %}
+<|{{ message['role'] }}|>
+{{ message['content'] | trim }}
+        {% if message.name is defined %}{{ message | tojson }}{% endif %}
+<|end|>
+    {% endif %}
+{% endfor %}
+{% if ns.system and tools is none %}
+    <|system|>{{ ns.system }}<|end|>
+{% endif %}
+{% if add_generation_prompt %}
+<|assistant|>
+{% endif %}
+"""
+
+
+def page_render(browser, template: str, messages: list[dict], special: dict) -> str:
+    """The page's render (chat.js), or 'error: <message>'. The messages go as JSON text:
+    WebDriver hands objects over with their keys sorted, and tojson keeps the order."""
+    return browser.execute_async_script("""
+        const [template, messages, special, done] = arguments;
+        import("./chat.js").then((c) => done(c.renderChat(template, JSON.parse(messages), special)))
+          .catch((err) => done(`error: ${err.message}`));""", template, json.dumps(messages),
+                                        special)
+
+
+def test_the_page_renders_chat_templates_as_the_server(browser, server):
+    open_page(browser, server.base + "/companion/")
+    named = [*CONVERSATION[:2], {**CONVERSATION[2], "name": "Ünï 🐍"}, *CONVERSATION[3:]]
+    for template in (CHATML, SMOLLM2_LIKE, LLAMA3_LIKE, INDENTED):
+        for messages in (CONVERSATION, CONVERSATION[1:], named):
+            assert page_render(browser, template, messages, SPECIAL) == \
+                render(template, messages, SPECIAL)
+    good = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    assert page_render(browser, ALTERNATING, good, SPECIAL) == render(ALTERNATING, good, SPECIAL)
+    refused = page_render(browser, ALTERNATING, [{"role": "assistant", "content": "x"}], SPECIAL)
+    assert refused == ("error: the model's chat template failed on this conversation: "
+                       "Conversation roles must alternate user/assistant/user/assistant/...")
 
 
 def test_an_op_the_wasm_backend_lacks_is_named(browser, server, tmp_path):
