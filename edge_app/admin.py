@@ -36,6 +36,7 @@ from .auth import check_admin
 from .limits import json_body
 from .runtime import ModelRegistry, Swap
 from .runstate import RunState
+from .state import current, of
 
 log = logging.getLogger(__name__)
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -53,9 +54,9 @@ class ReloadIncomplete(ApiError):
 def reload_models(app: Flask, bundles: list[str] | None = None) -> Swap:
     """Re-read the config, load the bundles and swap them in; BundleError/ConfigError (old
     models kept) or RuntimeError (a reload is already running)."""
-    loader: Callable[[], Config] = app.extensions["edgegen.config_loader"]
-    stats = app.extensions["edgegen.metrics"]
-    registry: ModelRegistry = app.extensions["edgegen.models"]
+    loader: Callable[[], Config] = of(app).config_loader
+    stats = of(app).metrics
+    registry: ModelRegistry = of(app).models
     old = dict(registry.models)
     try:
         config = loader()
@@ -66,7 +67,7 @@ def reload_models(app: Flask, bundles: list[str] | None = None) -> Swap:
         stats.reloads.labels("failure").inc()
         raise
     stats.reloads.labels("success").inc()
-    app.extensions["edgegen.api_keys"], app.extensions["edgegen.admin_keys"] = keys, admin_keys
+    of(app).api_keys, of(app).admin_keys = keys, admin_keys
     info = stats.model_info
     for name, model in old.items():
         if registry.models.get(name) is not model:
@@ -120,11 +121,11 @@ def reload():
                 isinstance(b, str) and b for b in bundles):
             raise InvalidRequest("'bundles' must be a non-empty list of bundle directories",
                                  param="bundles")
-        bundles = confine(bundles, current_app.extensions["edgegen.config"].bundle_root)
+        bundles = confine(bundles, current().config.bundle_root)
     app = current_app._get_current_object()
     job = _ReloadJob(app, bundles)
     threading.Thread(target=job.run, name="edgegen-admin-reload", daemon=True).start()
-    timeout = app.extensions["edgegen.config"].reload_timeout_s
+    timeout = of(app).config.reload_timeout_s
     if not job.done.wait(timeout):
         return jsonify({"status": "reloading", "message": f"the reload is still running after "
                         f"{timeout:g} s; it goes on, and the previous models serve until it "
@@ -144,7 +145,7 @@ class _ReloadJob:
         self.error: ApiError | None = None
 
     def run(self) -> None:
-        state: RunState | None = self.app.extensions["edgegen.run_state"]
+        state: RunState | None = of(self.app).run_state
         try:
             if state is None:
                 self.result = _describe(reload_models(self.app, self.bundles))
@@ -155,7 +156,7 @@ class _ReloadJob:
             self.error = Conflict(str(exc))
         except (BundleError, ConfigError) as exc:
             log.warning("reload refused, still serving %s: %s",
-                        sorted(self.app.extensions["edgegen.models"].models), exc)
+                        sorted(of(self.app).models.models), exc)
             self.error = InvalidRequest(f"reload refused, the previous models keep serving: "
                                         f"{exc}", code="invalid_bundle")
         except ApiError as exc:
@@ -171,10 +172,10 @@ class _ReloadJob:
         swap = reload_models(self.app, self.bundles)
         epoch = state.read()["epoch"] + 1
         state.write({"epoch": epoch, "bundles": self.bundles, "by": "admin", "delivered": False})
-        self.app.extensions["edgegen.epoch"] = epoch
+        of(self.app).epoch = epoch
         state.ack(epoch, True, None, swap.models)
         os.kill(os.getppid(), signal.SIGHUP)
-        deadline = time.monotonic() + self.app.extensions["edgegen.config"].reload_timeout_s
+        deadline = time.monotonic() + of(self.app).config.reload_timeout_s
         while True:
             current = state.read()
             workers = current.get("workers", []) if current.get("delivered") else []
@@ -204,23 +205,23 @@ def _describe(swap: Swap) -> dict:
 def _reload_on_hangup(app: Flask) -> None:
     """What SIGHUP does in a worker: load the set of the run state's epoch (the configured
     one without a run state), unless this worker has it already, and report."""
-    state: RunState | None = app.extensions["edgegen.run_state"]
+    state: RunState | None = of(app).run_state
     current = state.read() if state is not None else None
-    if current is not None and current["epoch"] == app.extensions.get("edgegen.epoch"):
+    if current is not None and current["epoch"] == of(app).epoch:
         return  # this worker has that set (it made the /admin/reload, or booted with it)
     try:
         swap = reload_models(app, current["bundles"] if current else None)
         ok, error = True, None
     except (BundleError, ConfigError, RuntimeError) as exc:
         log.error("reload on SIGHUP refused, still serving %s: %s",
-                  sorted(app.extensions["edgegen.models"].models), exc)
+                  sorted(of(app).models.models), exc)
         ok, error = False, str(exc)
     except Exception as exc:  # keep serving whatever went wrong
         log.exception("reload on SIGHUP failed; still serving the previous models")
         ok, error = False, type(exc).__name__
     if current is not None:
-        app.extensions["edgegen.epoch"] = current["epoch"]
-        models = swap.models if ok else sorted(app.extensions["edgegen.models"].models)
+        of(app).epoch = current["epoch"]
+        models = swap.models if ok else sorted(of(app).models.models)
         state.ack(current["epoch"], ok, error, models)
 
 
@@ -235,6 +236,6 @@ def install_sighup(app: Flask) -> None:
                          daemon=True).start()
 
     signal.signal(signal.SIGHUP, start)
-    state: RunState | None = app.extensions["edgegen.run_state"]
-    if state is not None and state.read()["epoch"] != app.extensions["edgegen.epoch"]:
+    state: RunState | None = of(app).run_state
+    if state is not None and state.read()["epoch"] != of(app).epoch:
         start()

@@ -9,13 +9,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from .errors import InvalidRequest, ModelNotFound, NotReady
 from .latent import MAX_SEED
 from .limits import json_body
 from .png import encode_png, to_uint8
 from .runtime import ImageModel, ModelRegistry
+from .state import current
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
@@ -25,7 +26,7 @@ MAX_BATCH_VALUES = 1 << 26  # floats one request may make a generator output (25
 
 
 def models() -> ModelRegistry:
-    registry: ModelRegistry = current_app.extensions["edgegen.models"]
+    registry: ModelRegistry = current().models
     if not registry.ready:
         raise NotReady("Loading model")
     return registry
@@ -120,7 +121,7 @@ def pick_model(registry: ModelRegistry, name: str | None, task: str):
 @bp.get("/models")
 def list_models():
     """The loaded models with their manifest facts."""
-    registry: ModelRegistry = current_app.extensions["edgegen.models"]
+    registry: ModelRegistry = current().models
     return jsonify({"object": "list", "data": [_describe(m) for m in registry.models.values()]})
 
 
@@ -152,16 +153,16 @@ def generate_images():
     """Generate `n` PNG images from seeded latents (OpenAI images API, b64_json only)."""
     registry = models()
     req = ImageRequest.parse(json_object(), registry,
-                             current_app.extensions["edgegen.config"].max_images_per_request)
-    with current_app.extensions["edgegen.admission"].slot() as waited:
+                             current().config.max_images_per_request)
+    with current().admission.slot() as waited:
         started = time.monotonic()  # the power sampler's clock
         pixels = to_uint8(req.model.generate(req.n, req.seed),
                           req.model.bundle.manifest.generation.image.value_range)
         generated = time.monotonic()
     data = [{"b64_json": base64.b64encode(encode_png(img)).decode("ascii")} for img in pixels]
     encoded = time.monotonic()
-    current_app.extensions["edgegen.metrics"].images.labels(req.model.name).inc(req.n)
-    energy = current_app.extensions["edgegen.power"].request_energy(
+    current().metrics.images.labels(req.model.name).inc(req.n)
+    energy = current().power.request_energy(
         started, encoded, req.model.name, request.url_rule.rule)
     return jsonify({
         "created": int(time.time()), "model": req.model.name, "seed": req.seed,

@@ -12,10 +12,12 @@ from prometheus_client import CollectorRegistry
 from . import __version__, admin, api, auth, completions, errors, health, metrics  # noqa: F401
 from . import companion, playground  # noqa: F401 (routes)
 from .admission import Admission
+from .auth import Throttle
 from .config import Config, load_config
 from .power.service import PowerService
 from .runtime import ModelRegistry
 from .runstate import RunState
+from .state import KEY, ServerState
 from .system import device_facts
 
 
@@ -45,20 +47,18 @@ def create_app(config: Config | Mapping[str, Any] | None = None,
         stats.model_info.labels(*admin.model_labels(model)).set(1)
     stats.device_info.labels(**device_facts(Path("/"), cfg.device_class,
                                             onnxruntime.get_available_providers())).set(1)
-    app.extensions.update({
-        "edgegen.config": cfg, "edgegen.config_loader": config_loader or (lambda: cfg),
-        "edgegen.models": registry, "edgegen.metrics": stats,
-        "edgegen.run_state": run_state, "edgegen.epoch": state["epoch"],
-        "edgegen.admission": Admission(cfg.max_concurrent, cfg.max_queue, cfg.queue_timeout_s,
-                                       stats),
-        "edgegen.power": PowerService(cfg, stats)})
+    api_keys = cfg.all_api_keys()
+    app.extensions[KEY] = ServerState(
+        config=cfg, config_loader=config_loader or (lambda: cfg), models=registry,
+        metrics=stats, run_state=run_state, epoch=state["epoch"],
+        admission=Admission(cfg.max_concurrent, cfg.max_queue, cfg.queue_timeout_s, stats),
+        power=PowerService(cfg, stats), throttle=Throttle(cfg.auth_failures_per_minute),
+        api_keys=api_keys, admin_keys=cfg.all_admin_keys(api_keys))
 
     errors.init_app(app)
     metrics.init_app(app, stats, {"edgegen": __version__, "onnxruntime": onnxruntime.__version__},
                      sensors_root=cfg.power_root)
-    # after metrics: refused requests are counted too
-    api_keys = cfg.all_api_keys()
-    auth.init_app(app, api_keys, cfg.all_admin_keys(api_keys))
+    auth.init_app(app)  # after metrics: refused requests are counted too
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(admin.bp)

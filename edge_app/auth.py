@@ -30,9 +30,10 @@ import threading
 import time
 from collections import OrderedDict, deque
 
-from flask import Flask, current_app, request
+from flask import Flask, request
 
 from .errors import Forbidden, TooManyRequests, Unauthorized
+from .state import current, of
 
 log = logging.getLogger(__name__)
 PUBLIC = frozenset({"/", "/health", "/ready", "/openapi.json", "/companion/",
@@ -88,17 +89,17 @@ class Throttle:
 
 def _check_key(keys: tuple[str, ...], what: str) -> None:
     """The bearer token must be one of `keys`; wrong ones are counted and braked."""
-    ext = current_app.extensions
+    state = current()
     addr = request.remote_addr or "?"
-    wait = ext["edgegen.throttle"].wait_s(addr)
+    wait = state.throttle.wait_s(addr)
     if wait:
-        ext["edgegen.metrics"].rejected.labels("auth_throttled").inc()
+        state.metrics.rejected.labels("auth_throttled").inc()
         raise TooManyRequests(f"too many wrong keys from {addr}: try again in {wait} s", wait)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key_matches(token.strip(), keys):
         if token.strip():
-            ext["edgegen.throttle"].failed(addr)
-        ext["edgegen.metrics"].rejected.labels("unauthorized").inc()
+            state.throttle.failed(addr)
+        state.metrics.rejected.labels("unauthorized").inc()
         raise Unauthorized(f"missing or invalid {what}: send 'Authorization: Bearer <key>'")
 
 
@@ -111,7 +112,7 @@ def is_loopback(addr: str | None) -> bool:
 
 def check_admin() -> None:
     """Before every /admin route: an admin key, or a loopback client when none is set."""
-    keys = current_app.extensions["edgegen.admin_keys"]
+    keys = current().admin_keys
     if keys:
         _check_key(keys, "admin key (admin_keys; an API key does not open /admin)")
     elif not is_loopback(request.remote_addr):
@@ -137,12 +138,12 @@ def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
                for a in allowed)
 
 
-def init_app(app: Flask, keys: tuple[str, ...], admin_keys: tuple[str, ...] = ()) -> None:
-    cfg = app.extensions["edgegen.config"]
-    # reload may replace them (a rotated key file)
-    app.extensions.update({"edgegen.api_keys": keys, "edgegen.admin_keys": admin_keys,
-                           "edgegen.throttle": Throttle(cfg.auth_failures_per_minute)})
-    if not keys and cfg.host not in LOOPBACK:
+def init_app(app: Flask) -> None:
+    """Host and key checks before every request; the keys are the state's (a reload may
+    replace them: a rotated key file)."""
+    state = of(app)
+    cfg = state.config
+    if not state.api_keys and cfg.host not in LOOPBACK:
         log.warning("no API key configured and listening on %s: anyone who reaches port %d "
                     "can generate; set api_keys or api_key_file", cfg.host, cfg.port)
 
@@ -154,10 +155,10 @@ def init_app(app: Flask, keys: tuple[str, ...], admin_keys: tuple[str, ...] = ()
 
     @app.before_request
     def _authenticate():
-        keys = current_app.extensions["edgegen.api_keys"]
+        keys = current().api_keys
         rule = request.url_rule.rule if request.url_rule else None
         if not keys or rule is None or not protected(rule, cfg.metrics_auth):
             return
-        if rule.startswith("/admin/") and current_app.extensions["edgegen.admin_keys"]:
+        if rule.startswith("/admin/") and current().admin_keys:
             return  # admin keys only (check_admin)
         _check_key(keys, "API key")

@@ -27,11 +27,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from flask import Blueprint, Response, jsonify, request, send_file
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 
 from .bundle import MANIFEST, Bundle, BundleError, open_regular
 from .errors import ApiError, ModelNotFound
+from .state import current
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def page_file(name: str):
     if name in own:
         return _file(own[name], name)
     if name in WEB_DEPS:
-        path = ort_dir(current_app.extensions["edgegen.config"].companion_ort_dir) / name
+        path = ort_dir(current().config.companion_ort_dir) / name
         if path.is_file():
             return _file(path, name)
         packed = path.with_name(name + ".gz")
@@ -129,17 +130,17 @@ def page_file(name: str):
 
 
 def _bundle(name: str) -> Bundle:
-    model = current_app.extensions["edgegen.models"].models.get(name)
+    model = current().models.models.get(name)
     if model is None:
         raise ModelNotFound(f"no bundle {name!r} is loaded; loaded: "
-                            f"{sorted(current_app.extensions['edgegen.models'].models)}")
+                            f"{sorted(current().models.models)}")
     return model.bundle
 
 
 @bp.get("/bundles/index.json")
 def bundles():
     """The loaded bundles and their files, for the companion page."""
-    models = current_app.extensions["edgegen.models"].models.values()
+    models = current().models.models.values()
     return jsonify(bundle_index(m.bundle for m in models))
 
 

@@ -25,11 +25,12 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
-from flask import Response, current_app, jsonify, request, stream_with_context
+from flask import Response, jsonify, request, stream_with_context
 
 from .api import bp, int_field, json_object, models, pick_model, str_field
 from .errors import InvalidRequest
 from .textgen import Generation, PromptTooLong, Sampling, TextModel
+from .state import current
 
 _FIELDS = ("model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
            "stream", "n", "echo", "logprobs", "user", "presence_penalty", "frequency_penalty",
@@ -232,10 +233,10 @@ def _run(req: CompletionRequest, gen: Generation, deadline: float) -> Iterator[s
 def completions():
     arrived = time.monotonic()
     registry = models()
-    cfg = current_app.extensions["edgegen.config"]
+    cfg = current().config
     req = CompletionRequest.parse(json_object(), registry, cfg.max_tokens_per_request)
-    ext = current_app.extensions
-    stats, power, admission = ext["edgegen.metrics"], ext["edgegen.power"], ext["edgegen.admission"]
+    state = current()
+    stats, power, admission = state.metrics, state.power, state.admission
     endpoint = request.url_rule.rule
     ident, created = f"cmpl-{secrets.token_hex(12)}", int(time.time())
     deadline = arrived + cfg.request_timeout_s

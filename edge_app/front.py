@@ -35,6 +35,7 @@ from gunicorn.http.errors import (ExpectationFailed, LimitRequestHeaders, LimitR
 from gunicorn.workers.gthread import ThreadWorker
 
 from .frontconn import BUFFER_BUDGET, IDLE, Conn, error_response
+from .state import find
 
 class Limits:
     def __init__(self, config):
@@ -144,9 +145,9 @@ class FrontWorker(ThreadWorker):
             pass
 
     def count_rejected(self, reason: str) -> None:
-        stats = getattr(self.wsgi, "extensions", {}).get("edgegen.metrics")
-        if stats is not None:
-            stats.rejected.labels(reason).inc()
+        state = find(self.wsgi)
+        if state is not None:
+            state.metrics.rejected.labels(reason).inc()
 
     # gthread's keep-alive bookkeeping, over our connections
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
 from .errors import NotReady
+from .state import current
 
 bp = Blueprint("health", __name__)
 
@@ -19,10 +20,10 @@ def health():
 def ready():
     """Ready: every configured model is loaded and warmed, and the queue has room (a load
     balancer then sends work to a device that can take it)."""
-    registry = current_app.extensions["edgegen.models"]
+    registry = current().models
     if not registry.ready:
         raise NotReady("Loading model")
-    admission = current_app.extensions["edgegen.admission"]
+    admission = current().admission
     if admission.saturated:
         raise NotReady("Saturated: every generation slot is busy and the queue is full",
                        admission.retry_after())

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from importlib import resources
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
 from .openapi import document
+from .state import current
 
 bp = Blueprint("playground", __name__)
 _PAGE = resources.files(__package__).joinpath("static/playground.html")
@@ -26,6 +27,6 @@ def page():
 
 @bp.get("/openapi.json")
 def openapi():
-    ext = current_app.extensions
-    return jsonify(document(ext["edgegen.config"], ext["edgegen.models"],
-                            bool(ext["edgegen.api_keys"]), bool(ext["edgegen.admin_keys"])))
+    state = current()
+    return jsonify(document(state.config, state.models, bool(state.api_keys),
+                            bool(state.admin_keys)))

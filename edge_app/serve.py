@@ -39,6 +39,7 @@ from .config import Config, ConfigError, load_config
 from .front import FrontWorker
 from .runstate import RunState
 from .power import SensorError, detect
+from .state import of
 
 
 class _Arbiter(Arbiter):
@@ -115,7 +116,7 @@ def _worker_ready(worker) -> None:
         return
     config: Config = worker.app.edgegen
     base = f"http://{config.host}:{config.port}"
-    models = worker.wsgi.extensions["edgegen.models"].models
+    models = of(worker.wsgi).models.models
     # Double quotes: the shell expands $EDGEGEN_KEY (single quotes sent the name itself: 401).
     auth = ' -H "Authorization: Bearer $EDGEGEN_KEY"' if config.api_keys or config.api_key_file \
         else ""

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edge_app.state import of
+
 
 def _generate(client, **body):
     return client.post("/v1/images/generations", json=body)
@@ -47,7 +49,7 @@ def test_pngs_decode_to_the_manifest_shape(client, manifest):
 
 
 def test_image_i_of_a_batch_uses_the_latent_of_the_same_seed(client, app):
-    model = app.extensions["edgegen.models"].models["tiny-dcgan"]
+    model = of(app).models.models["tiny-dcgan"]
     batch = model.generate(3, seed=5)
     single = model.generate(1, seed=5)
     np.testing.assert_allclose(batch[0], single[0], atol=1e-5)
@@ -163,7 +165,7 @@ def test_energy_per_request_and_power_metrics_with_a_sensor(dcgan_bundle):
                   if line.startswith('edgegen_energy_joules_total{sensor="hwmon"}')]
         assert float(energy[0].split()[-1]) > 21.25 * 0.2  # ~0.3 s of 21.25 W counted
     finally:
-        app.extensions["edgegen.power"].close()
+        of(app).power.close()
 
 
 def test_named_power_sensor_must_exist(dcgan_bundle, tmp_path):

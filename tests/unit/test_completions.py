@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from edge_app.state import of
 from edge_app.bundle import load_bundle
 from edge_app.textgen import TextModel
 
@@ -128,7 +129,7 @@ def test_a_prompt_is_tokenized_only_inside_admission(gpt2_bundle):
 
     app = create_app({"bundles": [str(gpt2_bundle)], "power_sensor": "none",
                       "max_concurrent": 1, "max_queue": 0})
-    client, model = app.test_client(), app.extensions["edgegen.models"].models["tiny-gpt2"]
+    client, model = app.test_client(), of(app).models.models["tiny-gpt2"]
     encoded = []
     model.encode = lambda text, real=model.encode: encoded.append(len(text)) or real(text)
     too_long = "\u4e00" * (model.max_prompt_chars + 1)
@@ -137,7 +138,7 @@ def test_a_prompt_is_tokenized_only_inside_admission(gpt2_bundle):
     assert "characters" in r.get_json()["error"]["message"] and encoded == []
 
     fits_in_chars = "\u4e00" * (model.max_prompt_chars // 2)  # but not in tokens
-    admission = app.extensions["edgegen.admission"]
+    admission = of(app).admission
     admission.acquire()  # a generation holds the only slot
     try:
         for stream in (False, True):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_app.state import of
 from edge_app import create_app
 from edge_app.bundle import BundleError, load_bundle, parse_manifest, write_bundle
 from edge_app.config import load_config
@@ -157,4 +158,4 @@ def test_a_failing_warm_up_is_a_refused_and_counted_reload(dcgan_bundle, tmp_pat
     assert "the warm-up run failed" in message and "\n" not in message
     text = client.get("/metrics").get_data(as_text=True)
     assert 'edgegen_reloads_total{result="failure"} 1.0' in text
-    assert sorted(app.extensions["edgegen.models"].models) == ["tiny-dcgan"]
+    assert sorted(of(app).models.models) == ["tiny-dcgan"]

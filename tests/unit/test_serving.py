@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_app.state import of
 from edge_app import create_app
 from edge_app.admission import Admission
 from edge_app.bundle import load_bundle, write_bundle
@@ -68,7 +69,7 @@ def test_queue_wait_runs_out():
 def test_busy_server_answers_503_with_retry_after_and_counts_it(dcgan_bundle):
     app = create_app({"bundles": [str(dcgan_bundle)], "power_sensor": "none",
                       "max_concurrent": 1, "max_queue": 0})
-    client, adm = app.test_client(), app.extensions["edgegen.admission"]
+    client, adm = app.test_client(), of(app).admission
     adm.acquire()  # a generation in progress
     try:
         r = _images(client)
@@ -148,12 +149,12 @@ def test_reload_swaps_only_after_validation_and_refuses_tampered(bundle_copy, tm
     app = create_app({"bundles": [str(bundle_copy)], "power_sensor": "none",
                       "api_keys": [KEY], "bundle_root": str(tmp_path)})
     client, auth = app.test_client(), {"Authorization": f"Bearer {KEY}"}
-    before = app.extensions["edgegen.models"].models["tiny-dcgan"]
+    before = of(app).models.models["tiny-dcgan"]
 
     same = client.post("/admin/reload", headers=auth,  # nothing changed: nothing reloaded
                        content_type="application/json")
     assert same.status_code == 200 and same.get_json()["unchanged"] == ["tiny-dcgan"]
-    assert app.extensions["edgegen.models"].models["tiny-dcgan"] is before
+    assert of(app).models.models["tiny-dcgan"] is before
 
     other = _renamed_copy(bundle_copy, tmp_path / "other", "tiny-dcgan-b")
     tampered = Path(shutil.copytree(other, tmp_path / "tampered"))
@@ -163,7 +164,7 @@ def test_reload_swaps_only_after_validation_and_refuses_tampered(bundle_copy, tm
     r = client.post("/admin/reload", json={"bundles": [str(tampered)]}, headers=auth)
     assert r.status_code == 400 and r.get_json()["error"]["code"] == "invalid_bundle"
     assert "checksum mismatch for 'model.onnx'" in r.get_json()["error"]["message"]
-    assert sorted(app.extensions["edgegen.models"].models) == ["tiny-dcgan"]
+    assert sorted(of(app).models.models) == ["tiny-dcgan"]
     assert _images(client, headers=auth).status_code == 200  # the old model keeps serving
 
     r = client.post("/admin/reload", json={"bundles": ["bundle", str(other)]},  # a name, a path
