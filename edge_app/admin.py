@@ -36,6 +36,7 @@ from .auth import check_admin
 from .limits import json_body
 from .runtime import ModelRegistry, Swap
 from .runstate import RunState
+from .shapes import Array, Limits, Shape, Str
 from .state import current, of
 
 log = logging.getLogger(__name__)
@@ -106,21 +107,20 @@ def confine(entries: list[str], root: str) -> list[str]:
     return out
 
 
+RELOAD = Shape({"bundles": Array(
+    Str(min_length=1), 1, description="Bundle directories, by name under bundle_root or by "
+                                      "path inside it (absent: the configured ones).")},
+    unknown_hint=": the body is empty or {\"bundles\": [\"<bundle dir>\", ...]}")
+
+
 @bp.post("/reload")
 def reload():
     """Load the configured bundles (empty body) or the listed ones, in every worker."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("/admin/reload takes Content-Type: application/json (an "
                                    "empty body or {\"bundles\": [...]})")
-    body = json_body(empty_ok=True)
-    if set(body) - {"bundles"}:
-        raise InvalidRequest("body must be empty or {\"bundles\": [\"<bundle dir>\", ...]}")
-    bundles = body.get("bundles")
-    if "bundles" in body:
-        if not isinstance(bundles, list) or not bundles or not all(
-                isinstance(b, str) and b for b in bundles):
-            raise InvalidRequest("'bundles' must be a non-empty list of bundle directories",
-                                 param="bundles")
+    bundles = RELOAD.parse(json_body(empty_ok=True), Limits())["bundles"]
+    if bundles is not None:
         bundles = confine(bundles, current().config.bundle_root)
     app = current_app._get_current_object()
     job = _ReloadJob(app, bundles)

@@ -16,11 +16,11 @@ from .latent import MAX_SEED
 from .limits import json_body
 from .png import encode_png, to_uint8
 from .runtime import ImageModel, ModelRegistry
+from .shapes import Int, Limits, Only, Shape, Str
 from .state import current
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
-_IMAGE_FIELDS = ("model", "prompt", "n", "size", "response_format", "seed", "user")
 MAX_IMAGE_PROMPT_CHARS = 4000
 MAX_BATCH_VALUES = 1 << 26  # floats one request may make a generator output (256 MB)
 
@@ -36,24 +36,19 @@ def json_object() -> dict[str, Any]:
     return json_body()  # the cheap limits (edge_app/limits.py) first
 
 
-def int_field(body: dict, name: str, default: int | None, low: int, high: int) -> int | None:
-    value = body.get(name, default)
-    if value is None and default is None:
-        return None
-    if isinstance(value, float) and value.is_integer():  # JSON Schema: 3.0 is an integer
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequest(f"'{name}' must be an integer, got {type(value).__name__}", param=name)
-    if not low <= value <= high:
-        raise InvalidRequest(f"'{name}' must be between {low} and {high}, got {value}", param=name)
-    return value
-
-
-def str_field(body: dict, name: str) -> str | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise InvalidRequest(f"'{name}' must be a string, got {type(value).__name__}", param=name)
-    return value
+IMAGE = Shape({
+    "model": Str(enum=lambda lim: lim.models.get("image-generation", ()),
+                 description="A loaded image-generation model (optional when exactly one is "
+                             "loaded)."),
+    "prompt": Str(MAX_IMAGE_PROMPT_CHARS, description="Ignored: the generators are "
+                                                      "unconditional."),
+    "n": Int(1, lambda lim: lim.max_images, 1),
+    "seed": Int(0, MAX_SEED, description="Same seed, same images."),
+    "size": Str(enum=lambda lim: lim.sizes, description="Must be the model's own WxH."),
+    "response_format": Only({"type": "string", "enum": ["b64_json"]}, lambda v: v == "b64_json",
+                            "an offline device has no image URLs; use 'b64_json'"),
+    "user": Str(description="Accepted and ignored."),
+})
 
 
 @dataclass(frozen=True)
@@ -63,46 +58,40 @@ class ImageRequest:
     seed: int
 
     @classmethod
-    def parse(cls, body: dict[str, Any], registry: ModelRegistry, max_n: int) -> "ImageRequest":
-        unknown = sorted(set(body) - set(_IMAGE_FIELDS))
-        if unknown:
-            raise InvalidRequest(f"unknown parameter(s) {unknown}; accepted: {list(_IMAGE_FIELDS)}",
-                                 param=unknown[0])
-        model = pick_model(registry, str_field(body, "model"), "image-generation")
-        prompt = str_field(body, "prompt")  # unconditional generators do not use it
-        if prompt is not None and len(prompt) > MAX_IMAGE_PROMPT_CHARS:
-            raise InvalidRequest(f"'prompt' is longer than {MAX_IMAGE_PROMPT_CHARS} characters",
-                                 param="prompt")
-        str_field(body, "user")
-        fmt = str_field(body, "response_format")
-        fmt = "b64_json" if fmt is None else fmt
-        if fmt != "b64_json":
-            raise InvalidRequest(f"'response_format' {fmt!r} is not supported: an offline device "
-                                 f"has no image URLs; use 'b64_json'", param="response_format")
+    def parse(cls, body: dict[str, Any], registry: ModelRegistry, lim: Limits) -> "ImageRequest":
+        model = pick_model(registry, IMAGE.one(body, "model", lim), "image-generation")
+        body = IMAGE.parse(body, lim)
         image = model.bundle.manifest.generation.image
-        size = str_field(body, "size")
+        size = body["size"]
         if size is not None and size != f"{image.width}x{image.height}":
             raise InvalidRequest(f"model '{model.name}' generates {image.width}x{image.height} "
                                  f"images only, got size {size!r}", param="size")
-        n = int_field(body, "n", 1, 1, max_n)
+        n = body["n"]
         per_image = image.channels * image.height * image.width
         if n * per_image > MAX_BATCH_VALUES:
             raise InvalidRequest(f"{n} images of {image.width}x{image.height} exceed what one "
                                  f"request may generate here; ask for at most "
                                  f"{max(1, MAX_BATCH_VALUES // per_image)}", param="n")
-        seed = int_field(body, "seed", None, 0, MAX_SEED)
+        seed = body["seed"]
         return cls(model, n, secrets.randbelow(MAX_SEED + 1) if seed is None else seed)
 
 
 ROUTE_OF_TASK = {"image-generation": "/v1/images/generations", "text-generation": "/v1/completions"}
 
 
-def pick_model(registry: ModelRegistry, name: str | None, task: str):
-    """The named model (or the only model of `task` when none is named), which must do `task`."""
+def can_chat(model) -> bool:
+    return model.bundle.manifest.task == "text-generation" and bool(model.spec.chat_template)
+
+
+def pick_model(registry: ModelRegistry, name: str | None, task: str, chat: bool = False):
+    """The named model (or the only model of `task` when none is named), which must do `task`
+    (and carry a chat template, for `chat`)."""
     if name is None:
-        candidates = [m for m in registry.models.values() if m.bundle.manifest.task == task]
+        candidates = [m for m in registry.models.values() if m.bundle.manifest.task == task
+                      and (not chat or can_chat(m))]
         if len(candidates) != 1:
-            raise InvalidRequest(f"'model' is required: {len(candidates)} {task} models are "
+            kind = "chat-capable (with a chat template)" if chat else task
+            raise InvalidRequest(f"'model' is required: {len(candidates)} {kind} models are "
                                  f"loaded ({sorted(m.name for m in candidates)})", param="model")
         (model,) = candidates
     else:
@@ -114,6 +103,10 @@ def pick_model(registry: ModelRegistry, name: str | None, task: str):
         if other != task:
             raise InvalidRequest(f"model {name!r} is a {other} model; use "
                                  f"{ROUTE_OF_TASK[other]}", param="model")
+    if chat and not can_chat(model):
+        raise InvalidRequest(f"model {model.name!r} has no chat template in its bundle, so it "
+                             f"cannot chat; send it a plain prompt at /v1/completions",
+                             param="model", code="model_has_no_chat_template")
     g.edgegen_model = model.name
     return model
 
@@ -132,11 +125,16 @@ def _describe(model) -> dict[str, Any]:
         facts = {"text": {"vocab_size": gen.vocab_size, "context_length": gen.context_length,
                           "layers": len(gen.layers),
                           "heads_per_layer": [layer.heads for layer in gen.layers],
-                          "eos_token_id": gen.eos_token_id}}
+                          "eos_token_id": gen.eos_token_id,
+                          "eos_token_ids": list(gen.eos_token_ids),
+                          "chat": can_chat(model), "architecture": gen.architecture or None},
+                 "endpoints": ["/v1/completions"] + (["/v1/chat/completions"]
+                                                     if can_chat(model) else [])}
     else:
         facts = {"image": {"channels": gen.image.channels, "height": gen.image.height,
                            "width": gen.image.width},
-                 "latent": {"dim": gen.latent.dim, "rng": gen.latent.rng}}
+                 "latent": {"dim": gen.latent.dim, "rng": gen.latent.rng},
+                 "endpoints": ["/v1/images/generations"]}
     return {
         "id": m.name, "object": "model", "owned_by": "edgegen",
         "created": int(m.provenance.get("created_unix", 0)),
@@ -152,8 +150,7 @@ def _describe(model) -> dict[str, Any]:
 def generate_images():
     """Generate `n` PNG images from seeded latents (OpenAI images API, b64_json only)."""
     registry = models()
-    req = ImageRequest.parse(json_object(), registry,
-                             current().config.max_images_per_request)
+    req = ImageRequest.parse(json_object(), registry, Limits.of(current().config, registry))
     with current().admission.slot() as waited:
         started = time.monotonic()  # the power sampler's clock
         pixels = to_uint8(req.model.generate(req.n, req.seed),

@@ -10,7 +10,7 @@ from flask import Flask
 from prometheus_client import CollectorRegistry
 
 from . import __version__, admin, api, auth, completions, errors, health, metrics  # noqa: F401
-from . import companion, playground  # noqa: F401 (routes)
+from . import chat_api, companion, playground  # noqa: F401 (routes)
 from .admission import Admission
 from .auth import Throttle
 from .config import Config, load_config

@@ -1,5 +1,6 @@
 """POST /v1/completions: OpenAI-compatible text completion, whole or streamed (server-sent
-events ending with `data: [DONE]`).
+events ending with `data: [DONE]`); and `serve`, which runs every text request (the chat
+route's too, edge_app/chat_api.py) the same way.
 
 Work is bounded before it is admitted: the body's cheap limits (edge_app/limits.py), then the
 prompt's length in characters against what the model's context could hold at most (its
@@ -19,22 +20,20 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
-import math
 import secrets
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from flask import Response, jsonify, request, stream_with_context
 
-from .api import bp, int_field, json_object, models, pick_model, str_field
+from .api import bp, json_object, models, pick_model
 from .errors import InvalidRequest
+from .shapes import (Array, Bool, Either, Int, Limits, Num, Shape, Stop, Str, never,
+                     only_value)
 from .textgen import Generation, PromptTooLong, Sampling, TextModel
 from .state import current
 
-_FIELDS = ("model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
-           "stream", "n", "echo", "logprobs", "user", "presence_penalty", "frequency_penalty",
-           "stream_options")
 MAX_PROMPT_CHARS = 100_000
 MAX_TEXT_SEED = 2 ** 63 - 1
 TRIM_AFTER_CHARS = 4096  # a prompt this long leaves heap worth handing back
@@ -58,99 +57,102 @@ def give_memory_back() -> None:
         _TRIM(0)
 
 
-def _number(body: dict, name: str, default: float, low: float, high: float,
-            low_open: bool = False) -> float:
-    value = body.get(name, default)
-    if value is None:
-        value = default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidRequest(f"'{name}' must be a number, got {json.dumps(value)[:40]}", param=name)
-    if value > high or value < low or (low_open and value == low):
-        bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
-        raise InvalidRequest(f"'{name}' must be within {bound}, got {value}", param=name)
-    return float(value)
+def model_field(task: str) -> Str:
+    return Str(enum=lambda lim: lim.models.get(task, ()),
+               description=f"A loaded {'chat-capable text-generation' if task == 'chat' else task}"
+                           f" model (optional when exactly one is loaded).")
+
+
+# What both text routes take to sample, as they define it (OpenAI's names and defaults).
+SAMPLING_FIELDS = {
+    "temperature": Num(0.0, 2.0, 1.0, description="0 is greedy."),
+    "top_p": Num(0.0, 1.0, 1.0, low_open=True),
+    "top_k": Int(0, lambda lim: lim.max_top_k, 0,
+                 description="0: no cut; at most the model's vocabulary size."),
+    "seed": Int(0, MAX_TEXT_SEED, description="Same seed, same tokens (sampling is repeatable)."),
+    "stop": Stop(description="Up to 4 strings; the answer ends before the first, without it."),
+    "stream": Bool(description="Server-sent events ending with `data: [DONE]`."),
+    "stream_options": Shape({"include_usage": Bool(
+        description="One more event before [DONE], with `usage` and empty `choices`.")}),
+    "n": only_value(1, "integer", "one choice per request (n = 1)"),
+    "presence_penalty": only_value(0, "number", "repetition penalties are not applied (0 only)"),
+    "frequency_penalty": only_value(0, "number", "repetition penalties are not applied (0 only)"),
+    "user": Str(description="Accepted and ignored (nothing is logged per user)."),
+}
+
+COMPLETION = Shape({
+    "model": model_field("text-generation"),
+    "prompt": Either((str, Str(MAX_PROMPT_CHARS)), (list, Array(Str(MAX_PROMPT_CHARS), 1, 1)),
+                     description="Prompt text (or a list of exactly one); prompt tokens + "
+                                 "max_tokens must fit the model's context length."),
+    "max_tokens": Int(1, lambda lim: lim.max_tokens, 16),
+    **SAMPLING_FIELDS,
+    "echo": only_value(False, "boolean", "the prompt is not echoed"),
+    "logprobs": never("log probabilities are not returned"),
+})
 
 
 @dataclass(frozen=True)
-class CompletionRequest:
+class TextRequest:
+    """A text generation both routes run: the prompt text, how to sample, when to stop."""
+
     model: TextModel
     prompt: str
-    max_tokens: int
+    max_tokens: int | None  # None: as many as the cap and the context leave (chat's default)
     sampling: Sampling
     stop: tuple[str, ...]
     stream: bool
     include_usage: bool
+    add_special_tokens: bool = True  # False for a rendered chat template (it has them)
     prompt_ids: tuple[int, ...] = ()  # set by tokenized(), inside admission
 
     @classmethod
-    def parse(cls, body: dict[str, Any], registry, max_tokens_cap: int) -> "CompletionRequest":
-        unknown = sorted(set(body) - set(_FIELDS))
-        if unknown:
-            raise InvalidRequest(f"unknown parameter(s) {unknown}; accepted: {list(_FIELDS)}",
-                                 param=unknown[0])
-        model = pick_model(registry, str_field(body, "model"), "text-generation")
-        prompt = body.get("prompt", "")
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            prompt = prompt[0]
-        if not isinstance(prompt, str):
-            raise InvalidRequest("'prompt' must be a string (or a list of exactly one string)",
-                                 param="prompt")
-        if len(prompt) > MAX_PROMPT_CHARS:
-            raise InvalidRequest(f"'prompt' is longer than {MAX_PROMPT_CHARS} characters",
-                                 param="prompt")
+    def of(cls, model: TextModel, prompt: str, body: dict, max_tokens: int | None,
+           add_special_tokens: bool = True, param: str = "prompt") -> "TextRequest":
+        """From a parsed body's sampling fields; the prompt checked against what the model's
+        context could hold at most, before any tokenizing (`param` names where it came from)."""
         if len(prompt) > model.max_prompt_chars:  # cannot fit, whatever it tokenizes to
-            raise InvalidRequest(f"'prompt' has {len(prompt)} characters; model "
+            raise InvalidRequest(f"the prompt has {len(prompt)} characters; model "
                                  f"'{model.name}' holds {model.spec.context_length} tokens of "
                                  f"at most {model.max_token_chars} characters each",
-                                 param="prompt", code="context_length_exceeded")
-        for name, allowed in (("n", 1), ("echo", False), ("logprobs", None),
-                              ("presence_penalty", 0), ("frequency_penalty", 0)):
-            value = body.get(name)
-            if value is not None and (value != allowed or
-                                      isinstance(value, bool) != isinstance(allowed, bool)):
-                raise InvalidRequest(f"'{name}' is not supported (only {json.dumps(allowed)})",
-                                     param=name)
-        stop = body.get("stop")
-        stop = (stop,) if isinstance(stop, str) else tuple(stop) if isinstance(stop, list) else \
-            () if stop is None else None
-        if stop is None or len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
-            raise InvalidRequest("'stop' must be a non-empty string or a list of up to 4",
-                                 param="stop")
-        stream = body.get("stream", False)
-        if not isinstance(stream, bool):
-            raise InvalidRequest("'stream' must be true or false", param="stream")
-        options = {} if body.get("stream_options") is None else body["stream_options"]
-        if not isinstance(options, dict) or set(options) - {"include_usage"} or \
-                not isinstance(options.get("include_usage", False), bool):
-            raise InvalidRequest("'stream_options' accepts only include_usage (true or false)",
-                                 param="stream_options")
-        str_field(body, "user")
-        max_tokens = int_field(body, "max_tokens", 16, 1, max_tokens_cap)
-        seed = int_field(body, "seed", None, 0, MAX_TEXT_SEED)
-        try:
-            sampling = Sampling(temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
-                                top_p=_number(body, "top_p", 1.0, 0.0, 1.0, low_open=True),
-                                top_k=int_field(body, "top_k", 0, 0, model.spec.vocab_size),
-                                seed=secrets.randbelow(MAX_TEXT_SEED) if seed is None else seed)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
-        return cls(model, prompt, max_tokens, sampling, stop, stream,
-                   bool(options.get("include_usage")))
+                                 param=param, code="context_length_exceeded")
+        if body["top_k"] > model.spec.vocab_size:
+            raise InvalidRequest(f"'top_k' must be at most model '{model.name}''s vocabulary "
+                                 f"size {model.spec.vocab_size}", param="top_k")
+        seed = body["seed"]
+        sampling = Sampling(temperature=body["temperature"], top_p=body["top_p"],
+                            top_k=body["top_k"],
+                            seed=secrets.randbelow(MAX_TEXT_SEED) if seed is None else seed)
+        return cls(model, prompt, max_tokens, sampling, body["stop"] or (), body["stream"],
+                   bool((body["stream_options"] or {}).get("include_usage")), add_special_tokens)
 
-    def tokenized(self) -> "CompletionRequest":
+    def tokenized(self, cap: int) -> "TextRequest":
         """The request with its prompt ids (call holding an admission slot: tokenizing a long
-        prompt costs CPU and memory); InvalidRequest when they do not fit the context."""
+        prompt costs CPU and memory) and its max_tokens (at most `cap`); InvalidRequest when
+        they do not fit the context."""
         model = self.model
         try:
-            ids = model.encode(self.prompt) if self.prompt else [model.spec.bos_token_id]
-            model.check_length(len(ids), self.max_tokens)
+            ids = model.encode(self.prompt, self.add_special_tokens) if self.prompt \
+                else [model.spec.bos_token_id]
+            max_tokens = self.max_tokens
+            if max_tokens is None:
+                max_tokens = max(1, min(cap, model.spec.context_length - len(ids)))
+            model.check_length(len(ids), max_tokens)
         except PromptTooLong as exc:
             raise InvalidRequest(str(exc), param="max_tokens", code="context_length_exceeded") \
                 from None
         finally:
             if len(self.prompt) >= TRIM_AFTER_CHARS:
                 give_memory_back()
-        return replace(self, prompt_ids=tuple(ids))
+        return replace(self, prompt_ids=tuple(ids), max_tokens=max_tokens)
+
+
+def completion_request(body: dict[str, Any], registry, lim: Limits) -> TextRequest:
+    model = pick_model(registry, COMPLETION.one(body, "model", lim), "text-generation")
+    body = COMPLETION.parse(body, lim)
+    prompt = body["prompt"] or ""
+    return TextRequest.of(model, prompt if isinstance(prompt, str) else prompt[0], body,
+                          body["max_tokens"])
 
 
 class TextReleaser:
@@ -211,7 +213,7 @@ def _usage(gen: Generation) -> dict:
 TIMEOUT = "timeout"
 
 
-def _run(req: CompletionRequest, gen: Generation, deadline: float) -> Iterator[str]:
+def _run(req: TextRequest, gen: Generation, deadline: float) -> Iterator[str]:
     """Decode, yielding released text; fills `gen` (tokens, timings, finish reason). Past the
     deadline (monotonic) it stops early with finish reason TIMEOUT."""
     release = TextReleaser(req.model, req.stop)
@@ -229,16 +231,38 @@ def _run(req: CompletionRequest, gen: Generation, deadline: float) -> Iterator[s
         yield tail
 
 
-@bp.post("/completions")
-def completions():
-    arrived = time.monotonic()
-    registry = models()
-    cfg = current().config
-    req = CompletionRequest.parse(json_object(), registry, cfg.max_tokens_per_request)
+@dataclass(frozen=True)
+class Format:
+    """How a route writes its answer, whole and streamed: OpenAI's completion or chat shapes.
+    `choice(text, finish)` is a whole answer's choice; a stream sends `opening` (if any), then
+    `delta(text)` per piece, then `closing(finish)`."""
+
+    id_prefix: str
+    whole_object: str
+    chunk_object: str
+    choice: Callable[[str, str], dict]
+    delta: Callable[[str], dict]
+    closing: Callable[[str], dict]
+    opening: dict | None = None
+
+
+COMPLETION_FORMAT = Format(
+    "cmpl", "text_completion", "text_completion",
+    choice=lambda text, finish: {"text": text, "index": 0, "logprobs": None,
+                                 "finish_reason": finish},
+    delta=lambda text: {"text": text, "index": 0, "logprobs": None, "finish_reason": None},
+    closing=lambda finish: {"text": "", "index": 0, "logprobs": None, "finish_reason": finish})
+
+
+def serve(req: TextRequest, fmt: Format, arrived: float):
+    """Run a validated text request: admitted, tokenized, decoded, accounted; the whole answer
+    as JSON, or server-sent events (with `stream_options.include_usage`, one more event before
+    [DONE] with the usage and no choices, as OpenAI sends it)."""
     state = current()
-    stats, power, admission = state.metrics, state.power, state.admission
+    cfg, stats, power, admission = state.config, state.metrics, state.power, state.admission
     endpoint = request.url_rule.rule
-    ident, created = f"cmpl-{secrets.token_hex(12)}", int(time.time())
+    base = {"id": f"{fmt.id_prefix}-{secrets.token_hex(12)}", "created": int(time.time()),
+            "model": req.model.name}
     deadline = arrived + cfg.request_timeout_s
 
     def account(gen: Generation, started: float) -> dict:
@@ -247,40 +271,41 @@ def completions():
             stats.ttft.labels(req.model.name).observe(gen.prompt_ms / 1000.0)
         return power.request_energy(started, time.monotonic(), req.model.name, endpoint)
 
-    def choice(text: str, finish: str | None) -> dict:
-        return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
-
     if not req.stream:
         with admission.slot() as waited:
             started = time.monotonic()
-            req = req.tokenized()
+            req = req.tokenized(cfg.max_tokens_per_request)
             gen = Generation(len(req.prompt_ids))
             text = "".join(_run(req, gen, deadline))
             energy = account(gen, started)
-        return jsonify({"id": ident, "object": "text_completion", "created": created,
-                        "model": req.model.name, "choices": [choice(text, _finish(gen))],
+        return jsonify({**base, "object": fmt.whole_object,
+                        "choices": [fmt.choice(text, _finish(gen))],
                         "usage": _usage(gen), "timings": _timings(gen, waited, energy)})
 
     waited = admission.acquire()  # 503 here, before any event is sent
     admitted = time.monotonic()
     try:
-        req = req.tokenized()  # a 400 here, still before any event
+        req = req.tokenized(cfg.max_tokens_per_request)  # a 400 here, still before any event
     except BaseException:
         admission.release(time.monotonic() - admitted)
         raise
+    chunk = {**base, "object": fmt.chunk_object}
+    if req.include_usage:
+        chunk["usage"] = None
+
+    def event(choices: list[dict], **extra) -> str:
+        return f"data: {json.dumps({**chunk, 'choices': choices, **extra})}\n\n"
 
     def events() -> Iterator[str]:
         gen = Generation(len(req.prompt_ids))
-        base = {"id": ident, "object": "text_completion", "created": created,
-                "model": req.model.name}
+        if fmt.opening is not None:
+            yield event([fmt.opening])
         for text in _run(req, gen, deadline):
-            yield f"data: {json.dumps({**base, 'choices': [choice(text, None)]})}\n\n"
+            yield event([fmt.delta(text)])
         energy = account(gen, admitted)
-        last = {**base, "choices": [choice("", _finish(gen))],
-                "timings": _timings(gen, waited, energy)}
+        yield event([fmt.closing(_finish(gen))], timings=_timings(gen, waited, energy))
         if req.include_usage:
-            last["usage"] = _usage(gen)
-        yield f"data: {json.dumps(last)}\n\n"
+            yield event([], usage=_usage(gen))
         yield "data: [DONE]\n\n"
 
     response = Response(stream_with_context(events()), mimetype="text/event-stream",
@@ -289,3 +314,11 @@ def completions():
     # even if the generator never started: the slot is always given back.
     response.call_on_close(lambda: admission.release(time.monotonic() - admitted))
     return response
+
+
+@bp.post("/completions")
+def completions():
+    arrived = time.monotonic()
+    registry = models()
+    req = completion_request(json_object(), registry, Limits.of(current().config, registry))
+    return serve(req, COMPLETION_FORMAT, arrived)

@@ -1,8 +1,9 @@
 """The OpenAPI 3.1 document of a running server, built from its config and loaded models.
 
-Built per request, so it always matches what is served now: caps (max_tokens, n, body size)
-come from the config, `model` enumerates the loaded models of each task, `size` the image
-shapes, and security appears only when API keys are configured. A test checks that every
+Built per request, so it always matches what is served now: the request bodies are the very
+shapes the routes validate with (edge_app/shapes.py), their caps (max_tokens, n) from the
+config, `model` enumerating the loaded models of each task (chat: those with a template),
+`size` the image shapes; security appears only when API keys are configured. A test checks that every
 route of the app is documented and vice versa; schemathesis fuzzes the routes from it.
 """
 
@@ -12,11 +13,13 @@ import re
 from typing import Any
 
 from . import __version__
-from .api import MAX_IMAGE_PROMPT_CHARS
+from .admin import RELOAD
+from .api import IMAGE
 from .auth import protected
-from .completions import MAX_PROMPT_CHARS, MAX_TEXT_SEED
+from .chat_api import CHAT
+from .completions import COMPLETION
 from .config import Config
-from .latent import MAX_SEED
+from .shapes import Limits
 
 
 def _error(description: str, headers: dict | None = None) -> dict:
@@ -54,69 +57,25 @@ _TIMINGS = {
 }
 
 
-def _model_field(task: str, names: list[str]) -> dict:
-    """`model`: one of the loaded models of `task`, or null (the only one of its task)."""
-    model = {"type": ["string", "null"], "description": f"A loaded {task} model (optional "
-             f"when exactly one is loaded)."}
-    if names:
-        model["enum"] = names + [None]
-    return model
-
-
-def _completion_request(cfg: Config, names: list[str], context: int) -> dict:
+def _text_answer(kind: str, choice: dict) -> dict:
+    """A whole text answer: its choice, usage, and the timings every text route reports."""
     return {
-        "type": "object", "additionalProperties": False,
+        "type": "object", "required": ["id", "object", "created", "model", "choices", "usage",
+                                       "timings"],
         "properties": {
-            "model": _model_field("text-generation", names),
-            "prompt": {"oneOf": [{"type": "string", "maxLength": MAX_PROMPT_CHARS},
-                                 {"type": "array", "minItems": 1, "maxItems": 1,
-                                  "items": {"type": "string", "maxLength": MAX_PROMPT_CHARS}}],
-                       "description": "Prompt text; prompt tokens + max_tokens must fit the "
-                                      "model's context length."},
-            "max_tokens": {"type": "integer", "minimum": 1, "default": 16,
-                           "maximum": min(cfg.max_tokens_per_request, max(1, context - 1))},
-            "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2,
-                            "default": 1, "description": "0 is greedy."},
-            "top_p": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1,
-                      "default": 1},
-            "top_k": {"type": "integer", "minimum": 0, "default": 0,
-                      "description": "0: no cut; at most the vocabulary size."},
-            "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_TEXT_SEED},
-            "stop": {"oneOf": [{"type": "string", "minLength": 1},
-                               {"type": "array", "maxItems": 4,
-                                "items": {"type": "string", "minLength": 1}},
-                               {"type": "null"}]},
-            "stream": {"type": "boolean", "default": False,
-                       "description": "Server-sent events ending with `data: [DONE]`."},
-            "stream_options": {"type": ["object", "null"], "additionalProperties": False,
-                               "properties": {"include_usage": {"type": "boolean"}}},
-            "n": {"type": ["integer", "null"], "enum": [1, None]},
-            "echo": {"type": ["boolean", "null"], "enum": [False, None]},
-            "logprobs": {"type": "null"},
-            "presence_penalty": {"type": ["number", "null"], "enum": [0, None]},
-            "frequency_penalty": {"type": ["number", "null"], "enum": [0, None]},
-            "user": {"type": ["string", "null"]},
-        },
-    }
-
-
-def _image_request(cfg: Config, names: list[str], sizes: list[str]) -> dict:
-    size = {"type": ["string", "null"], "description": "Must be the model's own WxH."}
-    if sizes:
-        size["enum"] = sizes + [None]
-    return {
-        "type": "object", "additionalProperties": False,
-        "properties": {
-            "model": _model_field("image-generation", names),
-            "prompt": {"type": ["string", "null"], "maxLength": MAX_IMAGE_PROMPT_CHARS,
-                       "description": "Ignored: the generators are unconditional."},
-            "n": {"type": "integer", "minimum": 1, "maximum": cfg.max_images_per_request,
-                  "default": 1},
-            "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_SEED,
-                     "description": "Same seed, same images."},
-            "size": size,
-            "response_format": {"type": ["string", "null"], "enum": ["b64_json", None]},
-            "user": {"type": ["string", "null"]},
+            "id": {"type": "string"}, "object": {"const": kind},
+            "created": {"type": "integer"}, "model": {"type": "string"},
+            "choices": {"type": "array", "items": choice},
+            "usage": {"type": "object",
+                      "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+                      "properties": {k: {"type": "integer"} for k in
+                                     ("prompt_tokens", "completion_tokens", "total_tokens")}},
+            "timings": {**_TIMINGS, "properties": {
+                **_TIMINGS["properties"],
+                "prompt_tokens": {"type": "integer"}, "generated_tokens": {"type": "integer"},
+                "time_to_first_token_ms": {"type": "number"}, "decode_ms": {"type": "number"},
+                "tokens_per_second": {"type": ["number", "null"]},
+                "stopped_by": {"const": "request_timeout"}}},
         },
     }
 
@@ -129,29 +88,18 @@ _SCHEMAS: dict[str, Any] = {
             "properties": {"message": {"type": "string"}, "type": {"type": "string"},
                            "code": {"type": "string"}, "param": {"type": "string"}}}},
     },
-    "Completion": {
-        "type": "object", "required": ["id", "object", "created", "model", "choices", "usage",
-                                       "timings"],
-        "properties": {
-            "id": {"type": "string"}, "object": {"const": "text_completion"},
-            "created": {"type": "integer"}, "model": {"type": "string"},
-            "choices": {"type": "array", "items": {
-                "type": "object", "required": ["text", "index", "finish_reason"],
-                "properties": {"text": {"type": "string"}, "index": {"type": "integer"},
-                               "logprobs": {"type": "null"},
-                               "finish_reason": {"enum": ["stop", "length"]}}}},
-            "usage": {"type": "object",
-                      "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
-                      "properties": {k: {"type": "integer"} for k in
-                                     ("prompt_tokens", "completion_tokens", "total_tokens")}},
-            "timings": {**_TIMINGS, "properties": {
-                **_TIMINGS["properties"],
-                "prompt_tokens": {"type": "integer"}, "generated_tokens": {"type": "integer"},
-                "time_to_first_token_ms": {"type": "number"}, "decode_ms": {"type": "number"},
-                "tokens_per_second": {"type": ["number", "null"]},
-                "stopped_by": {"const": "request_timeout"}}},
-        },
-    },
+    "Completion": _text_answer("text_completion", {
+        "type": "object", "required": ["text", "index", "finish_reason"],
+        "properties": {"text": {"type": "string"}, "index": {"type": "integer"},
+                       "logprobs": {"type": "null"},
+                       "finish_reason": {"enum": ["stop", "length"]}}}),
+    "ChatCompletion": _text_answer("chat.completion", {
+        "type": "object", "required": ["index", "message", "finish_reason"],
+        "properties": {"index": {"type": "integer"}, "logprobs": {"type": "null"},
+                       "finish_reason": {"enum": ["stop", "length"]},
+                       "message": {"type": "object", "required": ["role", "content"],
+                                   "properties": {"role": {"const": "assistant"},
+                                                  "content": {"type": "string"}}}}}),
     "Images": {
         "type": "object", "required": ["created", "model", "seed", "data", "usage", "timings"],
         "properties": {
@@ -196,6 +144,14 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
+def _streamed(description: str, ref: str) -> dict:
+    return {"description": f"{description}, or with `stream: true` server-sent events (`data: "
+                           f"{{chunk}}` lines, the last with finish_reason and timings, then "
+                           f"`data: [DONE]`).",
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}},
+                        "text/event-stream": {"schema": _SSE_EVENT}}}
+
+
 def _plain(description: str, kind: str, *media_types: str) -> dict:
     return {"description": description,
             "content": {m: {"schema": {"type": kind}} for m in media_types}}
@@ -236,15 +192,7 @@ _COMPANION = {
 
 
 def document(cfg: Config, registry, keys: bool, admin_keys: bool = False) -> dict[str, Any]:
-    by_task: dict[str, list] = {"text-generation": [], "image-generation": []}
-    for model in registry.models.values():
-        by_task[model.bundle.manifest.task].append(model)
-    text = sorted(m.name for m in by_task["text-generation"])
-    images = sorted(m.name for m in by_task["image-generation"])
-    context = max((m.spec.context_length for m in by_task["text-generation"]), default=2)
-    sizes = sorted({f"{m.bundle.manifest.generation.image.width}x"
-                    f"{m.bundle.manifest.generation.image.height}"
-                    for m in by_task["image-generation"]})
+    lim = Limits.of(cfg, registry)
     json_body = lambda schema: {"required": True, "content": {  # noqa: E731
         "application/json": {"schema": schema}}}
     ok = lambda description, ref: {"description": description, "content": {  # noqa: E731
@@ -253,19 +201,22 @@ def document(cfg: Config, registry, keys: bool, admin_keys: bool = False) -> dic
     paths: dict[str, Any] = {
         "/v1/completions": {"post": {
             "operationId": "createCompletion", "summary": "Complete a prompt (OpenAI-compatible).",
-            "requestBody": json_body(_completion_request(cfg, text, context)),
-            "responses": {"200": {
-                "description": "The completion, or with `stream: true` server-sent events "
-                               "(`data: {chunk}` lines, the last chunk with finish_reason and "
-                               "timings, then `data: [DONE]`).",
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/Completion"}},
-                    "text/event-stream": {"schema": _SSE_EVENT}}},
-                **generation_errors}}},
+            "requestBody": json_body(COMPLETION.schema(lim)),
+            "responses": {"200": _streamed("The completion", "Completion"),
+                          **generation_errors}}},
+        "/v1/chat/completions": {"post": {
+            "operationId": "createChatCompletion",
+            "summary": "Answer a conversation with the model's chat template (OpenAI-compatible); "
+                       "a model without a template gets a 400 that points to /v1/completions.",
+            "requestBody": json_body(CHAT.schema(lim)),
+            "responses": {"200": _streamed("The assistant's reply (chat.completion.chunk "
+                                           "events: the role first, then content deltas)",
+                                           "ChatCompletion"),
+                          **generation_errors}}},
         "/v1/images/generations": {"post": {
             "operationId": "createImage",
             "summary": "Generate PNG images (OpenAI-style, b64_json).",
-            "requestBody": json_body(_image_request(cfg, images, sizes)),
+            "requestBody": json_body(IMAGE.schema(lim)),
             "responses": {"200": ok("The images, base64 PNG.", "Images"), **generation_errors}}},
         "/v1/models": {"get": {
             "operationId": "listModels", "summary": "Loaded models with their manifest facts.",
@@ -276,12 +227,8 @@ def document(cfg: Config, registry, keys: bool, admin_keys: bool = False) -> dic
                        "swap, in every worker; on failure the previous models keep serving. "
                        "Admin keys only (or, with none set, loopback clients only); "
                        "Content-Type: application/json; bundles from under bundle_root.",
-            "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                "type": "object", "additionalProperties": False,
-                "properties": {"bundles": {"type": "array", "minItems": 1,
-                                           "items": {"type": "string", "minLength": 1},
-                                           "description": "Bundle directories, by name "
-                                           "under bundle_root or by path inside it."}}}}}},
+            "requestBody": {"required": False, "content": {"application/json": {
+                "schema": RELOAD.schema(lim)}}},
             "responses": {"200": ok("The models now served.", "Reload"),
                           "202": ok("Still loading after reload_timeout_s; it goes on.",
                                     "Reloading"),

@@ -251,8 +251,10 @@ class TextModel(ServedModel, Decoder):
 
         return cls(bundle, open_session(bundle, threads))
 
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text).ids
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids; a rendered chat template holds its special tokens already, so it is
+        encoded with add_special_tokens=False (as transformers' apply_chat_template does)."""
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)

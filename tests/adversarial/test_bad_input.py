@@ -21,7 +21,7 @@ from ..integration.serverproc import ServerProcess
 pytestmark = pytest.mark.adversarial
 KEY = "sk-input-0123456789abcdef0123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-POSTS = ("/v1/completions", "/v1/images/generations", "/admin/reload")
+POSTS = ("/v1/completions", "/v1/chat/completions", "/v1/images/generations", "/admin/reload")
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +93,8 @@ def test_invalid_unicode_and_deep_json_are_4xx_json_on_every_post_route(server):
     bodies = {
         "lone surrogate": b'{"prompt": "\\ud800", "model": "tiny-gpt2"}',
         "lone surrogate in a list": b'{"prompt": ["\\udc00abc"]}',
+        "lone surrogate in a message": b'{"messages": [{"role": "user", "content": '
+                                       b'[{"type": "text", "text": "a\\udbffb"}]}]}',
         "100k deep": b"[" * 100_000 + b"]" * 100_000,
         "100k deep in a field": b'{"prompt": ' + b"{" * 50_000 + b"}" * 50_000 + b"}",
     }

@@ -1,5 +1,6 @@
 """Property-based fuzzing from the server's own OpenAPI document (schemathesis) against the
-real gunicorn server holding a text and an image model behind an API key.
+real gunicorn server holding two text models (one with a chat template) and an image model
+behind an API key.
 
 Checks: no 5xx except documented 503s, every status code, content type, header and body as
 documented (server-sent events included), schema-violating requests refused, methods not
@@ -30,9 +31,10 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
           "unsupported_method,ignored_auth,missing_required_header")
 
 
-def test_fuzzing_the_openapi_document_finds_no_server_error(gpt2_bundle, dcgan_bundle,
-                                                           tmp_path):
-    server = ServerProcess(gpt2_bundle, dcgan_bundle, env={"EDGEGEN_API_KEYS": KEY})
+def test_fuzzing_the_openapi_document_finds_no_server_error(gpt2_bundle, llama_bundle,
+                                                           dcgan_bundle, tmp_path):
+    server = ServerProcess(gpt2_bundle, llama_bundle, dcgan_bundle,
+                           env={"EDGEGEN_API_KEYS": KEY})
     server.wait_ready()
     cli = Path(sys.executable).with_name("schemathesis")
     try:
@@ -46,6 +48,6 @@ def test_fuzzing_the_openapi_document_finds_no_server_error(gpt2_bundle, dcgan_b
         code, output = server.stop()
     report = run.stdout[-6000:] + run.stderr[-2000:]
     assert run.returncode == 0, report
-    assert "Tested: 12" in run.stdout, report  # every operation of the document was exercised
+    assert "Tested: 13" in run.stdout, report  # every operation of the document was exercised
     assert "Traceback" not in output and "unhandled error" not in output, output[-4000:]
     assert code == 0

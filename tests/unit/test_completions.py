@@ -54,10 +54,11 @@ def test_stream_sends_the_same_text_as_one_answer_then_done(text_client):
     resp = text_client.post("/v1/completions", json={**req, "stream": True,
                                                      "stream_options": {"include_usage": True}})
     assert resp.status_code == 200 and resp.mimetype == "text/event-stream"
-    events = _events(resp)
+    *events, usage = _events(resp)
     assert "".join(e["choices"][0]["text"] for e in events) == whole["choices"][0]["text"]
     assert events[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
-    assert events[-1]["usage"] == whole["usage"]
+    assert all(e["usage"] is None for e in events)  # OpenAI's include_usage: one more event
+    assert usage["choices"] == [] and usage["usage"] == whole["usage"]
     assert all(e["choices"][0]["finish_reason"] is None for e in events[:-1])
 
 
@@ -131,7 +132,8 @@ def test_a_prompt_is_tokenized_only_inside_admission(gpt2_bundle):
                       "max_concurrent": 1, "max_queue": 0})
     client, model = app.test_client(), of(app).models.models["tiny-gpt2"]
     encoded = []
-    model.encode = lambda text, real=model.encode: encoded.append(len(text)) or real(text)
+    model.encode = lambda text, special=True, real=model.encode: \
+        encoded.append(len(text)) or real(text, special)
     too_long = "\u4e00" * (model.max_prompt_chars + 1)
     r = client.post("/v1/completions", json={"prompt": too_long, "max_tokens": 4})
     assert r.status_code == 400 and r.get_json()["error"]["code"] == "context_length_exceeded"
