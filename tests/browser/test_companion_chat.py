@@ -5,11 +5,13 @@ with onnxruntime-web's wasm backend, against the server's Python path on the sam
   makes of it (ChatML and the unit tests' templates, one written with indented block lines, and
   a template's own raise_exception), and tokenizes it (no special tokens added) to the ids of
   `tokenizers`;
-- FP32: greedy replies over two turns are, token for token, Python ONNX Runtime's (Decoder);
+- FP32: greedy replies over two turns are, token for token, Python ONNX Runtime's (Decoder),
+  and the text the server's POST /v1/chat/completions answers;
 - INT8 and INT4 (MatMulNBits, GatherBlockQuantized: contrib ops) run too, with no op missing,
   but the wasm kernels compute MatMulNBits in float32 whatever the node's accuracy_level (the
   server's CPU kernels take accuracy_level 4 to int8 compute), so their greedy replies are
-  Python ONNX Runtime's on the same graph at accuracy_level 1;
+  Python ONNX Runtime's on the same graph at accuracy_level 1 (the server's replies, at
+  accuracy_level 4, are compared and printed: they may part where two logits are close);
 - a graph with an op onnxruntime-web lacks is refused with a message naming the op;
 - a chat turn is counted for the fleet under /v1/chat/completions; nothing leaves 127.0.0.1.
 """
@@ -23,6 +25,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import requests
 from tokenizers import Tokenizer
 
 from edge_app.bundle import load_bundle
@@ -90,6 +93,17 @@ def python_chat(bundle: Path, messages: list[dict], max_tokens: int,
     return prompt, ids, tokens, tok.decode(tokens)
 
 
+def server_reply(server, model: str, messages: list[dict]) -> tuple[str, int, str]:
+    """POST /v1/chat/completions, greedy: (reply, completion tokens, finish reason)."""
+    r = requests.post(server.base + "/v1/chat/completions", timeout=30, json={
+        "model": model, "messages": messages, "max_tokens": MAX_TOKENS, "temperature": 0})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    choice = body["choices"][0]
+    return (choice["message"]["content"], body["usage"]["completion_tokens"],
+            choice["finish_reason"])
+
+
 # --------------------------------------------------------------------------- page driving
 
 
@@ -154,6 +168,9 @@ def test_two_turns_with_the_fp32_llama_are_the_servers_tokens(browser, server, l
                                   {"role": "user", "content": TURNS[1]}]
     assert second["prompt"].endswith("<|im_start|>assistant\n")
     tokens = [check_turn(page, llama_bundles["fp32"]) for page in (first, second)]
+    for page in (first, second):  # the server's own route answers alike
+        assert server_reply(server, "tiny-llama", page["messages"]) == \
+            (page["text"], len(page["tokens"]), page["finishReason"])
     transcript = [p.text for p in browser.find_elements(By.CSS_SELECTOR, "#transcript p")]
     assert len(transcript) == 4 and transcript[2].startswith("user")
     figures = browser.find_element(By.ID, "text-figures").text
@@ -167,7 +184,7 @@ def test_two_turns_with_the_fp32_llama_are_the_servers_tokens(browser, server, l
     assert_no_console_errors(browser)
     with capsys.disabled():
         print(f"\ncompanion chat, tiny-llama fp32: greedy {[len(t) for t in tokens]} tokens per "
-              f"turn equal to Python ONNX Runtime's")
+              f"turn equal to Python ONNX Runtime's and /v1/chat/completions'")
 
 
 @pytest.mark.parametrize("precision", ["int8", "int4"])
@@ -185,13 +202,17 @@ def test_weight_only_quantized_llamas_run_in_the_page(browser, server, llama_bun
     assert "MatMulNBits" in ops and ("GatherBlockQuantized" in ops) == (precision == "int4")
     tokens = check_turn(page, llama_bundles[precision], as_wasm_computes=True)
     served = python_chat(llama_bundles[precision], page["messages"], MAX_TOKENS)[2]
+    reply = server_reply(server, name, page["messages"])[0]
+    assert reply == Tokenizer.from_file(str(llama_bundles[precision] / "tokenizer.json")).decode(
+        served)  # the server's route is the accuracy_level 4 path
     assert_no_console_errors(browser)
     agree = next((i for i, (a, b) in enumerate(zip(tokens, served)) if a != b),
                  min(len(tokens), len(served)))  # leading tokens equal to the server's
     with capsys.disabled():
         print(f"\ncompanion chat, {name}: {len(tokens)} greedy tokens equal to Python ONNX "
               f"Runtime's at accuracy_level 1; the server's (accuracy_level 4): first {agree} "
-              f"of {len(served)} equal")
+              f"of {len(served)} equal; /v1/chat/completions' reply the page's: "
+              f"{reply == page['text']}")
 
 
 # Whitespace control as tokenizer_config.json templates are written: blocks on their own,
