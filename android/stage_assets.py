@@ -1,6 +1,6 @@
 """Lay out the APK's assets/ as the edge server lays out its URLs (edge_app/companion.py):
 
-    assets/companion/   the page (edge_app/static/companion) and onnxruntime-web's files
+    assets/companion/   the page (edge_app/static/companion), onnxruntime-web's files and Jinja's
     assets/bundles/     index.json and each bundle, checked (schema, sha256) as the server does
 
 Usage: python android/stage_assets.py OUT_DIR ORT_DIR [BUNDLE_DIR ...]
@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 from edge_app.bundle import MANIFEST, BundleError, load_bundle
-from edge_app.companion import ORT_FILES, PAGE_DIR, bundle_index
+from edge_app.companion import PAGE_DIR, WEB_DEPS, bundle_index
 
 
 def stage(out: Path, ort_dir: Path, bundle_dirs: list[Path]) -> dict:
-    missing = [n for n in ORT_FILES if not (ort_dir / n).is_file()]
+    missing = [n for n in WEB_DEPS if not (ort_dir / n).is_file()]
     if missing:
-        raise SystemExit(f"stage_assets: onnxruntime-web files {missing} are not in {ort_dir}: "
+        raise SystemExit(f"stage_assets: web dependencies {missing} are not in {ort_dir}: "
                          f"run android/fetch-web-deps.sh")
     bundles = [load_bundle(d) for d in bundle_dirs]  # refuses what the server would refuse
     names = [b.manifest.name for b in bundles]
@@ -32,7 +32,7 @@ def stage(out: Path, ort_dir: Path, bundle_dirs: list[Path]) -> dict:
     for f in PAGE_DIR.iterdir():
         if f.is_file():
             (page / f.name).write_bytes(f.read_bytes())
-    for name in ORT_FILES:
+    for name in WEB_DEPS:
         shutil.copyfile(ort_dir / name, page / name)
     for b in bundles:
         dest = out / "bundles" / b.manifest.name

@@ -9,8 +9,9 @@ the page's relative URLs work in either place::
     /bundles/index.json                                  (APK: /assets/bundles/index.json)
     /bundles/<name>/manifest.json, model.onnx, ...       (APK: /assets/bundles/<name>/...)
 
-onnxruntime-web is not in this repository: android/fetch-web-deps.sh downloads the pinned npm
-package, checks its integrity and keeps the three files the wasm backend needs under
+onnxruntime-web is not in this repository, nor is @huggingface/jinja (the page's chat-template
+engine): android/fetch-web-deps.sh downloads the pinned npm packages, checks their integrity and
+keeps the three files the wasm backend needs and Jinja's one module under
 build/web-deps/onnxruntime-web (or `companion_ort_dir`). Bundle files are served only when
 their name is in the loaded manifest's `files`, so no path reaches outside a bundle; each is
 opened as load_bundle verified it (a regular file, not through a symbolic link, of the size
@@ -39,6 +40,8 @@ bp = Blueprint("companion", __name__)
 PAGE_DIR = resources.files(__package__).joinpath("static/companion")
 # What onnxruntime-web's wasm backend loads (single-threaded or not, 1.30 ships one SIMD build).
 ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+JINJA_FILES = ("huggingface-jinja.mjs",)  # @huggingface/jinja's ESM build: chat templates
+WEB_DEPS = ORT_FILES + JINJA_FILES  # fetched, not in the repository; one directory holds them
 DEFAULT_ORT_DIR = Path(__file__).resolve().parent.parent / "build" / "web-deps" / "onnxruntime-web"
 FETCH_HINT = "run android/fetch-web-deps.sh (needs npm), or set companion_ort_dir"
 MIME = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -67,6 +70,8 @@ def bundle_index(bundles: Iterable[Bundle]) -> dict[str, Any]:
     """What the page lists (GET /bundles/index.json; the APK writes the same file)."""
     return {"bundles": [{"name": b.manifest.name, "task": b.manifest.task,
                          "family": b.manifest.family, "precision": b.manifest.precision,
+                         # a chat template: the page chats with it (renders the conversation)
+                         "chat": getattr(b.manifest.generation, "chat_template", None) is not None,
                          "files": [MANIFEST, *b.manifest.files]} for b in bundles]}
 
 
@@ -103,11 +108,11 @@ def page():
 
 @bp.get("/companion/<name>")
 def page_file(name: str):
-    """One file of the page: its scripts, or onnxruntime-web's module and wasm."""
+    """One file of the page: its scripts, onnxruntime-web's module and wasm, or Jinja's module."""
     own = page_files()
     if name in own:
         return _file(own[name], name)
-    if name in ORT_FILES:
+    if name in WEB_DEPS:
         path = ort_dir(current().config.companion_ort_dir) / name
         if path.is_file():
             return _file(path, name)
@@ -115,12 +120,13 @@ def page_file(name: str):
         if packed.is_file():  # device images keep them gzipped (the Pi image's size budget)
             return _gzipped(packed, name)
         # The directory goes to the log, not to the (public) client.
-        log.warning("companion: onnxruntime-web file %s is not in %s: %s", name, path.parent,
+        log.warning("companion: web dependency %s is not in %s: %s", name, path.parent,
                     FETCH_HINT)
-        raise FileNotServed(f"onnxruntime-web file {name!r} is not installed on this server: "
+        package = "onnxruntime-web" if name in ORT_FILES else "@huggingface/jinja"
+        raise FileNotServed(f"{package} file {name!r} is not installed on this server: "
                             f"{FETCH_HINT}")
     raise FileNotServed(f"no companion file {name!r}; the page has "
-                        f"{sorted([*own, *ORT_FILES])}")
+                        f"{sorted([*own, *WEB_DEPS])}")
 
 
 def _bundle(name: str) -> Bundle:

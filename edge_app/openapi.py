@@ -173,10 +173,11 @@ _COMPANION = {
         "parameters": _path_params("name"),
         "responses": {"200": _plain("The file.", "string", "text/javascript", "application/wasm",
                                     "text/html"),
-                      "404": _error("No such file, or onnxruntime-web is not installed (the "
-                                    "message says how to fetch it).")}}},
+                      "404": _error("No such file, or onnxruntime-web or @huggingface/jinja "
+                                    "is not installed (the message says how to fetch them).")}}},
     "/bundles/index.json": {"get": {
-        "operationId": "listBundles", "summary": "The loaded bundles and their files.",
+        "operationId": "listBundles",
+        "summary": "The loaded bundles, their files, and whether each has a chat template.",
         "responses": {"200": _plain("The bundles.", "object", "application/json")}}},
     "/bundles/{name}/{file}": {"get": {
         "operationId": "bundleFile",

@@ -219,13 +219,14 @@ def _write_if_changed(path: Path, data: bytes) -> None:
 
 
 def _companion_files(web: Path, log) -> None:
-    """onnxruntime-web for the server's /companion/ page, gzipped (3.5 MB instead of 14 MB in
-    the image; served with Content-Encoding). Fetched with android/fetch-web-deps.sh (npm) when
-    missing; without it the image is built anyway and its page says what is missing."""
-    from edge_app.companion import ORT_FILES
+    """onnxruntime-web (and the page's Jinja) for the server's /companion/ page, gzipped (3.5 MB
+    instead of 14 MB in the image; served with Content-Encoding). Fetched with
+    android/fetch-web-deps.sh (npm) when missing; without it the image is built anyway and its
+    page says what is missing."""
+    from edge_app.companion import WEB_DEPS
 
     src = BUILD / "web-deps" / "onnxruntime-web"
-    if not all((src / n).is_file() for n in ORT_FILES):
+    if not all((src / n).is_file() for n in WEB_DEPS):
         fetched = subprocess.run(["bash", str(REPO / "android" / "fetch-web-deps.sh"), str(src)],
                                  capture_output=True, text=True)
         if fetched.returncode != 0:
@@ -234,7 +235,7 @@ def _companion_files(web: Path, log) -> None:
             shutil.rmtree(web, ignore_errors=True)
             return
     web.mkdir(parents=True, exist_ok=True)
-    for name in ORT_FILES:
+    for name in WEB_DEPS:
         packed = gzip.compress((src / name).read_bytes(), compresslevel=9, mtime=0)
         _write_if_changed(web / (name + ".gz"), packed)
 

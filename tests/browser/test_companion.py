@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,13 +33,12 @@ from edge_app.latent import normal_latents
 from edge_app.png import to_uint8
 from edge_app.textgen import Decoder
 
-from ..conftest import REPO, free_port
-from ..integration.serverproc import Proc, ServerProcess
+from ..conftest import REPO
+from ..integration.serverproc import ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 IMAGE_ATOL = 1e-4  # float output, page (onnxruntime-web wasm) vs Python ONNX Runtime (CPU)
 SCREENSHOT = REPO / "build" / "companion-screenshot.png"
-PUSHGATEWAY = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
 PROMPT = "The for statement"
 
 
@@ -52,27 +50,6 @@ def server(gpt2_bundle, dcgan_bundle, ort_web_dir):
     yield proc
     code, output = proc.stop()
     assert code == 0 and "Traceback" not in output, output[-3000:]
-
-
-@pytest.fixture(scope="module")
-def pushgateway():
-    if not PUSHGATEWAY:
-        pytest.skip("the Pushgateway is not installed (apt-get install prometheus-pushgateway; "
-                    ".ci/run does)")
-    port = free_port()
-    # In memory only: Debian's default persists to /var/lib/prometheus (and other tests' would
-    # then see this phone).
-    proc = Proc([PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file=",
-                 "--log.level=warn"])
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if requests.get(base + "/-/ready", timeout=1).ok:
-                break
-        except requests.ConnectionError:
-            threading.Event().wait(0.1)
-    yield base
-    proc.stop()
 
 
 # --------------------------------------------------------------------------- page driving

@@ -51,7 +51,8 @@ def test_apk_holds_the_page_onnxruntime_web_and_the_bundles(companion_apk, ort_w
             (ort_web_dir / "ort-wasm-simd-threaded.wasm").read_bytes()
     assert {"classes.dex", "AndroidManifest.xml", "resources.arsc",
             "assets/companion/index.html", "assets/companion/engine.js",
-            "assets/companion/ort.wasm.min.mjs", "assets/bundles/tiny-dcgan/model.onnx",
+            "assets/companion/ort.wasm.min.mjs", "assets/companion/chat.js",
+            "assets/companion/huggingface-jinja.mjs", "assets/bundles/tiny-dcgan/model.onnx",
             "assets/bundles/tiny-gpt2/tokenizer.json"} <= set(info)
     assert [b["name"] for b in index["bundles"]] == ["tiny-dcgan", "tiny-gpt2"]
     # wasm and models are stored (streamed by AssetManager without inflating).

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from edge_app import create_app
-from edge_app.companion import ORT_FILES, bundle_index
+from edge_app.companion import JINJA_FILES, ORT_FILES, WEB_DEPS, bundle_index
 from edge_app.metrics import LATENCY_BUCKETS
 
 from ..conftest import ANDROID, REPO
@@ -24,7 +24,7 @@ KEY = "sk-companion-0123456789abcdef"
 def ort_dir(tmp_path):
     """A directory laid out as android/fetch-web-deps.sh leaves it (small stand-in files: these
     tests check routing, the browser tests run the real onnxruntime-web)."""
-    for name in ORT_FILES:
+    for name in WEB_DEPS:
         (tmp_path / name).write_bytes(b"\0asm" if name.endswith(".wasm") else b"export {};\n")
     return tmp_path
 
@@ -55,7 +55,8 @@ def test_page_and_its_files(companion):
     html = page.get_data(as_text=True)
     assert '<script type="module" src="companion.js">' in html
     assert not re.findall(r'(?:src|href)\s*=\s*["\'](?:https?:)?//', html)
-    for name in ("companion.js", "engine.js", "tokenizer.js", "ort.wasm.min.mjs"):
+    for name in ("companion.js", "engine.js", "tokenizer.js", "chat.js", "ort.wasm.min.mjs",
+                 "huggingface-jinja.mjs"):
         r = get(companion, f"/companion/{name}")
         assert r.status_code == 200 and r.mimetype == "text/javascript", name
     wasm = get(companion, "/companion/ort-wasm-simd-threaded.wasm")
@@ -75,12 +76,14 @@ def test_missing_onnxruntime_web_says_how_to_get_it(dcgan_bundle, tmp_path):
                          "companion_ort_dir": str(tmp_path / "none")}).test_client()
     message = error(get(client, "/companion/ort-wasm-simd-threaded.wasm"), 404)
     assert "android/fetch-web-deps.sh" in message and "companion_ort_dir" in message
+    message = error(get(client, "/companion/huggingface-jinja.mjs"), 404)
+    assert message.startswith("@huggingface/jinja file") and "fetch-web-deps.sh" in message
 
 
 def test_gzipped_onnxruntime_web_of_device_images(dcgan_bundle, ort_dir, tmp_path):
     packed = tmp_path / "packed"
     packed.mkdir()
-    for name in ORT_FILES:
+    for name in WEB_DEPS:
         (packed / (name + ".gz")).write_bytes(gzip.compress((ort_dir / name).read_bytes()))
     client = create_app({"bundles": [str(dcgan_bundle)], "power_sensor": "none",
                          "companion_ort_dir": str(packed)}).test_client()
@@ -97,7 +100,7 @@ def test_bundle_index_and_files(companion, dcgan_bundle, manifest):
     index = get(companion, "/bundles/index.json").get_json()
     assert index == {"bundles": [{"name": "tiny-dcgan", "task": "image-generation",
                                   "family": "dcgan", "precision": manifest.precision,
-                                  "files": ["manifest.json", "model.onnx"]}]}
+                                  "chat": False, "files": ["manifest.json", "model.onnx"]}]}
     served = get(companion, "/bundles/tiny-dcgan/manifest.json")
     assert served.mimetype == "application/json"
     assert served.get_json() == json.loads((dcgan_bundle / "manifest.json").read_text())
@@ -150,7 +153,7 @@ def test_stage_assets_lays_out_the_apk_like_the_server(dcgan_bundle, ort_dir, tm
     assert json.loads((out / "bundles" / "index.json").read_text()) == \
         bundle_index([load_bundle(dcgan_bundle)])
     assert {p.name for p in (out / "companion").iterdir()} == \
-        {p.name for p in PAGE_JS.iterdir()} | set(ORT_FILES)
+        {p.name for p in PAGE_JS.iterdir()} | set(WEB_DEPS)
     assert (out / "bundles" / "tiny-dcgan" / "model.onnx").read_bytes() == \
         (dcgan_bundle / "model.onnx").read_bytes()
 
@@ -162,5 +165,6 @@ def test_shared_constants_agree():
     assert tuple(float(v) for v in buckets.split(",")) == LATENCY_BUCKETS
     # The fetch script keeps exactly the files the server serves and the APK packs.
     script = (ANDROID / "fetch-web-deps.sh").read_text()
-    assert tuple(re.search(r"^FILES=\(([^)]*)\)", script, re.MULTILINE).group(1).split()) == \
-        ORT_FILES
+    assert tuple(re.search(r"^ORT_FILES=\(([^)]*)\)", script, re.MULTILINE).group(1).split()) \
+        == ORT_FILES
+    assert (re.search(r"^JINJA_FILE=(\S+)", script, re.MULTILINE).group(1),) == JINJA_FILES

@@ -1,10 +1,12 @@
 // The companion page's controls: list the bundles, run them (engine.js), show latency and
-// tokens/s per run, push the figures when a fleet address is set. Settings come from the
-// query string (the APK passes its intent extras that way) or localStorage.
+// tokens/s per run, push the figures when a fleet address is set. A text bundle with a chat
+// template chats (chat.js renders the conversation); one without completes a prompt. Settings
+// come from the query string (the APK passes its intent extras that way) or localStorage.
 // window.companion.last holds the latest run's raw results (tests read them).
 
+import { Conversation, chatPromptIds } from "./chat.js";
 import { configure, generateImages, generateText, loadModel, ortVersion, promptIds } from "./engine.js";
-import { DEVICE_NAME, PhoneMetrics } from "./metrics.js";
+import { CHAT_ENDPOINT, DEVICE_NAME, PhoneMetrics } from "./metrics.js";
 
 const $ = (id) => document.getElementById(id);
 const query = new URLSearchParams(location.search);
@@ -13,7 +15,9 @@ const SETTINGS = { pushgateway: "edgegen-pushgateway", device: "edgegen-device",
 const threads = Math.max(1, parseInt(query.get("threads") || "1", 10) || 1);
 const metrics = new PhoneMetrics(`onnxruntime-web-${ortVersion}-wasm`);
 const models = new Map();  // name -> Promise<Model>
-const state = { last: { image: null, text: null }, push: null };
+const listed = new Map();  // name -> its entry in bundles/index.json
+const conversation = new Conversation();
+const state = { last: { image: null, text: null, chat: null }, push: null };
 window.companion = state;
 
 for (const [field, key] of Object.entries(SETTINGS)) {
@@ -67,9 +71,12 @@ async function listBundles() {
     throw new Error(`bundle list: ${response.status} ${detail}`);
   }
   const { bundles } = await response.json();
+  listed.clear();
+  for (const b of bundles) listed.set(b.name, b);
   for (const [select, task] of [["image-model", "image-generation"], ["text-model", "text-generation"]]) {
     $(select).replaceChildren(...bundles.filter((b) => b.task === task).map((b) => new Option(`${b.name} (${b.precision})`, b.name)));
   }
+  textMode();
   show($("status"), `${bundles.length} bundle(s): ${bundles.map((b) => b.name).join(", ") || "none"}`);
 }
 
@@ -84,16 +91,17 @@ async function push() {
   }
 }
 
-// Run `body`, count it (ok or failed) for the fleet, then push; errors are shown, not thrown.
-async function run(button, target, work) {
+// Run `body`, count it (ok or failed) for the fleet under `endpoint` (default: the bundle
+// task's route), then push; errors are shown, not thrown.
+async function run(button, target, work, endpoint = undefined) {
   button.disabled = true;
   let m = null;
   const started = performance.now();
   try {
     const record = await work((loaded) => { m = loaded; });
-    metrics.record(m.manifest, { seconds: (performance.now() - started) / 1000, ...record });
+    metrics.record(m.manifest, { seconds: (performance.now() - started) / 1000, endpoint, ...record });
   } catch (err) {
-    if (m) metrics.record(m.manifest, { seconds: 0, ok: false });
+    if (m) metrics.record(m.manifest, { seconds: 0, ok: false, endpoint });
     show(target, String(err.message || err), true);
     console.warn(err);
   } finally {
@@ -137,12 +145,21 @@ $("generate").addEventListener("click", () => run($("generate"), $("image-figure
   return { images: n };
 }));
 
+function sampling() {
+  return { temperature: numberField("temperature"), topK: intField("top-k", 0, 1 << 30),
+           topP: numberField("top-p"), seed: intField("text-seed", 0, 2 ** 53 - 1, true) };
+}
+
+function showTextFigures(latency, result) {
+  const rate = result.tokensPerSecond === null ? "n/a" : result.tokensPerSecond.toFixed(1);
+  show($("text-figures"), `latency ${latency.toFixed(1)} ms · first token ${result.promptMs.toFixed(1)} ms · ` +
+       `${rate} tokens/s · ${result.tokens.length} tokens · finish: ${result.finishReason}`);
+}
+
 $("complete").addEventListener("click", () => run($("complete"), $("text-figures"), async (loaded) => {
   const name = $("text-model").value;
   if (!name) throw new Error("no text bundle is available");
-  const sampling = { temperature: numberField("temperature"), topK: intField("top-k", 0, 1 << 30),
-                     topP: numberField("top-p"), seed: intField("text-seed", 0, 2 ** 53 - 1, true) };
-  const maxTokens = intField("max-tokens", 1, 4096);
+  const options = sampling(), maxTokens = intField("max-tokens", 1, 4096);
   show($("text-figures"), "loading…");
   const m = await model(name);
   loaded(m);
@@ -151,19 +168,82 @@ $("complete").addEventListener("click", () => run($("complete"), $("text-figures
   const tokens = [];
   show($("text-figures"), "generating…");
   const started = performance.now();
-  const result = await generateText(m, ids, maxTokens, sampling, (id) => {
+  const result = await generateText(m, ids, maxTokens, options, (id) => {
     tokens.push(id);
     $("completion").textContent = prompt + m.tokenizer.decode(tokens);
   });
   const latency = performance.now() - started;
   const text = m.tokenizer.decode(result.tokens);
   $("completion").textContent = prompt + text;
-  state.last.text = { model: name, prompt, promptIds: ids, text, maxTokens, sampling, latencyMs: latency, ...result };
-  const rate = result.tokensPerSecond === null ? "n/a" : result.tokensPerSecond.toFixed(1);
-  show($("text-figures"), `latency ${latency.toFixed(1)} ms · first token ${result.promptMs.toFixed(1)} ms · ` +
-       `${rate} tokens/s · ${result.tokens.length} tokens · finish: ${result.finishReason}`);
+  state.last.text = { model: name, prompt, promptIds: ids, text, maxTokens, sampling: options, latencyMs: latency, ...result };
+  showTextFigures(latency, result);
   return { tokens: result.tokens.length, ttftSeconds: result.promptMs / 1000 };
 }));
+
+// ----------------------------------------------------------------------------- chat
+
+// Chat for a bundle with a chat template, completion for one without; a new bundle starts a
+// new conversation.
+function textMode() {
+  const entry = listed.get($("text-model").value);
+  const chat = Boolean(entry && entry.chat);
+  $("chat-box").hidden = !chat;
+  $("completion-box").hidden = chat;
+  conversation.clear();
+  showTranscript();
+}
+
+// The conversation, and `pending` turns (the message being answered, the reply so far).
+function showTranscript(pending = []) {
+  $("transcript").replaceChildren(...[...conversation.turns, ...pending].map(({ role, content }) => {
+    const p = document.createElement("p");
+    p.className = role;
+    const who = document.createElement("b");
+    who.textContent = role;
+    p.append(who, content);  // text, never HTML
+    return p;
+  }));
+}
+
+$("send").addEventListener("click", () => run($("send"), $("text-figures"), async (loaded) => {
+  const name = $("text-model").value;
+  const options = sampling(), maxTokens = intField("max-tokens", 1, 4096);
+  const content = $("message").value;
+  if (!content.trim()) throw new Error("the message is empty");
+  show($("text-figures"), "loading…");
+  const m = await model(name);
+  loaded(m);
+  if (!m.gen.chat_template) throw new Error(`bundle ${name} has no chat template`);
+  const messages = [...conversation.messages($("system").value.trim()), { role: "user", content }];
+  const { text: prompt, ids } = chatPromptIds(m, messages);
+  const tokens = [];
+  show($("text-figures"), "generating…");
+  showTranscript([{ role: "user", content }]);
+  const started = performance.now();
+  let result;
+  try {
+    result = await generateText(m, ids, maxTokens, options, (id) => {
+      tokens.push(id);
+      showTranscript([{ role: "user", content }, { role: "assistant", content: m.tokenizer.decode(tokens) }]);
+    });
+  } catch (err) {
+    showTranscript();  // a failed turn is not kept: the message stays in its box to resend
+    throw err;
+  }
+  const latency = performance.now() - started;
+  const reply = m.tokenizer.decode(result.tokens);
+  conversation.add("user", content);
+  conversation.add("assistant", reply);
+  showTranscript();
+  $("message").value = "";
+  state.last.chat = { model: name, messages, prompt, promptIds: ids, text: reply, maxTokens, sampling: options,
+                      latencyMs: latency, ...result };
+  showTextFigures(latency, result);
+  return { tokens: result.tokens.length, ttftSeconds: result.promptMs / 1000 };
+}, CHAT_ENDPOINT));
+
+$("new-chat").addEventListener("click", textMode);
+$("text-model").addEventListener("change", textMode);
 
 $("settings").addEventListener("submit", (event) => {
   event.preventDefault();

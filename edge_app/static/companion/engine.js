@@ -53,6 +53,33 @@ export class Model {
   get name() { return this.manifest.name; }
 }
 
+// The ops an ONNX Runtime load error names as having no kernel here (or as unknown).
+export function missingOps(message) {
+  const ops = new Set();
+  for (const m of message.matchAll(/implementation for ([\w.]+)\((\d+)\)/g)) ops.add(`${m[1]}(${m[2]})`);
+  for (const m of message.matchAll(/([\w.]+:)?(\w+)\((-?\d+)\) is not a registered function\/op/g)) {
+    ops.add(`${m[1] || ""}${m[2]}`);
+  }
+  return [...ops];
+}
+
+// An InferenceSession on the wasm backend. onnxruntime-web's wasm build has most of ONNX
+// Runtime's CPU kernels, contrib ops included (MatMulNBits, GatherBlockQuantized); when a graph
+// needs one it lacks, the error says which op stops this bundle here (the server may run it).
+export async function createSession(name, bytes, externalData = []) {
+  try {
+    return await ort.InferenceSession.create(bytes, {
+      executionProviders: ["wasm"], graphOptimizationLevel: "all", externalData,
+    });
+  } catch (err) {
+    const message = String(err.message || err);
+    const ops = missingOps(message);
+    if (!ops.length) throw err;
+    throw new Error(`bundle ${name} cannot run in onnxruntime-web ${ortVersion} (wasm): no kernel for ` +
+                    `op ${ops.join(", ")}. The edge server runs it; the page cannot. (${message})`);
+  }
+}
+
 // Load bundles/<name>/ from `base` (a URL ending in /bundles/); refuses what the server refuses.
 export async function loadModel(base, name, headers = {}) {
   const dir = new URL(`${encodeURIComponent(name)}/`, base);
@@ -74,9 +101,7 @@ export async function loadModel(base, name, headers = {}) {
   const tokenizerFile = manifest.task === "text-generation" ? gen.tokenizer_file : null;
   const externalData = Object.keys(files).filter((f) => f !== modelFile && f !== tokenizerFile)
     .map((f) => ({ path: f, data: files[f] }));
-  const session = await ort.InferenceSession.create(files[modelFile], {
-    executionProviders: ["wasm"], graphOptimizationLevel: "all", externalData,
-  });
+  const session = await createSession(name, files[modelFile], externalData);
   const tokenizer = tokenizerFile
     ? new Tokenizer(JSON.parse(new TextDecoder().decode(files[tokenizerFile]))) : null;
   return new Model(manifest, session, tokenizer, verified);

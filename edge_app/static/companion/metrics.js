@@ -2,15 +2,16 @@
 // fleet's Pushgateway as Prometheus text: phones sit behind NAT and cannot be scraped, so
 // monitoring/prometheus/prometheus.yml scrapes the Pushgateway (job edgegen-phones). The group
 // is /metrics/job/edgegen-phone/device/<name>, the `device` label every fleet rule keeps.
-// Runs are labelled with the route the server would have served them on, so the recording
-// rules and dashboards (which select endpoint=~"/v1/(completions|images/generations)") count
-// phones alongside servers.
+// Runs are labelled with the route the server would have served them on (a chat turn:
+// /v1/chat/completions), so the recording rules and dashboards, which select by endpoint,
+// count phones alongside servers.
 
 // edge_app/metrics.py LATENCY_BUCKETS (a unit test keeps the two equal).
 export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
   10.0, 30.0, 60.0, 120.0, 300.0];
 export const JOB = "edgegen-phone";
 export const ENDPOINTS = { "image-generation": "/v1/images/generations", "text-generation": "/v1/completions" };
+export const CHAT_ENDPOINT = "/v1/chat/completions";
 export const DEVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
 const label = (v) => String(v).replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
@@ -38,7 +39,7 @@ class Histogram {
 export class PhoneMetrics {
   constructor(runtime) {
     this.runtime = runtime;
-    this.models = new Map();  // name -> {info, requests, duration, ttft, tokens, images}
+    this.models = new Map();  // name -> {info, routes: endpoint -> {requests, duration}, ttft, tokens, images}
   }
 
   model(manifest) {
@@ -47,19 +48,21 @@ export class PhoneMetrics {
         info: { model: manifest.name, family: manifest.family, task: manifest.task,
                 precision: manifest.precision, runtime: this.runtime,
                 schema_version: String(manifest.schema_version) },
-        endpoint: ENDPOINTS[manifest.task], requests: { 200: 0, 500: 0 },
-        duration: new Histogram(), ttft: new Histogram(), tokens: 0, images: 0,
+        routes: new Map(), ttft: new Histogram(), tokens: 0, images: 0,
       });
     }
     return this.models.get(manifest.name);
   }
 
-  // One finished run: seconds end to end; ok false for a run that failed.
-  record(manifest, { seconds, ok = true, ttftSeconds = null, tokens = 0, images = 0 }) {
+  // One finished run: seconds end to end; ok false for a run that failed; endpoint the route
+  // the server would have served it on (default: the task's).
+  record(manifest, { seconds, ok = true, ttftSeconds = null, tokens = 0, images = 0, endpoint = ENDPOINTS[manifest.task] }) {
     const m = this.model(manifest);
-    m.requests[ok ? 200 : 500] += 1;
+    if (!m.routes.has(endpoint)) m.routes.set(endpoint, { requests: { 200: 0, 500: 0 }, duration: new Histogram() });
+    const route = m.routes.get(endpoint);
+    route.requests[ok ? 200 : 500] += 1;
     if (!ok) return;
-    m.duration.observe(seconds);
+    route.duration.observe(seconds);
     if (ttftSeconds !== null) m.ttft.observe(ttftSeconds);
     m.tokens += tokens;
     m.images += images;
@@ -71,11 +74,12 @@ export class PhoneMetrics {
       if (rows.length) out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, ...rows);
     };
     const all = [...this.models.values()];
+    const routes = all.flatMap((m) => [...m.routes].map(([endpoint, r]) => ({ model: m.info.model, endpoint, ...r })));
     family("edgegen_requests_total", "counter", "Generations run on this phone, by model, route and status.",
-           all.flatMap((m) => Object.entries(m.requests).map(([status, n]) =>
-             `edgegen_requests_total${labels({ model: m.info.model, endpoint: m.endpoint, status })} ${n}`)));
+           routes.flatMap((r) => Object.entries(r.requests).map(([status, n]) =>
+             `edgegen_requests_total${labels({ model: r.model, endpoint: r.endpoint, status })} ${n}`)));
     family("edgegen_request_duration_seconds", "histogram", "Time from request to result.",
-           all.flatMap((m) => m.duration.lines("edgegen_request_duration_seconds", { model: m.info.model, endpoint: m.endpoint })));
+           routes.flatMap((r) => r.duration.lines("edgegen_request_duration_seconds", { model: r.model, endpoint: r.endpoint })));
     const text = all.filter((m) => m.info.task === "text-generation");
     const images = all.filter((m) => m.info.task === "image-generation");
     family("edgegen_time_to_first_token_seconds", "histogram", "Prompt processing and first token.",
