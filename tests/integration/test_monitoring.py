@@ -60,6 +60,7 @@ def test_promtool_checks_config_and_rules_and_every_alert_is_tested():
         assert run.returncode == 0, run.stdout + run.stderr
         assert "SUCCESS" in run.stdout + run.stderr
     tests = yaml.safe_load((prom / "tests" / "alerts_test.yml").read_text())["tests"]
+    tests = [t for t in tests if "alert_rule_test" in t]  # (the others test recording rules)
     cases = [case for t in tests for case in t["alert_rule_test"]]
     fired = {c["alertname"] for c in cases if c["exp_alerts"]}
     alerts = {r["alert"] for r in _rules("alert")}
