@@ -21,16 +21,14 @@ OpenAI fields, decided one by one (the README's API table says the same):
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from .api import bp, json_object, models, pick_model
+from .api import bp, pick_model
 from .chat import ChatTemplateError, render
 from .completions import (MAX_PROMPT_CHARS, SAMPLING_FIELDS, Format, TextRequest, model_field,
                           serve)
 from .errors import InvalidRequest
 from .shapes import Array, Choice, Either, Int, Limits, Only, Shape, Str, only_value
-from .state import current
 
 ROLES = ("system", "user", "assistant")
 MAX_MESSAGES = 1024
@@ -132,7 +130,4 @@ def chat_request(body: dict[str, Any], registry, lim: Limits) -> TextRequest:
 @bp.post("/chat/completions")
 def chat_completions():
     """Answer the conversation's next assistant turn (OpenAI-compatible)."""
-    arrived = time.monotonic()
-    registry = models()
-    req = chat_request(json_object(), registry, Limits.of(current().config, registry))
-    return serve(req, CHAT_FORMAT, arrived)
+    return serve(chat_request, CHAT_FORMAT)

@@ -254,11 +254,15 @@ COMPLETION_FORMAT = Format(
     closing=lambda finish: {"text": "", "index": 0, "logprobs": None, "finish_reason": finish})
 
 
-def serve(req: TextRequest, fmt: Format, arrived: float):
-    """Run a validated text request: admitted, tokenized, decoded, accounted; the whole answer
-    as JSON, or server-sent events (with `stream_options.include_usage`, one more event before
-    [DONE] with the usage and no choices, as OpenAI sends it)."""
+def serve(parse: Callable[[dict, Any, Limits], TextRequest], fmt: Format):
+    """Answer this request's text generation: its body read within the cheap limits and
+    `parse`d (validated, before any queueing), then admitted, tokenized, decoded, accounted;
+    the whole answer as JSON, or server-sent events (with `stream_options.include_usage`, one
+    more event before [DONE] with the usage and no choices, as OpenAI sends it)."""
+    arrived = time.monotonic()
+    registry = models()
     state = current()
+    req = parse(json_object(), registry, Limits.of(state.config, registry))
     cfg, stats, power, admission = state.config, state.metrics, state.power, state.admission
     endpoint = request.url_rule.rule
     base = {"id": f"{fmt.id_prefix}-{secrets.token_hex(12)}", "created": int(time.time()),
@@ -318,7 +322,5 @@ def serve(req: TextRequest, fmt: Format, arrived: float):
 
 @bp.post("/completions")
 def completions():
-    arrived = time.monotonic()
-    registry = models()
-    req = completion_request(json_object(), registry, Limits.of(current().config, registry))
-    return serve(req, COMPLETION_FORMAT, arrived)
+    """Complete the prompt (OpenAI-compatible)."""
+    return serve(completion_request, COMPLETION_FORMAT)
