@@ -127,6 +127,11 @@ def _worker_ready(worker) -> None:
         if model.bundle.manifest.task == "text-generation":
             lines += [f"  curl -s {base}/v1/completions{auth} -H 'Content-Type: application/json' "
                       f"-d '{{\"model\": \"{name}\", \"prompt\": \"The\", \"max_tokens\": 32}}'"]
+            if model.spec.chat_template:
+                lines += [f"  curl -s {base}/v1/chat/completions{auth} -H 'Content-Type: "
+                          f"application/json' -d '{{\"model\": \"{name}\", \"messages\": "
+                          f"[{{\"role\": \"user\", \"content\": \"Hello!\"}}], "
+                          f"\"max_tokens\": 32}}'"]
         else:
             lines += [f"  curl -s {base}/v1/images/generations{auth} -H 'Content-Type: "
                       f"application/json' -d '{{\"model\": \"{name}\", \"n\": 1, \"seed\": 42}}' \\",

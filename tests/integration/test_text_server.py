@@ -4,6 +4,10 @@ completions and chat completions, whole and streamed."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+
 import pytest
 
 from .serverproc import ServerProcess
@@ -58,6 +62,15 @@ def test_openai_client_gets_completions_with_and_without_streaming(gpt2_bundle, 
             assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
             with pytest.raises(BadRequestError, match="chat template"):
                 client.chat.completions.create(model="tiny-gpt2", messages=conversation)
+        # the startup hint's chat example, run as printed (the key from the environment)
+        assert server.wait_for("/v1/chat/completions", 30), server.output[-3000:]
+        (hint,) = [ln.strip() for ln in server.output.splitlines()
+                   if ln.strip().startswith("curl") and "/v1/chat/completions" in ln]
+        assert "tiny-llama" in hint
+        run = subprocess.run(["bash", "-c", hint], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "EDGEGEN_KEY": key})
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["choices"][0]["message"]["role"] == "assistant", run.stdout
     finally:
         code, _ = server.stop()
     assert code == 0
