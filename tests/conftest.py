@@ -248,11 +248,13 @@ def android_sdk() -> None:
 
 
 @pytest.fixture(scope="session")
-def companion_apk(android_sdk, ort_web_dir, dcgan_bundle, gpt2_bundle, tmp_path_factory) -> Path:
-    """The companion APK with the two tiny bundles, built by android/build.sh in a temporary
-    directory (build/android, with a developer's APK and debug key, is left alone)."""
+def companion_apk(android_sdk, ort_web_dir, dcgan_bundle, gpt2_bundle, llama_bundle,
+                  tmp_path_factory) -> Path:
+    """The companion APK with three tiny bundles (images, text, and a Llama that can chat),
+    built by android/build.sh in a temporary directory (build/android, with a developer's APK
+    and debug key, is left alone)."""
     out = tmp_path_factory.mktemp("apk")
-    run = run_script(ANDROID / "build.sh", dcgan_bundle, gpt2_bundle,
+    run = run_script(ANDROID / "build.sh", dcgan_bundle, gpt2_bundle, llama_bundle,
                      env={"PYTHON": sys.executable, "APK_OUT": str(out)})
     assert run.returncode == 0, run.stdout + run.stderr
     return out / "edgegen-companion.apk"

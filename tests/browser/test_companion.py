@@ -19,6 +19,7 @@ import io
 import json
 import threading
 import zipfile
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -284,16 +285,28 @@ class _ApkAssets(BaseHTTPRequestHandler):
         pass
 
 
+@contextmanager
+def apk_assets(apk_path: Path):
+    """The APK's asset tree served on a loopback port: yields the page's URL."""
+    apk = zipfile.ZipFile(apk_path)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_ApkAssets,), {"apk": apk}))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}/assets/companion/index.html"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        apk.close()
+
+
 def test_the_apks_own_assets_run_the_same_bundles(browser, companion_apk, dcgan_bundle,
                                                   gpt2_bundle):
     from selenium.webdriver.common.by import By
 
-    apk = zipfile.ZipFile(companion_apk)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_ApkAssets,), {"apk": apk}))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        open_page(browser, f"http://127.0.0.1:{httpd.server_port}/assets/companion/index.html")
-        assert "2 bundle(s): tiny-dcgan, tiny-gpt2" in browser.find_element(By.ID, "status").text
+    with apk_assets(companion_apk) as url:
+        open_page(browser, url)
+        assert "3 bundle(s): tiny-dcgan, tiny-gpt2, tiny-llama" in \
+            browser.find_element(By.ID, "status").text
         set_field(browser, "n", "2")
         check_images(run_and_wait(browser, "generate"), dcgan_bundle)
         set_field(browser, "prompt", PROMPT)
@@ -304,7 +317,3 @@ def test_the_apks_own_assets_run_the_same_bundles(browser, companion_apk, dcgan_
         assert "no fleet address set" in browser.find_element(By.ID, "push-status").text
         assert_local(request_urls(browser))
         assert_no_console_errors(browser)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        apk.close()

@@ -35,8 +35,8 @@ from optimizer.families.llama import CHATML
 
 from ..integration.serverproc import ServerProcess
 from ..unit.test_chat import ALTERNATING, CONVERSATION, LLAMA3_LIKE, SMOLLM2_LIKE, SPECIAL
-from .test_companion import (assert_local, assert_no_console_errors, open_page, pushed_samples,
-                             request_urls, set_field)
+from .test_companion import (apk_assets, assert_local, assert_no_console_errors, open_page,
+                             pushed_samples, request_urls, set_field)
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 SYSTEM = "You answer in one line."
@@ -123,11 +123,12 @@ def chat_turn(browser, message: str) -> dict:
     return page
 
 
-def start_chat(browser, base: str, bundle: str, system: str = "", query: str = "") -> None:
+def start_chat(browser, url: str, bundle: str, system: str = "") -> None:
+    """Open the page at `url`, pick `bundle`, and set a greedy chat up."""
     from selenium.webdriver.support.ui import Select
     from selenium.webdriver.common.by import By
 
-    open_page(browser, f"{base}/companion/{query}")
+    open_page(browser, url)
     Select(browser.find_element(By.ID, "text-model")).select_by_value(bundle)
     assert browser.find_element(By.ID, "chat-box").is_displayed()
     assert not browser.find_element(By.ID, "completion-box").is_displayed()
@@ -153,8 +154,8 @@ def test_two_turns_with_the_fp32_llama_are_the_servers_tokens(browser, server, l
     from selenium.webdriver.common.by import By
 
     # setup
-    start_chat(browser, server.base, "tiny-llama", SYSTEM,
-               f"?pushgateway={pushgateway}&device=chat-phone")
+    start_chat(browser, f"{server.base}/companion/?pushgateway={pushgateway}&device=chat-phone",
+               "tiny-llama", SYSTEM)
 
     # execute: two turns; the second carries the first reply
     first = chat_turn(browser, TURNS[0])
@@ -192,7 +193,7 @@ def test_weight_only_quantized_llamas_run_in_the_page(browser, server, llama_bun
                                                       capsys):
     # setup
     name = load_bundle(llama_bundles[precision]).manifest.name
-    start_chat(browser, server.base, name)
+    start_chat(browser, f"{server.base}/companion/", name)
 
     # execute
     page = chat_turn(browser, TURNS[0])
@@ -286,3 +287,17 @@ def test_an_op_the_wasm_backend_lacks_is_named(browser, server, tmp_path):
     # assert
     assert message.startswith("bundle tiny-broken cannot run in onnxruntime-web 1.30.0 (wasm): "
                               "no kernel for op com.microsoft:NoSuchOp."), message
+
+
+def test_the_apks_own_assets_chat_with_the_packed_llama(browser, companion_apk, llama_bundles):
+    """The phone's page as the APK lays it out (its own Jinja and onnxruntime-web, the bundle
+    packed in the APK): a greedy turn gives Python ONNX Runtime's tokens for the server's
+    rendering of the conversation."""
+    with apk_assets(companion_apk) as url:
+        start_chat(browser, url, "tiny-llama", SYSTEM)
+        page = chat_turn(browser, TURNS[0])
+        assert page["messages"] == [{"role": "system", "content": SYSTEM},
+                                    {"role": "user", "content": TURNS[0]}]
+        check_turn(page, llama_bundles["fp32"])
+        assert_local(request_urls(browser))
+        assert_no_console_errors(browser)

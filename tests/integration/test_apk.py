@@ -54,7 +54,8 @@ def test_apk_holds_the_page_onnxruntime_web_and_the_bundles(companion_apk, ort_w
             "assets/companion/ort.wasm.min.mjs", "assets/companion/chat.js",
             "assets/companion/huggingface-jinja.mjs", "assets/bundles/tiny-dcgan/model.onnx",
             "assets/bundles/tiny-gpt2/tokenizer.json"} <= set(info)
-    assert [b["name"] for b in index["bundles"]] == ["tiny-dcgan", "tiny-gpt2"]
+    assert [b["name"] for b in index["bundles"]] == ["tiny-dcgan", "tiny-gpt2", "tiny-llama"]
+    assert [b["chat"] for b in index["bundles"]] == [False, False, True]
     # wasm and models are stored (streamed by AssetManager without inflating).
     for name in ("assets/companion/ort-wasm-simd-threaded.wasm",
                  "assets/bundles/tiny-gpt2/model.onnx", "resources.arsc"):
