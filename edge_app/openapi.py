@@ -3,8 +3,9 @@
 Built per request, so it always matches what is served now: the request bodies are the very
 shapes the routes validate with (edge_app/shapes.py), their caps (max_tokens, n) from the
 config, `model` enumerating the loaded models of each task (chat: those with a template),
-`size` the image shapes; security appears only when API keys are configured. A test checks that every
-route of the app is documented and vice versa; schemathesis fuzzes the routes from it.
+`size` the image shapes; security appears only when API keys are configured. A test checks
+that every route of the app is documented and vice versa; schemathesis fuzzes the routes from
+it.
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ class Limits:
     max_tokens: int = 1  # the max_tokens cap: the config's, within the largest text context
     max_images: int = 1
     max_top_k: int = 0  # the largest vocabulary
-    models: Mapping[str, tuple[str, ...]] = dataclass_field(default_factory=dict)  # task or "chat" -> names
+    # task (or "chat": the text models with a chat template) -> the loaded models' names
+    models: Mapping[str, tuple[str, ...]] = dataclass_field(default_factory=dict)
     sizes: tuple[str, ...] = ()  # the image models' WxH
 
     @classmethod
@@ -36,8 +37,8 @@ class Limits:
             m = model.bundle.manifest
             by[m.task].append(m.name)
             if m.task == "text-generation":
-                context, vocab = max(context, model.spec.context_length), max(vocab,
-                                                                              model.spec.vocab_size)
+                context = max(context, model.spec.context_length)
+                vocab = max(vocab, model.spec.vocab_size)
                 if model.spec.chat_template:
                     by["chat"].append(m.name)
             else:
@@ -90,7 +91,8 @@ def _nullable(schema: dict) -> dict:
         return {**schema, "enum": [*schema["enum"], None],
                 **({"type": _types(schema["type"]) + ["null"]} if "type" in schema else {})}
     if "const" in schema:
-        return {**{k: v for k, v in schema.items() if k != "const"}, "enum": [schema["const"], None]}
+        rest = {k: v for k, v in schema.items() if k != "const"}
+        return {**rest, "enum": [schema["const"], None]}
     if "type" in schema:
         return {**schema, "type": _types(schema["type"]) + ["null"]}
     return {"anyOf": [schema, {"type": "null"}]}
