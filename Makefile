@@ -44,17 +44,20 @@ optimize: $(STAMP) ## run a recipe: make optimize RECIPE=recipes/....yaml
 serve: $(STAMP) ## serve chosen bundles: make serve BUNDLES="bundles/a bundles/b"
 	$(BIN)/python -m edge_app serve $(addprefix --bundle ,$(BUNDLES)) --host $(HOST) --port $(PORT)
 
-INVENTORY ?= ansible/inventory/example.yml
+# The fleet's inventory: no default (fleet commands refuse without one, in one line), so that no
+# device is probed by surprise; make one from ansible/inventory/example.yml.
+INVENTORY ?=
+INV = $(if $(INVENTORY),--inventory $(INVENTORY))
 status: $(STAMP) ## probe every device of an inventory: make status INVENTORY=... [LIMIT=host,class]
-	$(BIN)/python -m fleet status --inventory $(INVENTORY) $(if $(LIMIT),--limit $(LIMIT))
+	$(BIN)/python -m fleet status $(INV) $(if $(LIMIT),--limit $(LIMIT))
 
 # Fleet rollout. Images: one per class (edgegen-edge:<version>-<class>-<arch>), built from a
 # host-side wheelhouse and saved for devices that have no registry.
 images: $(STAMP) ## build and save the edge server image: make images DEVICE=pi|jetson|local
-	$(BIN)/python -m fleet images --device $(DEVICE) $(if $(filter-out ansible/inventory/example.yml,$(INVENTORY)),--inventory $(INVENTORY))
+	$(BIN)/python -m fleet images --device $(DEVICE) $(INV)
 
 deploy: $(STAMP) $(BUNDLE)/manifest.json ## roll out to a class: make deploy DEVICE=pi [INVENTORY=...] [LIMIT=host,...]
-	$(BIN)/python -m fleet deploy --device $(DEVICE) --inventory $(INVENTORY) $(if $(LIMIT),--limit $(LIMIT)) $(DEPLOY_ARGS)
+	$(BIN)/python -m fleet deploy --device $(DEVICE) $(INV) $(if $(LIMIT),--limit $(LIMIT)) $(DEPLOY_ARGS)
 
 # Device benchmark (the paper's method): every bundle x 3 repeats, each in a fresh process,
 # with the idle baseline and a 60 s power window where a sensor exists. Resumable.
@@ -70,7 +73,7 @@ ifeq ($(DEVICE),local)
 	    --out $(RESULTS)/bench $(BENCH_ARGS)
 	$(BIN)/python -m fleet measured --results $(RESULTS)/bench --bundles bundles
 else
-	$(BIN)/python -m fleet bench --device $(DEVICE) --inventory $(INVENTORY) \
+	$(BIN)/python -m fleet bench --device $(DEVICE) $(INV) \
 	    --results $(RESULTS)/bench $(if $(LIMIT),--limit $(LIMIT)) \
 	    $(if $(filter command line environment,$(origin BENCH_BUNDLES)),$(addprefix --bundle ,$(notdir $(BENCH_BUNDLES)))) \
 	    $(BENCH_ARGS)
@@ -80,7 +83,7 @@ report: $(STAMP) ## the paper's tables, figures and one HTML page from $(RESULTS
 	$(BIN)/python -m fleet report --results $(RESULTS)/bench --out $(RESULTS)/report
 
 targets: $(STAMP) ## write Prometheus targets for INVENTORY (monitoring/prometheus/targets/edge.json)
-	$(BIN)/python -m fleet targets --inventory $(INVENTORY) $(if $(LIMIT),--limit $(LIMIT))
+	$(BIN)/python -m fleet targets $(INV) $(if $(LIMIT),--limit $(LIMIT))
 
 # Compose v2 plugin when present, else docker-compose (Debian's package).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)

@@ -105,15 +105,23 @@ def _bench(args) -> int:
                  bundles_dir=args.bundles)
 
 
+INVENTORY_HELP = "the fleet's Ansible inventory (required; e.g. a copy of " \
+                 "ansible/inventory/example.yml with your devices)"
+# No default inventory: the example's hosts are placeholders, and probing them sent traffic to
+# whatever network the controller was on.
+NO_INVENTORY = ("pass --inventory FILE (make: INVENTORY=FILE); make one from "
+                "ansible/inventory/example.yml with your devices' addresses")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleet")
     sub = parser.add_subparsers(dest="command", required=True)
     status = sub.add_parser("status", help="probe /health, /ready and /v1/models on every device")
-    status.add_argument("--inventory", type=Path, default=Path("ansible/inventory/example.yml"))
+    status.add_argument("--inventory", type=Path, help=INVENTORY_HELP)
     status.add_argument("--limit", help="comma-separated host names or classes to probe")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
     targets = sub.add_parser("targets", help="write Prometheus file_sd targets for the fleet")
-    targets.add_argument("--inventory", type=Path, default=Path("ansible/inventory/example.yml"))
+    targets.add_argument("--inventory", type=Path, help=INVENTORY_HELP)
     targets.add_argument("--limit", help="comma-separated host names or classes to include")
     targets.add_argument("--out", type=Path, default=DEFAULT_TARGETS,
                          help=f"targets file (default {DEFAULT_TARGETS})")
@@ -130,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="inventory whose group vars override the class (e.g. a base image)")
     deploy = sub.add_parser("deploy", help="roll the class's image and bundles out with Ansible")
     deploy.add_argument("--device", required=True, help="device class = inventory group")
-    deploy.add_argument("--inventory", type=Path, default=Path("ansible/inventory/example.yml"))
+    deploy.add_argument("--inventory", type=Path, help=INVENTORY_HELP)
     deploy.add_argument("--limit", help="comma-separated hosts of the class")
     deploy.add_argument("--check", action="store_true", help="dry run: report what would change")
     deploy.add_argument("--image", help="deploy this local image instead of building the class's")
@@ -146,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench", help="run the benchmark in the server container of every device (Ansible)")
     fleet_bench.add_argument("--device", required=True,
                              help="device class = inventory group, or all")
-    fleet_bench.add_argument("--inventory", type=Path,
-                             default=Path("ansible/inventory/example.yml"))
+    fleet_bench.add_argument("--inventory", type=Path, help=INVENTORY_HELP)
     fleet_bench.add_argument("--limit", help="comma-separated hosts")
     fleet_bench.add_argument("--results", type=Path, default=Path("results/bench"),
                              help="where the result files go (default results/bench)")
@@ -166,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
 
     add_workload_args(fleet_bench)
     args = parser.parse_args(argv)
+    if args.command in ("status", "targets", "deploy", "bench") and args.inventory is None:
+        print(f"fleet: error: {args.command} needs an inventory: {NO_INVENTORY}", file=sys.stderr)
+        return 2
     if args.command in ("images", "deploy", "bench"):
         from .bench import BenchError
         from .deploy import DeployError

@@ -51,3 +51,25 @@ def test_every_class_file_is_a_mapping():
             continue
         settings = device_class(path.stem)
         assert all(key.startswith("edgegen_") for key in settings), path
+
+
+def test_the_example_inventory_reaches_no_real_network():
+    """Its hosts are documentation addresses (RFC 5737) or this machine: a user who runs a
+    command on it by mistake sends nothing to a real network."""
+    import ipaddress
+
+    docs = ipaddress.ip_network("192.0.2.0/24")
+    for device in load_inventory(REPO / "ansible" / "inventory" / "example.yml"):
+        address = ipaddress.ip_address(device.url.split("//")[1].rsplit(":", 1)[0])
+        assert address in docs or address.is_loopback, device
+
+
+@pytest.mark.parametrize("command", [["status"], ["targets"], ["deploy", "--device", "pi"],
+                                     ["bench", "--device", "pi"]])
+def test_fleet_commands_without_an_inventory_refuse_in_one_line(command, capsys):
+    """No default inventory: nothing is probed, written or deployed; one line says what to do."""
+    from fleet.__main__ import main
+
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--inventory FILE" in err and "example.yml" in err
