@@ -55,9 +55,10 @@ class ReloadIncomplete(ApiError):
 def reload_models(app: Flask, bundles: list[str] | None = None) -> Swap:
     """Re-read the config, load the bundles and swap them in; BundleError/ConfigError (old
     models kept) or RuntimeError (a reload is already running)."""
-    loader: Callable[[], Config] = of(app).config_loader
-    stats = of(app).metrics
-    registry: ModelRegistry = of(app).models
+    state = of(app)
+    loader: Callable[[], Config] = state.config_loader
+    stats = state.metrics
+    registry: ModelRegistry = state.models
     old = dict(registry.models)
     try:
         config = loader()
@@ -68,7 +69,7 @@ def reload_models(app: Flask, bundles: list[str] | None = None) -> Swap:
         stats.reloads.labels("failure").inc()
         raise
     stats.reloads.labels("success").inc()
-    of(app).api_keys, of(app).admin_keys = keys, admin_keys
+    state.api_keys, state.admin_keys = keys, admin_keys
     info = stats.model_info
     for name, model in old.items():
         if registry.models.get(name) is not model:

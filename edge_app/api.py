@@ -36,10 +36,16 @@ def json_object() -> dict[str, Any]:
     return json_body()  # the cheap limits (edge_app/limits.py) first
 
 
+def model_field(task: str) -> Str:
+    """`model` of a request body: one of the loaded models of `task` (or "chat"), optional when
+    exactly one is loaded (pick_model)."""
+    return Str(enum=lambda lim: lim.models.get(task, ()),
+               description=f"A loaded {'chat-capable text-generation' if task == 'chat' else task}"
+                           f" model (optional when exactly one is loaded).")
+
+
 IMAGE = Shape({
-    "model": Str(enum=lambda lim: lim.models.get("image-generation", ()),
-                 description="A loaded image-generation model (optional when exactly one is "
-                             "loaded)."),
+    "model": model_field("image-generation"),
     "prompt": Str(MAX_IMAGE_PROMPT_CHARS, description="Ignored: the generators are "
                                                       "unconditional."),
     "n": Int(1, lambda lim: lim.max_images, 1),
@@ -150,16 +156,17 @@ def _describe(model) -> dict[str, Any]:
 def generate_images():
     """Generate `n` PNG images from seeded latents (OpenAI images API, b64_json only)."""
     registry = models()
-    req = ImageRequest.parse(json_object(), registry, Limits.of(current().config, registry))
-    with current().admission.slot() as waited:
+    state = current()
+    req = ImageRequest.parse(json_object(), registry, Limits.of(state.config, registry))
+    with state.admission.slot() as waited:
         started = time.monotonic()  # the power sampler's clock
         pixels = to_uint8(req.model.generate(req.n, req.seed),
                           req.model.bundle.manifest.generation.image.value_range)
         generated = time.monotonic()
     data = [{"b64_json": base64.b64encode(encode_png(img)).decode("ascii")} for img in pixels]
     encoded = time.monotonic()
-    current().metrics.images.labels(req.model.name).inc(req.n)
-    energy = current().power.request_energy(
+    state.metrics.images.labels(req.model.name).inc(req.n)
+    energy = state.power.request_energy(
         started, encoded, req.model.name, request.url_rule.rule)
     return jsonify({
         "created": int(time.time()), "model": req.model.name, "seed": req.seed,

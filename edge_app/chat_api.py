@@ -23,10 +23,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api import bp, pick_model
+from .api import bp, model_field, pick_model
 from .chat import ChatTemplateError, render
-from .completions import (MAX_PROMPT_CHARS, SAMPLING_FIELDS, Format, TextRequest, model_field,
-                          serve)
+from .completions import MAX_PROMPT_CHARS, SAMPLING_FIELDS, Format, TextRequest, serve
 from .errors import InvalidRequest
 from .shapes import Array, Choice, Either, Int, Limits, Only, Shape, Str, only_value
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 
 from flask import Response, jsonify, request, stream_with_context
 
-from .api import bp, json_object, models, pick_model
+from .api import bp, json_object, model_field, models, pick_model
 from .errors import InvalidRequest
 from .shapes import (Array, Bool, Either, Int, Limits, Num, Shape, Stop, Str, never,
                      only_value)
@@ -55,12 +55,6 @@ def give_memory_back() -> None:
     freed heap in each thread's arena; hand it back so that RSS falls again."""
     if _TRIM is not None:
         _TRIM(0)
-
-
-def model_field(task: str) -> Str:
-    return Str(enum=lambda lim: lim.models.get(task, ()),
-               description=f"A loaded {'chat-capable text-generation' if task == 'chat' else task}"
-                           f" model (optional when exactly one is loaded).")
 
 
 # What both text routes take to sample, as they define it (OpenAI's names and defaults).

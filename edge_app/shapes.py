@@ -322,12 +322,15 @@ class Shape(Field):
             raise _bad(name, f"must be an object, got {type(value).__name__}")
         return self.parse(value, lim, f"{name}.")
 
-    def one(self, body: dict[str, Any], name: str, lim: Limits) -> Any:
+    def one(self, body: dict[str, Any], name: str, lim: Limits, prefix: str = "") -> Any:
         """One field of `body`, parsed (a route resolves `model` first, so that a refused
         request is still counted under the model it named)."""
         value = body.get(name)
-        return self.fields[name].default if value is None else \
-            self.fields[name].check(value, name, lim)
+        if value is not None:
+            return self.fields[name].check(value, prefix + name, lim)
+        if name in self.required:
+            raise _bad(prefix + name, "is required")
+        return self.fields[name].default
 
     def parse(self, body: dict[str, Any], lim: Limits, prefix: str = "") -> dict[str, Any]:
         unknown = sorted(set(body) - set(self.fields))
@@ -336,13 +339,4 @@ class Shape(Field):
             raise InvalidRequest(f"unknown parameter(s) {where}{unknown}; accepted: "
                                  f"{list(self.fields)}{self.unknown_hint}"[:600],
                                  param=(prefix + unknown[0]).split(".")[0].split("[")[0])
-        out = {}
-        for n, field in self.fields.items():
-            value = body.get(n)
-            if value is None:
-                if n in self.required:
-                    raise _bad(prefix + n, "is required")
-                out[n] = field.default
-            else:
-                out[n] = field.check(value, prefix + n, lim)
-        return out
+        return {n: self.one(body, n, lim, prefix) for n in self.fields}

@@ -1,7 +1,7 @@
 """The one typed object a server keeps per app: what every route and hook reads.
 
 Stored once at `app.extensions["edgegen"]`; `current()` gives it inside a request, `of(app)`
-outside one (reload threads, gunicorn hooks). A reload replaces `keys`, `admin_keys` and
+outside one (reload threads, gunicorn hooks). A reload replaces `api_keys`, `admin_keys` and
 `epoch` in place; the other members live as long as the app.
 """
 

@@ -13,6 +13,8 @@ import requests
 
 from tests.integration.serverproc import ServerProcess
 
+from .test_companion import set_field
+
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 KEY = "sk-browser-0123456789abcdef"
 
@@ -104,14 +106,6 @@ def test_wrong_key_is_shown_as_an_error(browser, server):
     assert "missing or invalid API key" in browser.find_element(By.ID, "status").text
 
 
-def _type(browser, element_id: str, value: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    element = browser.find_element(By.ID, element_id)
-    element.clear()
-    element.send_keys(value)
-
-
 def test_playground_chat_keeps_the_conversation_and_streams_the_apis_reply(browser, server):
     """Two turns, greedy and streamed: each reply shown equals the API's answer to the same
     conversation (the first reply sent back as the assistant's turn), with its timings."""
@@ -127,11 +121,11 @@ def test_playground_chat_keeps_the_conversation_and_streams_the_apis_reply(brows
                and d.find_element(By.ID, "chat-model").get_attribute("value") == "tiny-llama")
     for field, value in (("chat-temperature", "0"), ("chat-max-tokens", "12"),
                          ("system", "Answer briefly.")):
-        _type(browser, field, value)
+        set_field(browser, field, value)
     assert browser.find_element(By.ID, "chat-stream").is_selected()
     messages = [{"role": "system", "content": "Answer briefly."}]
     for turn, question in enumerate(("What does the while statement do?", "And for?"), 1):
-        _type(browser, "message", question)
+        set_field(browser, "message", question)
         browser.find_element(By.ID, "send").click()
         wait.until(EC.text_to_be_present_in_element((By.ID, "chat-timings"), "finish:"))
         shown = browser.execute_script(

@@ -5,13 +5,14 @@ JSON error naming the field, refused before it queues."""
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
 from edge_app.bundle import load_bundle
 from edge_app.state import of
 from edge_app.textgen import TextModel
+
+from .test_completions import sse_events
 
 CONVERSATION = [
     {"role": "system", "content": "Answer briefly."},
@@ -56,13 +57,6 @@ def _chat(client, **body):
     return client.post("/v1/chat/completions", json={"model": "tiny-llama", **body})
 
 
-def _events(resp) -> list:
-    lines = [ln for ln in resp.get_data(as_text=True).split("\n\n") if ln]
-    resp.close()  # as a WSGI server does: the stream gives its admission slot back
-    assert all(ln.startswith("data: ") for ln in lines) and lines[-1] == "data: [DONE]"
-    return [json.loads(ln[6:]) for ln in lines[:-1]]
-
-
 @pytest.mark.parametrize("turns", [2, 4])
 def test_reply_is_greedy_decoding_of_transformers_rendered_prompt(chat_client, reference,
                                                                    turns):
@@ -88,7 +82,7 @@ def test_stream_sends_role_then_deltas_then_finish_then_usage(chat_client):
     whole = _chat(chat_client, **req).get_json()
     resp = _chat(chat_client, **req, stream=True, stream_options={"include_usage": True})
     assert resp.status_code == 200 and resp.mimetype == "text/event-stream"
-    first, *deltas, last, usage = _events(resp)
+    first, *deltas, last, usage = sse_events(resp)
     assert all(e["object"] == "chat.completion.chunk" and e["id"] == first["id"]
                for e in (first, *deltas, last, usage))
     assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}

@@ -21,7 +21,8 @@ def text_client(gpt2_bundle, dcgan_bundle):
     return app.test_client()
 
 
-def _events(resp) -> list:
+def sse_events(resp) -> list:
+    """A streamed test-client response's events, checked to end with [DONE]."""
     lines = [ln for ln in resp.get_data(as_text=True).split("\n\n") if ln]
     resp.close()  # as a WSGI server does: the stream gives its admission slot back
     assert all(ln.startswith("data: ") for ln in lines)
@@ -54,7 +55,7 @@ def test_stream_sends_the_same_text_as_one_answer_then_done(text_client):
     resp = text_client.post("/v1/completions", json={**req, "stream": True,
                                                      "stream_options": {"include_usage": True}})
     assert resp.status_code == 200 and resp.mimetype == "text/event-stream"
-    *events, usage = _events(resp)
+    *events, usage = sse_events(resp)
     assert "".join(e["choices"][0]["text"] for e in events) == whole["choices"][0]["text"]
     assert events[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
     assert all(e["usage"] is None for e in events)  # OpenAI's include_usage: one more event
@@ -76,7 +77,7 @@ def test_stop_string_ends_the_answer_without_it(text_client):
     r = text_client.post("/v1/completions", json={**base, "stop": [stop]}).get_json()
     assert r["choices"][0]["text"] == full[:full.index(stop)]
     assert r["choices"][0]["finish_reason"] == "stop"
-    events = _events(text_client.post("/v1/completions", json={**base, "stop": stop,
+    events = sse_events(text_client.post("/v1/completions", json={**base, "stop": stop,
                                                                "stream": True}))
     assert "".join(e["choices"][0]["text"] for e in events) == full[:full.index(stop)]
 
