@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
                      help="apply the recipe's `profiles: {NAME: ...}` overlay, e.g. ci (a run "
                           "sized for CI, recorded in the bundles and tables); default: "
                           "$EDGEGEN_PROFILE where the recipe has it, '' for none")
+    run.add_argument("--set", action="append", default=[], dest="overrides",
+                     metavar="KEY=VALUE",
+                     help="change one recipe value after the profile (repeatable; VALUE is "
+                          "YAML), e.g. --set train.epochs=1 --set model.checkpoint=DIR; "
+                          "recorded in the bundles and tables")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -37,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "onnxruntime", "root"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
-        recipe = load_recipe(args.recipe, args.profile)
-        if recipe.profile and distributed.is_main():
-            print(f"recipe {args.recipe}: profile {recipe.profile!r} applied")
+        recipe = load_recipe(args.recipe, args.profile, tuple(args.overrides))
+        if (recipe.profile or recipe.overrides) and distributed.is_main():
+            print(f"recipe {args.recipe}: " + "; ".join(
+                ([f"profile {recipe.profile!r} applied"] if recipe.profile else [])
+                + ([f"set {', '.join(recipe.overrides)}"] if recipe.overrides else [])))
         result = run_recipe(recipe, args.recipe, args.out, args.runs_dir,
                             progress=not args.no_progress)
     except (OptimizerError, BundleError) as exc:

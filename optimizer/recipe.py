@@ -99,6 +99,7 @@ class Recipe:
     bundles: str = "first-seed"  # which models become bundles: first-seed | none
     mlflow: bool = True  # track runs in MLflow (local file store ./mlruns unless MLFLOW_TRACKING_URI)
     profile: str = ""  # the `profiles:` overlay applied (--profile / EDGEGEN_PROFILE), "" for none
+    overrides: tuple[str, ...] = ()  # --set KEY=VALUE applied after the profile, as given
 
     @property
     def all_seeds(self) -> tuple[int, ...]:
@@ -190,8 +191,36 @@ def apply_profile(data: Any, profile: str | None) -> Any:
     return {**merge(data, profiles[profile]), "profile": profile}
 
 
-def load_recipe(path: str | Path, profile: str | None = None) -> Recipe:
-    """Parse and check a recipe; `profile` as in apply_profile (None: EDGEGEN_PROFILE)."""
+def apply_overrides(data: Any, overrides: tuple[str, ...]) -> Any:
+    """The recipe mapping with each `KEY=VALUE` set: KEY a dotted path (`train.epochs`,
+    `model.checkpoint`; missing mappings are made), VALUE read as YAML (`1`, `[0]`, `x/y`). The
+    list is recorded (`overrides:`) so the run's bundles and tables say what was changed."""
+    if not overrides or not isinstance(data, dict):
+        return data
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(p.strip() for p in parts):
+            raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=1")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"--set {item!r}: the value is not valid YAML "
+                              f"({getattr(exc, 'problem', None) or exc})") from None
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            node = node.setdefault(part.strip(), {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is not a mapping")
+        node[parts[-1].strip()] = value
+    return {**data, "overrides": list(overrides)}
+
+
+def load_recipe(path: str | Path, profile: str | None = None,
+                overrides: tuple[str, ...] = ()) -> Recipe:
+    """Parse and check a recipe; `profile` as in apply_profile (None: EDGEGEN_PROFILE), then
+    `overrides` as in apply_overrides."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -199,7 +228,10 @@ def load_recipe(path: str | Path, profile: str | None = None) -> Recipe:
         raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"recipe {path} is not valid YAML: {exc}") from None
-    recipe = _build(Recipe, apply_profile(data, profile), "")
+    if isinstance(data, dict) and "overrides" in data:
+        raise RecipeError("recipe: 'overrides' are given when running (--set KEY=VALUE), not "
+                          "written in a recipe")
+    recipe = _build(Recipe, apply_overrides(apply_profile(data, profile), tuple(overrides)), "")
     recipe.model_config  # the family exists, and its model config is valid (with key paths)
     if recipe.bundles not in ("first-seed", "none"):
         raise RecipeError(f"recipe: 'bundles' must be 'first-seed' or 'none', got {recipe.bundles!r}")

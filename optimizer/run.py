@@ -50,14 +50,17 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def run_provenance(recipe_path: Path, data_info: dict, versions: dict, profile: str = "") -> dict:
+def run_provenance(recipe_path: Path, data_info: dict, versions: dict, profile: str = "",
+                   overrides: tuple[str, ...] = ()) -> dict:
     """What every bundle of one recipe run shares; each bundle adds its seed and timestamp.
-    `profile`: the recipe's overlay applied (e.g. ci), recorded so its figures say so."""
+    `profile` and `overrides`: the recipe's overlay and the --set values applied (e.g. ci,
+    train.epochs=1), recorded so its figures say so."""
     return {
         "tool": "edgegen-optimizer", "tool_version": __version__, "git_commit": git_commit(),
         "recipe": {"path": str(recipe_path),
                    "sha256": hashlib.sha256(recipe_path.read_bytes()).hexdigest(),
-                   **({"profile": profile} if profile else {})},
+                   **({"profile": profile} if profile else {}),
+                   **({"overrides": list(overrides)} if overrides else {})},
         "dataset": data_info,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
@@ -96,6 +99,8 @@ class Ledger:
 
     def finish(self, tables_dir: Path, method: dict) -> "RecipeResult":
         """Write the results tables, close the tracked run, and return the outcome."""
+        if self.recipe.overrides:  # a changed recipe's table says so
+            method = {"overrides": list(self.recipe.overrides), **method}
         if self.recipe.profile:  # a CI-sized table says so
             method = {"profile": self.recipe.profile, **method}
         summary = write_tables(tables_dir, self.rows, method, self.recipe.compare)
@@ -204,7 +209,8 @@ def run_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,
                           f"the decoder families); run `python -m optimizer run` instead")
     main = distributed.is_main()
     data = family.prepare(recipe, runs_dir)
-    provenance = run_provenance(recipe_path, data.info, family.versions(), recipe.profile)
+    provenance = run_provenance(recipe_path, data.info, family.versions(), recipe.profile,
+                                recipe.overrides)
     out = out or Path("bundles") / recipe.name
     tracker = Tracker(recipe.name, dataclasses.asdict(recipe), recipe.mlflow and main)
     ledger = Ledger(recipe, tracker, family.gate)

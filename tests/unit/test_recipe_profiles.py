@@ -89,7 +89,30 @@ def test_every_shipped_profile_parses():
             assert recipe.profile == name
             check_points(recipe, get_family(recipe.family))  # every pass chain still plans
             seen += 1
-    assert seen >= 2  # the quick image sweep and Beta-VAE recipes have a `ci` profile
+    assert seen >= 6  # `ci` (the quick image sweep, Beta-VAE) and `run` (what `make run` builds)
+
+
+@pytest.mark.parametrize("sets, check", [
+    (("train.epochs=1", "seeds=[0]"), lambda r: r.train.epochs == 1 and r.seeds == (0,)),
+    (("model.ngf=4",), lambda r: r.model["ngf"] == 4 and r.train.epochs == 1),  # after ci
+    (("name=other-name",), lambda r: r.name == "other-name"),
+])
+def test_set_changes_one_value_after_the_profile_and_is_recorded(recipe, sets, check):
+    loaded = load_recipe(recipe, "ci", sets)
+    assert check(loaded) and loaded.overrides == sets and loaded.profile == "ci"
+
+
+@pytest.mark.parametrize("item, message", [
+    ("train.epochs", "expected KEY=VALUE"), ("=3", "expected KEY=VALUE"),
+    ("train.epochs.x=1", "train.epochs is not a mapping"),
+    ("train.epochs=[", "the value is not valid YAML (expected the node content"),
+    ("train.bogus=1", "unknown key(s) ['bogus'] in 'train'"),
+    ("train.epochs=many", "train.epochs"),
+])
+def test_bad_sets_are_refused_in_one_line(recipe, item, message):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(recipe, None, (item,))
+    assert message in str(info.value) and "\n" not in str(info.value)
 
 
 def test_the_cli_records_the_profile_in_bundles_and_tables(tmp_path, fid_extractors):
@@ -98,13 +121,18 @@ def test_the_cli_records_the_profile_in_bundles_and_tables(tmp_path, fid_extract
     recipe.write_text(TINY_RECIPE.read_text() + "profiles:\n  ci: {evaluate: {fid_samples: 64}}\n")
     result = subprocess.run(
         [sys.executable, "-m", "optimizer", "run", str(recipe), "--profile", "ci",
-         "--out", str(tmp_path / "b"), "--runs-dir", str(tmp_path / "runs"), "--no-progress"],
+         "--set", "train.batch_size=32", "--out", str(tmp_path / "b"),
+         "--runs-dir", str(tmp_path / "runs"), "--no-progress"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
         env={**os.environ, "EDGEGEN_PROFILE": ""})  # the flag alone chooses it
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"recipe {recipe}: profile 'ci' applied" in result.stdout
-    provenance = load_bundle(tmp_path / "b").manifest.provenance
+    assert f"recipe {recipe}: profile 'ci' applied; set train.batch_size=32" in result.stdout
+    manifest = load_bundle(tmp_path / "b").manifest
+    provenance = manifest.provenance
     assert provenance["recipe"]["profile"] == "ci" and len(provenance["recipe"]["sha256"]) == 64
+    assert provenance["recipe"]["overrides"] == ["train.batch_size=32"]
+    assert next(t for t in manifest.techniques if t.name == "train").params["batch_size"] == 32
     method = json.loads((tmp_path / "runs" / "tiny-dcgan" / "results.json").read_text())["method"]
     assert method["profile"] == "ci" and method["fid_samples"] == 64
+    assert method["overrides"] == ["train.batch_size=32"]
     assert "profile: ci" in (tmp_path / "runs" / "tiny-dcgan" / "results.md").read_text()
