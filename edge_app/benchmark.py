@@ -229,8 +229,7 @@ def benchmark(bundles: list[str], out: Path, device: str, w: Workload, repeats: 
         for k in range(1, repeats + 1):
             path = out / device / name / f"repeat-{k}.json"
             done += 1
-            if path.exists() and \
-                    json.loads(path.read_text())["method"]["workload"] == stored_workload:
+            if _measured(path, stored_workload, facts["manifest_sha256"]):
                 log(f"[{done}/{total}] {name} repeat {k}: already measured, kept")
                 written.append(path)
                 continue
@@ -251,6 +250,19 @@ def benchmark(bundles: list[str], out: Path, device: str, w: Workload, repeats: 
             log(f"[{done}/{total}] {name} repeat {k}: {_headline(result)} "
                 f"({elapsed:.0f} s elapsed)")
     return written
+
+
+def _measured(path: Path, workload: dict, manifest_sha256: str) -> bool:
+    """Whether `path` holds a repeat of this workload on this very bundle (a rebuilt bundle,
+    same name, is measured again)."""
+    if not path.exists():
+        return False
+    try:
+        old = json.loads(path.read_text())
+        return (old["method"]["workload"] == workload
+                and old.get("manifest_sha256") == manifest_sha256)
+    except (ValueError, KeyError, TypeError):
+        return False  # unreadable: measured again, and replaced whole
 
 
 def _manifest_facts(m: Manifest) -> dict:
