@@ -1,88 +1,119 @@
-# EdgeGen. `make run` optimizes the default model and serves it here; `make test` runs the suite.
-# Every target that needs Python creates .venv itself; it is re-synced only when the dependency
-# files change.
+# EdgeGen. `make run` optimizes the default models and serves them here; `make test` runs the suite.
+# Every target that needs Python creates .venv itself, with the extras of its role only (serving
+# and optimizing never install Ansible or the test tools; operator commands never install torch);
+# an install is redone only when the dependency files change.
 
 PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
-STAMP   := $(VENV)/.installed
-EXTRAS  ?= serve,optimize,report,deploy,test
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' edge_app/__init__.py)
+comma   := ,
 
-RECIPE  ?= recipes/dcgan-digits-quick.yaml
-BUNDLE  ?= bundles/dcgan-digits
-BUNDLES ?= $(BUNDLE)
+# One stamp per set of extras (pyproject.toml), "+"-separated in its name.
+RUN_STAMP := $(VENV)/.extras-serve+optimize
+OPS_STAMP := $(VENV)/.extras-deploy+report
+STAMP     := $(VENV)/.extras-serve+optimize+report+deploy+test
+$(VENV)/.extras-%: pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+	    -c constraints.txt -e '.[$(subst +,$(comma),$*)]'
+	@touch $@ $(if $(filter $@,$(STAMP)),$(RUN_STAMP) $(OPS_STAMP))  # every extra: each role's too
+
+BUNDLES_DIR ?= bundles
 HOST    ?= 127.0.0.1
 PORT    ?= 8080
+RESULTS ?= results
 PYTEST_ARGS ?=
 
+# What `make run` builds and serves: four quick recipes on data the machine already has, each with
+# its `run` profile (one seed; the baseline and the optimized variants beside it).
+# RUN_<recipe> lists the bundles a recipe makes, its baseline first.
+RUN_RECIPES := dcgan-digits-quick beta-vae-digits-quick gpt2-pydoc-quick llama-pydoc-quick
+RUN_dcgan-digits-quick   := dcgan-digits dcgan-digits-prune50 dcgan-digits-int8
+RUN_beta-vae-digits-quick := beta-vae-digits
+RUN_gpt2-pydoc-quick     := gpt2-pydoc gpt2-pydoc-int8
+RUN_llama-pydoc-quick    := llama-pydoc llama-pydoc-distilled-int4
+RUN_PROFILE := run
+# MODEL=<hub id or dir>: that Llama-family checkpoint as published, INT8 and 4-bit, instead.
+ifdef MODEL
+MODEL_NAME  := $(shell printf '%s' '$(notdir $(patsubst %/,%,$(MODEL)))' | tr A-Z a-z)
+RUN_RECIPES := llama-checkpoint
+RUN_llama-checkpoint := $(MODEL_NAME) $(MODEL_NAME)-int8 $(MODEL_NAME)-int4
+RUN_PROFILE :=
+MODEL_SET   := model.checkpoint=$(MODEL) name=$(MODEL_NAME)
+endif
+RUN_SET ?=
+RUN_DIRS := $(foreach r,$(RUN_RECIPES),$(addprefix $(BUNDLES_DIR)/,$(RUN_$(r))))
+
+# A recipe's bundles are rebuilt only when it changes; a second `make run` reuses them.
+define run_recipe
+$(addsuffix /manifest.json,$(addprefix $(BUNDLES_DIR)/,$(RUN_$(1)))) &: recipes/$(1).yaml | $(RUN_STAMP)
+	$(BIN)/python -m optimizer run recipes/$(1).yaml $(if $(RUN_PROFILE),--profile $(RUN_PROFILE)) \
+	    --out $(BUNDLES_DIR)/$(firstword $(RUN_$(1))) $(addprefix --set ,$(MODEL_SET) $(RUN_SET))
+endef
+$(foreach r,$(RUN_RECIPES),$(eval $(call run_recipe,$(r))))
+
 .DEFAULT_GOAL := help
-.PHONY: help venv run optimize bundle serve status images deploy bench report targets monitor monitor-down test test-fast wheelhouse image-optimizer bench-images bench-text bench-llama-export bench-serving bench-load apk clean
+.PHONY: help venv run bundles optimize serve status images deploy bench report targets monitor monitor-down test test-fast lock wheelhouse image-optimizer bench-images bench-text bench-llama-export bench-serving bench-load apk clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
-	    -c constraints.txt -e '.[$(EXTRAS)]'
-	@touch $@
+venv: $(STAMP) ## create or update .venv with every extra (what `make test` uses)
 
-venv: $(STAMP) ## create or update .venv
+bundles: $(addsuffix /manifest.json,$(RUN_DIRS)) ## build the default bundles (or MODEL=...) if missing or stale
 
-# The bundle is rebuilt only when its recipe changes; a second `make run` reuses it.
-$(BUNDLE)/manifest.json: $(RECIPE) | $(STAMP)
-	$(BIN)/python -m optimizer run $(RECIPE) --out $(BUNDLE)
+run: bundles ## build the default models (once), measure them, serve them all on $(HOST):$(PORT)
+	$(BIN)/python -m edge_app summary $(addprefix --bundle ,$(RUN_DIRS)) --out $(RESULTS)/summary
+	$(BIN)/python -m edge_app serve $(addprefix --bundle ,$(RUN_DIRS)) --host $(HOST) --port $(PORT)
 
-bundle: $(BUNDLE)/manifest.json ## build the default bundle if missing or stale
+RECIPE ?= recipes/dcgan-digits-quick.yaml
+optimize: $(RUN_STAMP) ## run a recipe: make optimize RECIPE=recipes/....yaml [SET="train.epochs=1 ..."]
+	$(BIN)/python -m optimizer run $(RECIPE) $(addprefix --set ,$(SET))
 
-run: $(BUNDLE)/manifest.json ## optimize the default model (once) and serve it on $(HOST):$(PORT)
-	$(BIN)/python -m edge_app serve $(addprefix --bundle ,$(BUNDLE)) --host $(HOST) --port $(PORT)
-
-optimize: $(STAMP) ## run a recipe: make optimize RECIPE=recipes/....yaml
-	$(BIN)/python -m optimizer run $(RECIPE)
-
-serve: $(STAMP) ## serve chosen bundles: make serve BUNDLES="bundles/a bundles/b"
+BUNDLES ?= $(RUN_DIRS)
+serve: $(RUN_STAMP) ## serve chosen bundles: make serve BUNDLES="bundles/a bundles/b"
 	$(BIN)/python -m edge_app serve $(addprefix --bundle ,$(BUNDLES)) --host $(HOST) --port $(PORT)
 
 # The fleet's inventory: no default (fleet commands refuse without one, in one line), so that no
 # device is probed by surprise; make one from ansible/inventory/example.yml.
 INVENTORY ?=
 INV = $(if $(INVENTORY),--inventory $(INVENTORY))
-status: $(STAMP) ## probe every device of an inventory: make status INVENTORY=... [LIMIT=host,class]
+status: $(OPS_STAMP) ## probe every device of an inventory: make status INVENTORY=... [LIMIT=host,class]
 	$(BIN)/python -m fleet status $(INV) $(if $(LIMIT),--limit $(LIMIT))
 
 # Fleet rollout. Images: one per class (edgegen-edge:<version>-<class>-<arch>), built from a
 # host-side wheelhouse and saved for devices that have no registry.
-images: $(STAMP) ## build and save the edge server image: make images DEVICE=pi|jetson|local
+images: $(OPS_STAMP) ## build and save the edge server image: make images DEVICE=pi|jetson|local
 	$(BIN)/python -m fleet images --device $(DEVICE) $(INV)
 
-deploy: $(STAMP) $(BUNDLE)/manifest.json ## roll out to a class: make deploy DEVICE=pi [INVENTORY=...] [LIMIT=host,...]
-	$(BIN)/python -m fleet deploy --device $(DEVICE) $(INV) $(if $(LIMIT),--limit $(LIMIT)) $(DEPLOY_ARGS)
+deploy: $(OPS_STAMP) ## roll out to a class: make deploy DEVICE=pi [INVENTORY=...] [LIMIT=host,...]
+	$(BIN)/python -m fleet deploy --device $(DEVICE) $(INV) --bundles $(BUNDLES_DIR) \
+	    $(if $(LIMIT),--limit $(LIMIT)) $(DEPLOY_ARGS)
 
 # Device benchmark (the paper's method): every bundle x 3 repeats, each in a fresh process,
 # with the idle baseline and a 60 s power window where a sensor exists. Resumable.
 # DEVICE=local measures this machine; DEVICE=<class>|all measures the devices of INVENTORY
 # inside their deployed containers (Ansible) and fetches the results.
 DEVICE ?= local
-BENCH_BUNDLES ?= $(patsubst %/manifest.json,%,$(wildcard bundles/*/manifest.json))
-RESULTS ?= results
+BENCH_BUNDLES ?= $(patsubst %/manifest.json,%,$(wildcard $(BUNDLES_DIR)/*/manifest.json))
 BENCH_ARGS ?=
-bench: $(STAMP) ## measure bundles: make bench DEVICE=local|<class>|all [INVENTORY=...] [LIMIT=...] [BENCH_ARGS=...]
+bench: $(if $(filter local,$(DEVICE)),$(RUN_STAMP),$(OPS_STAMP)) ## measure bundles: make bench DEVICE=local|<class>|all [INVENTORY=...] [LIMIT=...] [BENCH_ARGS=...]
 ifeq ($(DEVICE),local)
 	$(BIN)/python -m edge_app bench $(addprefix --bundle ,$(BENCH_BUNDLES)) --device $(DEVICE) \
 	    --out $(RESULTS)/bench $(BENCH_ARGS)
-	$(BIN)/python -m fleet measured --results $(RESULTS)/bench --bundles bundles
+	$(BIN)/python -m fleet measured --results $(RESULTS)/bench --bundles $(BUNDLES_DIR)
 else
-	$(BIN)/python -m fleet bench --device $(DEVICE) $(INV) \
+	$(BIN)/python -m fleet bench --device $(DEVICE) $(INV) --bundles $(BUNDLES_DIR) \
 	    --results $(RESULTS)/bench $(if $(LIMIT),--limit $(LIMIT)) \
 	    $(if $(filter command line environment,$(origin BENCH_BUNDLES)),$(addprefix --bundle ,$(notdir $(BENCH_BUNDLES)))) \
 	    $(BENCH_ARGS)
 endif
 
-report: $(STAMP) ## the paper's tables, figures and one HTML page from $(RESULTS)/bench
+report: $(OPS_STAMP) ## the paper's tables, figures and one HTML page from $(RESULTS)/bench
 	$(BIN)/python -m fleet report --results $(RESULTS)/bench --out $(RESULTS)/report
 
-targets: $(STAMP) ## write Prometheus targets for INVENTORY (monitoring/prometheus/targets/edge.json)
+targets: $(OPS_STAMP) ## write Prometheus targets for INVENTORY (monitoring/prometheus/targets/edge.json)
 	$(BIN)/python -m fleet targets $(INV) $(if $(LIMIT),--limit $(LIMIT))
 
 # Compose v2 plugin when present, else docker-compose (Debian's package).
@@ -100,6 +131,17 @@ monitor: targets ## Prometheus + Grafana + Pushgateway for INVENTORY (official i
 monitor-down: ## stop the monitoring stack (its data volumes are kept)
 	GRAFANA_ADMIN_PASSWORD=unused $(COMPOSE) -p edgegen-monitoring -f compose/monitoring.yml down
 
+# Pinned versions: constraints.txt, regenerated from pyproject.toml's extras by pip-tools (in a venv
+# of its own); existing pins are kept unless UPGRADE=1. torch stays the pinned local CPU build.
+PIP_TOOLS ?= pip-tools==7.6.2
+lock: ## regenerate constraints.txt from pyproject.toml (pip-compile over every extra)
+	@test -x build/lock-venv/bin/pip-compile || { $(PYTHON) -m venv build/lock-venv && \
+	    build/lock-venv/bin/pip install --quiet --disable-pip-version-check '$(PIP_TOOLS)'; }
+	CUSTOM_COMPILE_COMMAND='make lock' build/lock-venv/bin/pip-compile --quiet --all-extras --strip-extras --no-emit-index-url \
+	    --no-emit-find-links $(if $(UPGRADE),--upgrade) \
+	    --output-file constraints.txt pyproject.toml
+	sed -i -e '/^edgegen @ /d' -e 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' constraints.txt
+
 test: $(STAMP) ## the whole suite, every tier this machine supports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -110,33 +152,34 @@ test-fast: $(STAMP) ## unit tests only (in-process, about a minute)
 # host (containers and air-gapped devices install from it with --no-index).
 WHEEL_PLATFORM ?= manylinux_2_28_x86_64
 WHEELHOUSE ?= build/wheelhouse/linux-amd64
-wheelhouse: $(STAMP) ## download wheels for the optimizer image into build/wheelhouse/
+wheelhouse: $(RUN_STAMP) ## download wheels for the optimizer image into build/wheelhouse/
 	$(BIN)/pip download --quiet --dest $(WHEELHOUSE) --only-binary=:all: \
 	    --platform $(WHEEL_PLATFORM) --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 	    --python-version 3.11 -c constraints.txt $$(grep -E '^[A-Za-z]' constraints.txt) setuptools
 
 image-optimizer: wheelhouse ## build the optimizer image (needs a Docker engine)
-	docker build --network host -f images/optimizer/Dockerfile -t edgegen-optimizer:0.1.0 .
+	docker build --network host -f images/optimizer/Dockerfile --build-arg EDGEGEN_VERSION=$(VERSION) \
+	    -t edgegen-optimizer:$(VERSION) -t edgegen-optimizer:latest .
 
-bench-images: $(STAMP) ## latency ratios of pruned / INT8 / FP16 image generators, side by side
+bench-images: $(RUN_STAMP) ## latency ratios of pruned / INT8 / FP16 image generators, side by side
 	$(BIN)/python bench/bench_image_generators.py
 
-bench-text: $(STAMP) ## GPT-2 124M and student decode tok/s: eager vs ORT FP32 vs ORT INT8
+bench-text: $(RUN_STAMP) ## GPT-2 124M and student decode tok/s: eager vs ORT FP32 vs ORT INT8
 	$(BIN)/python bench/bench_text_decode.py
 
-bench-llama-export: $(STAMP) ## SmolLM2-135M's real shape: export, validation, INT8/4-bit sizes and times
+bench-llama-export: $(RUN_STAMP) ## SmolLM2-135M's real shape: export, validation, INT8/4-bit sizes and times
 	$(BIN)/python bench/bench_llama_export.py
 
-bench-serving: $(STAMP) ## decode tok/s through HTTP vs the runtime directly; image req/s at batch 1 and 8
+bench-serving: $(RUN_STAMP) ## decode tok/s through HTTP vs the runtime directly; image req/s at batch 1 and 8
 	$(BIN)/python bench/bench_serving.py
 
-bench-load: $(STAMP) ## 64 clients x 60 s, twice: only 200 or 503 + Retry-After; RSS growth < 5%
+bench-load: $(RUN_STAMP) ## 64 clients x 60 s, twice: only 200 or 503 + Retry-After; RSS growth < 5%
 	$(BIN)/python bench/bench_load.py
 
 # The Pixel companion (android/): a WebView APK built without Gradle from Debian's Android tools,
 # running the page of /companion/ with onnxruntime-web, and the bundles packed as its assets.
-APK_BUNDLES ?= $(patsubst %/manifest.json,%,$(wildcard bundles/*/manifest.json))
-apk: $(STAMP) ## the companion APK, signed debug key: make apk [APK_BUNDLES="bundles/a bundles/b"]
+APK_BUNDLES ?= $(patsubst %/manifest.json,%,$(wildcard $(BUNDLES_DIR)/*/manifest.json))
+apk: $(RUN_STAMP) ## the companion APK, signed debug key: make apk [APK_BUNDLES="bundles/a bundles/b"]
 	PYTHON=$(BIN)/python android/build.sh $(APK_BUNDLES)
 
 clean: ## remove bundles, runs and caches (keeps .venv)

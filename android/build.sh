@@ -19,6 +19,7 @@ DX_JAR=$SDK/root/usr/share/java/com.android.dx-10.0.0.jar
 ORT_DIR=${ORT_DIR:-build/web-deps/onnxruntime-web}
 PYTHON=${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3 )}
 KEYSTORE=$OUT/debug.keystore
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' edge_app/__init__.py)  # the APK's versionName
 
 android/sdk.sh
 [[ -f $ORT_DIR/ort-wasm-simd-threaded.wasm ]] || android/fetch-web-deps.sh "$ORT_DIR"
@@ -34,8 +35,8 @@ javac -source 8 -target 8 -Xlint:all,-options -Werror -encoding UTF-8 -bootclass
 java -jar "$DX_JAR" --dex --min-sdk-version=24 --output="$OUT/classes.dex" "$OUT/classes"
 # wasm and models stored, not deflated: AssetManager streams them without inflating.
 # --debug-mode: android:debuggable, as a Gradle debug build, so chrome://inspect reaches the page.
-aapt package -f --debug-mode -M android/AndroidManifest.xml -S android/res -A "$OUT/assets" \
-  -I "$ANDROID_JAR" -0 wasm -0 onnx -0 data -F "$OUT/unsigned.apk"
+aapt package -f --debug-mode --version-name "$VERSION" -M android/AndroidManifest.xml -S android/res \
+  -A "$OUT/assets" -I "$ANDROID_JAR" -0 wasm -0 onnx -0 data -F "$OUT/unsigned.apk"
 (cd "$OUT" && aapt add -f unsigned.apk classes.dex >/dev/null)
 zipalign -f -p 4 "$OUT/unsigned.apk" "$OUT/aligned.apk"
 

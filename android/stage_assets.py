@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
     print(f"stage_assets: page + onnxruntime-web + {len(names)} bundle(s) {names} -> {argv[0]}")
     if not names:
         print("stage_assets: WARNING no bundles: the app will list none (build one with "
-              "`make bundle`, then `make apk APK_BUNDLES=bundles/<name>`)", file=sys.stderr)
+              "`make bundles`, then `make apk APK_BUNDLES=bundles/<name>`)", file=sys.stderr)
     return 0
 
 

@@ -4,7 +4,7 @@ The text bundle is the paper's student shape (6 layers, 384 hidden, 6 heads, GPT
 50257-token vocabulary, 1024 positions), randomly initialised (weights do not change speed),
 exported and INT8-quantized by the kit's own pipeline (bench_text_decode.build, cached), with
 a byte-level BPE tokenizer trained on Python's bundled documentation. The image bundle is the
-default DCGAN (`make bundle`), built when missing.
+default DCGAN (`make bundles`), built when missing.
 """
 
 from __future__ import annotations

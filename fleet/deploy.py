@@ -31,7 +31,7 @@ def _check_bundles(hosts: dict[str, dict[str, Any]], bundles_dir: Path, log) -> 
     for name, precision in sorted(wanted):
         manifest = bundles_dir / name / "manifest.json"
         if not manifest.is_file():
-            raise DeployError(f"bundle {name!r} is not built ({manifest} missing): `make bundle` "
+            raise DeployError(f"bundle {name!r} is not built ({manifest} missing): `make bundles` "
                               f"builds the default one, `make optimize RECIPE=...` others")
         try:
             got = json.loads(manifest.read_text()).get("precision", "")

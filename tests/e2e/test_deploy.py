@@ -30,14 +30,16 @@ import requests
 import yaml
 from PIL import Image
 
+from edge_app import __version__
+
 from ..conftest import REPO, free_port
 from ..reportcheck import trace_report
 from .conftest import arm64_missing, docker_missing, prebuilt
 from .simfleet import JETSON_STAND_IN, SIM_IMAGE, SIMS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker_images("fleet")]
-GOOD_JETSON = "edgegen-edge:0.1.0-jetson-amd64"
-BROKEN_JETSON = "edgegen-edge:0.1.0-broken-jetson-amd64"
+GOOD_JETSON = f"edgegen-edge:{__version__}-jetson-amd64"
+BROKEN_JETSON = f"edgegen-edge:{__version__}-broken-jetson-amd64"
 
 
 def _run(cmd, timeout=1200, **kwargs) -> subprocess.CompletedProcess:
@@ -146,8 +148,8 @@ def fleet(tmp_path_factory, dcgan_bundle):
 
 def _make_deploy(fleet, device: str, *extra: str) -> subprocess.CompletedProcess:
     return _run(["make", "--no-print-directory", "deploy", f"DEVICE={device}",
-                 f"INVENTORY={fleet.inventory}", f"BUNDLE={fleet.bundles / 'tiny-dcgan'}",
-                 f"DEPLOY_ARGS=--bundles {fleet.bundles} {' '.join(extra)}"])
+                 f"INVENTORY={fleet.inventory}", f"BUNDLES_DIR={fleet.bundles}",
+                 f"DEPLOY_ARGS={' '.join(extra)}"])
 
 
 def _fleet_deploy(fleet, device: str, *extra: str) -> subprocess.CompletedProcess:

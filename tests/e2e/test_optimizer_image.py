@@ -7,13 +7,14 @@ import subprocess
 
 import pytest
 
+from edge_app import __version__
 from edge_app.bundle import load_bundle
 
 from ..conftest import REPO
 from .conftest import docker_missing, prebuilt
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker_images("optimizer")]
-IMAGE = "edgegen-optimizer:0.1.0"
+IMAGE = f"edgegen-optimizer:{__version__}"
 
 
 @pytest.fixture(scope="module")

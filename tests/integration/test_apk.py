@@ -15,6 +15,8 @@ import zipfile
 
 import pytest
 
+from edge_app import __version__
+
 from ..conftest import ANDROID, run_script
 
 pytestmark = pytest.mark.integration
@@ -28,7 +30,7 @@ def test_apk_is_readable_signed_and_aligned(companion_apk):
     badging = tool("aapt", "dump", "badging", str(companion_apk))
     assert badging.returncode == 0, badging.stderr
     out = badging.stdout
-    assert "package: name='net.edgegen.companion' versionCode='1' versionName='0.1.0'" in out
+    assert f"package: name='net.edgegen.companion' versionCode='1' versionName='{__version__}'" in out
     assert "sdkVersion:'24'" in out and "targetSdkVersion:'34'" in out
     assert "launchable-activity: name='net.edgegen.companion.MainActivity'" in out
     assert "uses-permission: name='android.permission.INTERNET'" in out

@@ -134,7 +134,8 @@ def test_a_missing_checkpoint_is_one_line_naming_every_place_tried(tmp_path):
         resolve(str(tmp_path / "no" / "such" / "dir"))
 
 
-@pytest.mark.parametrize("recipe", ["smollm2-135m-instruct.yaml", "qwen2.5-0.5b-instruct.yaml"])
+@pytest.mark.parametrize("recipe", ["smollm2-135m-instruct.yaml", "qwen2.5-0.5b-instruct.yaml",
+                                    "llama-checkpoint.yaml"])
 def test_real_recipes_without_their_checkpoint_stop_in_one_line(recipe, tmp_path):
     run = _offline(tmp_path / "empty-cache", "-m", "optimizer", "run",
                    str(REPO / "recipes" / recipe), cwd=tmp_path)

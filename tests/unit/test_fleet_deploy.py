@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from edge_app import __version__
 from fleet.deploy import render_table
 from fleet.playbook import Display, reports
 from fleet.images import ImageError, ImageSpec, constraints, load_archive, serve_requirements
@@ -22,9 +23,9 @@ EXAMPLE = REPO / "ansible" / "inventory" / "example.yml"
 
 
 @pytest.mark.parametrize("name, tag, platform, ort", [
-    ("pi", "edgegen-edge:0.1.0-pi-arm64", "linux/arm64", "onnxruntime"),
-    ("jetson", "edgegen-edge:0.1.0-jetson-arm64", "linux/arm64", "onnxruntime-gpu"),
-    ("local", "edgegen-edge:0.1.0-local-amd64", "linux/amd64", "onnxruntime"),
+    ("pi", f"edgegen-edge:{__version__}-pi-arm64", "linux/arm64", "onnxruntime"),
+    ("jetson", f"edgegen-edge:{__version__}-jetson-arm64", "linux/arm64", "onnxruntime-gpu"),
+    ("local", f"edgegen-edge:{__version__}-local-amd64", "linux/amd64", "onnxruntime"),
 ])
 def test_image_spec_of_each_class(name, tag, platform, ort):
     spec = ImageSpec.from_settings(name, device_class(name))
@@ -48,7 +49,7 @@ def test_host_vars_override_the_class_as_in_ansible(tmp_path):
                    f"      hosts:\n        j1: {override}\n        j2: {override}\n")
     hosts = class_hosts(inv, "jetson")
     spec = ImageSpec.for_hosts("jetson", hosts)
-    assert spec.tag == "edgegen-edge:0.1.0-jetson-amd64" and list(hosts) == ["j1", "j2"]
+    assert spec.tag == f"edgegen-edge:{__version__}-jetson-amd64" and list(hosts) == ["j1", "j2"]
     settings = hosts["j1"]
     assert settings["edgegen_docker_runtime"] == "nvidia"  # the class file still applies
     assert settings["ansible_user"] == "nvidia"
@@ -100,7 +101,7 @@ def test_display_and_table_from_runner_events():
     display = Display(out)
     display(_event("runner_on_ok", "pi-1", "Run the server container", changed=True))
     display(_event("runner_on_ok", "pi-1", "Report the deployment", ansible_facts={
-        "edge_node_result": {"tag": "edgegen-edge:0.1.0-pi-arm64", "url": "http://10.0.0.5:8080",
+        "edge_node_result": {"tag": f"edgegen-edge:{__version__}-pi-arm64", "url": "http://10.0.0.5:8080",
                              "ready": {"status": "ready", "models": ["dcgan-digits"]}}}))
     display(_event("runner_retry", "pi-2", "Wait until the server is alive (/health)",
                    attempts=3, retries=60))
@@ -114,7 +115,7 @@ def test_display_and_table_from_runner_events():
     assert [(r.host, r.status) for r in rows] == [("pi-1", "changed"), ("pi-2", "failed"),
                                                   ("pi-3", "not run")]
     table = render_table(rows)
-    assert "pi-1  changed  4        edgegen-edge:0.1.0-pi-arm64  http://10.0.0.5:8080  " \
+    assert f"pi-1  changed  4        edgegen-edge:{__version__}-pi-arm64  http://10.0.0.5:8080  " \
            "ready (dcgan-digits)" in table
     assert "pi-2: pi-2: edgegen-edge:x failed its health check; rolled back to y" in table
     assert "pi-3: the rollout stopped before this host" in table
