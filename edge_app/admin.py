@@ -228,9 +228,10 @@ def _reload_on_hangup(app: Flask) -> None:
 
 def install_sighup(app: Flask) -> None:
     """SIGHUP reloads in a background thread (a signal handler must return quickly). Call from
-    the main thread of the process that serves (a gunicorn worker, after its fork, once its
-    models are loaded). A hang-up that came while it was loading (ignored then: see
-    FrontWorker.init_signals) is caught up with now, from the run state."""
+    the main thread of the process that serves (a gunicorn worker, after its fork, before its
+    models load in the background: a hang-up meanwhile is refused by the registry and caught up
+    with once they are in, edge_app/serve.py `_load`). A hang-up that came before this call
+    (ignored then: see FrontWorker.init_signals) is caught up with now, from the run state."""
 
     def start(*_):
         threading.Thread(target=_reload_on_hangup, args=(app,), name="edgegen-reload",

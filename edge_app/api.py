@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 
-from .errors import InvalidRequest, ModelNotFound, NotReady
+from .errors import InvalidRequest, Loading, ModelNotFound
 from .latent import MAX_SEED
 from .limits import json_body
 from .png import encode_png, to_uint8
@@ -28,7 +28,7 @@ MAX_BATCH_VALUES = 1 << 26  # floats one request may make a generator output (25
 def models() -> ModelRegistry:
     registry: ModelRegistry = current().models
     if not registry.ready:
-        raise NotReady("Loading model")
+        raise Loading(*registry.progress)  # (edge_app/health.py answers first, in a server)
     return registry
 
 

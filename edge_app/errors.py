@@ -44,6 +44,16 @@ class NotReady(ApiError):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
+class Loading(ApiError):
+    """The models are still loading: a worker answers from its start (edge_app/serve.py), and
+    until its models are in, readiness and every route that needs one say so."""
+    status, type, code = 503, "unavailable_error", "loading"
+
+    def __init__(self, loaded: int, total: int, retry_after_s: int = 2):
+        super().__init__(f"Loading models: {loaded} of {total} loaded" if total
+                         else "Loading models", headers={"Retry-After": str(retry_after_s)})
+
+
 class Overloaded(ApiError):
     """Admission refused: every slot busy and the queue full, or the queue wait ran out."""
     status, type, code = 503, "unavailable_error", "server_busy"

@@ -56,8 +56,9 @@ class FrontWorker(ThreadWorker):
 
     def init_signals(self):
         super().init_signals()
-        # gunicorn leaves SIGHUP at its default (terminate) in workers; until the models are
-        # loaded and admin.install_sighup takes it, a hang-up is ignored, then caught up with.
+        # gunicorn leaves SIGHUP at its default (terminate) in workers; until post_worker_init
+        # has admin.install_sighup take it (edge_app/serve.py), a hang-up is ignored, then
+        # caught up with from the run state.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     def accept(self, listener):

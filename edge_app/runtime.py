@@ -178,10 +178,16 @@ class ModelRegistry:
     swap; if anything fails, the old set keeps serving. Requests hold the model they picked, so
     those in flight finish on the old one. A bundle whose path and manifest are unchanged is
     kept rather than loaded twice (no second copy in memory, no re-warm).
+
+    The first load may run in a background thread while the server already answers (see
+    edge_app/serve.py): `progress` says how far it is, and a reload is refused until it is done
+    (it would race it to the swap, and there is nothing yet to fall back on).
     """
 
-    def __init__(self):
+    def __init__(self, expected: int = 0):
         self.models: dict[str, ImageModel | TextModel] = {}
+        # (bundles done, of how many) in the running or last load; before the first, expected
+        self.progress = (0, expected)
         self._ready = threading.Event()
         self._reloading = threading.Lock()
 
@@ -189,9 +195,16 @@ class ModelRegistry:
     def ready(self) -> bool:
         return self._ready.is_set()
 
-    def load(self, config: Config, bundles: tuple[str, ...] | None = None) -> Swap:
+    def load(self, config: Config, bundles: tuple[str, ...] | None = None, *,
+             first: bool = False) -> Swap:
         """Load `bundles` (default: the config's) and swap them in. Raises BundleError (the old
-        models stay) or RuntimeError when another reload is running."""
+        models stay) or RuntimeError when another load is running, or, for a reload (not
+        `first`), while the first load has not finished."""
+        if not first and not self.ready:
+            done, total = self.progress
+            raise RuntimeError(f"the models are still loading ({done} of {total} loaded): "
+                               f"reload once /ready answers 200" if total else
+                               "the models are still loading: reload once /ready answers 200")
         if not self._reloading.acquire(blocking=False):
             raise RuntimeError("a reload is already in progress")
         try:
@@ -206,6 +219,7 @@ class ModelRegistry:
         current = list(self.models.values())
         new: dict[str, ImageModel | TextModel] = {}
         loaded, reused = [], []
+        self.progress = (0, len(paths))
         for path in paths:
             t0 = time.perf_counter()
             bundle = load_bundle(path)  # schema and every file's sha256
@@ -218,11 +232,12 @@ class ModelRegistry:
             if same is not None:
                 new[name] = same
                 reused.append(name)
-                continue
-            new[name] = load_model(bundle, config)
-            loaded.append(name)
-            log.info("loaded %s from %s in %.2f s (%s)", name, path, time.perf_counter() - t0,
-                     new[name].runtime)
+            else:
+                new[name] = load_model(bundle, config)
+                loaded.append(name)
+                log.info("loaded %s from %s in %.2f s (%s)", name, path,
+                         time.perf_counter() - t0, new[name].runtime)
+            self.progress = (len(new), len(paths))
         self.models = new  # one reference swap: a request sees the old set or the new one
         self._ready.set()
         return Swap(sorted(new), loaded, reused, round(time.perf_counter() - started, 3))

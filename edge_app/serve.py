@@ -10,12 +10,24 @@ Process model: one worker holds one copy of each model; gthread threads serve re
 concurrently against it (ORT's `run` is thread-safe) and admission (edge_app.admission) bounds
 how many generate at once. More workers multiply memory.
 
+Loading: a worker answers as soon as it is forked and loads its models in a background thread
+(several models, or one large one, take from seconds to minutes; meanwhile connections used to
+wait unanswered in the listen backlog, and gunicorn's worker timeout counted the load). Until
+they are in, /health is 200, /ready and the routes that need a model 503 "loading"
+(edge_app/health.py); each worker loads on its own, so /ready is 200 from those that have
+finished. A bundle only a worker can refuse (its graph, its warm-up) stops the server as
+before: the worker leaves with WORKER_BOOT_ERROR from the loading thread, gunicorn's master
+halts, and we print the one line and exit 2. The first worker prints where to reach the server
+once its models are in.
+
 Signals: SIGTERM (and SIGINT) stop gracefully: the listening socket closes and requests in
 flight, streams included, finish within `graceful_timeout_s`; then the exit status is 0.
 SIGHUP reloads the bundles in every worker (validated and warmed before the swap; on failure
 the old ones keep serving) instead of gunicorn's restart of the workers, which would drop the
 models and, with a broken bundle, take the server down. /admin/reload reaches every worker the
 same way (edge_app/admin.py), through the run state the master keeps (edge_app/runstate.py).
+A reload while a worker is still loading is refused there (a 409, or a refused hang-up in the
+log and the run state); a worker whose set changed meanwhile reloads once it is loaded.
 
 Connections: each worker's event loop reads requests and writes responses itself
 (edge_app/front.py), so slow clients hold no request thread.
@@ -28,6 +40,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import traceback
 from typing import Callable
 
@@ -78,7 +91,7 @@ class _Gunicorn(BaseApplication):
             "bind": f"{cfg.host}:{cfg.port}", "workers": cfg.workers,
             "threads": cfg.gunicorn_threads, "worker_class": FrontWorker, "timeout": cfg.timeout_s,
             "graceful_timeout": cfg.graceful_timeout_s, "loglevel": cfg.log_level,
-            "preload_app": False, "post_worker_init": _worker_ready,
+            "preload_app": False, "post_worker_init": _worker_ready, "worker_exit": _worker_exit,
             # gunicorn >= 25 opens a control socket at one fixed path per user; several servers
             # on a host (a test fleet, a blue/green swap) would fight over it. We manage
             # processes with signals and the container runtime instead.
@@ -98,22 +111,68 @@ class _Gunicorn(BaseApplication):
         ours.propagate = False
 
         try:
-            return create_app(self.edgegen, self.edgegen_loader, self.run_state)
-        except (BundleError, ConfigError, SensorError) as exc:
-            # What the master could not check without ONNX Runtime (the graph against the
-            # manifest, the warm-up run): the master prints it and exits 2, no traceback.
+            return create_app(self.edgegen, self.edgegen_loader, self.run_state, load=False)
+        except (ConfigError, SensorError) as exc:
+            # What the master could not check without ONNX Runtime: the master prints it and
+            # exits 2, no traceback (a bundle's graph and warm-up: _load).
             self.run_state.set_boot_error(str(exc))
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
 
 def _worker_ready(worker) -> None:
-    """In each worker (main thread, models loaded): take SIGHUP for reloads; the first worker
-    prints where to reach the server."""
+    """In each worker's main thread, before it serves: take SIGHUP for reloads (only the main
+    thread may), then load the models in the background."""
     from .admin import install_sighup
 
     install_sighup(worker.wsgi)
-    if worker.age != 1:
-        return
+    worker.edgegen_load = threading.Thread(target=_load, args=(worker,), name="edgegen-load",
+                                           daemon=True)
+    worker.edgegen_load.start()
+
+
+def _worker_exit(_arbiter, worker) -> None:
+    """A worker stopped (SIGTERM) while its models load leaves at once: the interpreter's exit
+    would tear ONNX Runtime down under the loading thread ("terminate called without an active
+    exception", SIGABRT)."""
+    load = getattr(worker, "edgegen_load", None)
+    if load is not None and load.is_alive():
+        _leave(0)
+
+
+def _load(worker) -> None:
+    """The worker's models, loaded while it answers. A bundle that fails (its graph against
+    the manifest, the warm-up run) stops the server: the master prints the message in one line
+    and exits 2 (_Gunicorn.run). The worker leaves from this thread with os._exit (sys.exit
+    would end the thread only), as a boot error, so the master halts instead of respawning it."""
+    from .app import load_models
+
+    app, run_state = worker.wsgi, worker.app.run_state
+    try:
+        loaded = load_models(app)
+    except (BundleError, ConfigError, SensorError) as exc:
+        run_state.set_boot_error(str(exc))
+        _leave(Arbiter.WORKER_BOOT_ERROR)
+    except Exception:
+        worker.log.exception("loading the models failed")
+        _leave(Arbiter.WORKER_BOOT_ERROR)
+    if run_state.read()["epoch"] != loaded:
+        # A reload came while loading and was refused here: do it now, as a hang-up does
+        # (from the epoch loaded, whatever the refusal noted).
+        worker.log.info("the bundle set changed while the models loaded: reloading")
+        of(app).epoch = loaded
+        os.kill(os.getpid(), signal.SIGHUP)
+    if worker.age == 1 and worker.alive:
+        _print_hint(worker)
+
+
+def _leave(status: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def _print_hint(worker) -> None:
+    """Where to reach the server, and a request to try for each model."""
     config: Config = worker.app.edgegen
     base = f"http://{config.host}:{config.port}"
     models = of(worker.wsgi).models.models
@@ -134,7 +193,8 @@ def _worker_ready(worker) -> None:
                           f"\"max_tokens\": 32}}'"]
         else:
             lines += [f"  curl -s {base}/v1/images/generations{auth} -H 'Content-Type: "
-                      f"application/json' -d '{{\"model\": \"{name}\", \"n\": 1, \"seed\": 42}}' \\",
+                      f"application/json' -d '{{\"model\": \"{name}\", \"n\": 1, "
+                      f"\"seed\": 42}}' \\",
                       "    | python3 -c 'import sys,json,base64; open(\"out.png\",\"wb\").write("
                       "base64.b64decode(json.load(sys.stdin)[\"data\"][0][\"b64_json\"]))'"
                       "   # writes out.png"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -35,6 +36,7 @@ def setup(dcgan_bundle, gpt2_bundle, tmp_path_factory):
         # every request comes from 127.0.0.1: the brake on wrong keys is tested elsewhere
         "EDGEGEN_AUTH_FAILURES_PER_MINUTE": "0"})
     server.wait_ready()
+    _loaded(server, _workers(server))  # /ready was 200 from one of them
     yield server, root, keys
     code, output = server.stop()
     assert code == 0 and "Traceback" not in output, output[-3000:]
@@ -65,6 +67,16 @@ def _workers(server) -> list[int]:
     return [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
 
 
+def _loaded(server, pids) -> None:
+    """Wait until each of these workers has loaded its models: until then it answers 503
+    "loading" (a worker answers from its start, edge_app/serve.py)."""
+    deadline = time.monotonic() + 60
+    while not all(re.search(rf"\[{pid}\] \[INFO\] loaded \d+ model\(s\) in ", server.output)
+                  for pid in pids):
+        assert time.monotonic() < deadline, server.output[-3000:]
+        server.wait_for("\0(collect what was printed so far)", 0.2)
+
+
 def test_a_rotated_key_is_revoked_in_every_worker(setup):
     server, _, keys = setup
     assert len(_workers(server)) == 2
@@ -89,7 +101,7 @@ def test_a_new_bundle_set_reaches_both_workers_and_survives_a_respawn(setup):
     while (victim in _workers(server) or len(_workers(server)) < 2) and \
             time.monotonic() < deadline:
         time.sleep(0.2)
-    # (a worker accepts connections only once its models are loaded)
+    _loaded(server, _workers(server))  # (the new one answers "loading" until then)
     assert _served(server) == {("tiny-dcgan", "tiny-gpt2")}  # not the configured set
     r = requests.post(server.base + "/v1/completions", headers=_as(NEW), timeout=30,
                       json={"model": "tiny-gpt2", "prompt": "The", "max_tokens": 4})
