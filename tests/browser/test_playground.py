@@ -1,7 +1,7 @@
 """The playground page in headless Chromium against the real server (text models, one with a
 chat template, and an image model, behind an API key): it lists the models, keeps a streamed
-conversation, streams a completion, and shows generated images; what it shows equals what the
-API returns for the same parameters, and the browser logs no error (a blocked external asset
+conversation, streams a completion, and shows generated images, each generation's timings side by
+side; what it shows equals what the API returns for the same parameters, and the browser logs no error (a blocked external asset
 or a script error would be one)."""
 
 from __future__ import annotations
@@ -87,6 +87,13 @@ def test_playground_streams_text_and_shows_images(browser, server):
     shown = [img.get_attribute("src").split(",", 1)[1] for img in images]
     assert shown == [d["b64_json"] for d in api["data"]]
     assert base64.b64decode(shown[0]).startswith(b"\x89PNG")
+
+    # Side by side: each generation is a row, newest first, with its model and figures.
+    rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in browser.find_elements(By.CSS_SELECTOR, "#history tbody tr")]
+    assert [r[:2] for r in rows] == [["tiny-dcgan", "images"], ["tiny-gpt2", "text"]], rows
+    assert rows[0][5] == "3" and 0 < int(rows[1][5]) <= 24 and float(rows[1][3]) > 0
+    assert float(rows[0][4]) > 0 and rows[0][2] == "–"  # images have no first token
 
     # The one expected error: the first model listing, sent before the key was typed (401).
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"
