@@ -8,7 +8,7 @@ ends its turn with its own token). Everything else is the completions route's: t
 limits, validation and rendering before admission, tokenizing inside it, the same metrics
 (endpoint="/v1/chat/completions") and timings (edge_app/completions.py `serve`).
 
-OpenAI fields, decided one by one (the README's API table says the same):
+OpenAI fields, decided one by one (docs/serving.md#chat says the same):
 - honoured: model, messages, max_completion_tokens (or the older max_tokens; absent: as many
   as max_tokens_per_request and the context leave), temperature, top_p, top_k (an extension,
   as llama.cpp has it), seed, stop, stream, stream_options.include_usage, user (ignored);
@@ -75,7 +75,7 @@ CHAT = Shape({
          "properties": {"type": {"const": "text"}}}, lambda v: v == {"type": "text"},
         "only {\"type\": \"text\"}: no JSON mode or schema-constrained output"),
     "store": only_value(False, "boolean", "nothing is stored on the device"),
-}, required=("messages",), unknown_hint=" (see the README's API table)")
+}, required=("messages",), unknown_hint=" (see docs/serving.md#chat)")
 
 CHAT_FORMAT = Format(
     "chatcmpl", "chat.completion", "chat.completion.chunk",
