@@ -20,6 +20,7 @@ $(VENV)/.extras-%: pyproject.toml constraints.txt
 	@touch $@ $(if $(filter $@,$(STAMP)),$(RUN_STAMP) $(OPS_STAMP))  # every extra: each role's too
 
 BUNDLES_DIR ?= bundles
+RUNS_DIR ?= runs
 HOST    ?= 127.0.0.1
 PORT    ?= 8080
 RESULTS ?= results
@@ -49,7 +50,8 @@ RUN_DIRS := $(foreach r,$(RUN_RECIPES),$(addprefix $(BUNDLES_DIR)/,$(RUN_$(r))))
 define run_recipe
 $(addsuffix /manifest.json,$(addprefix $(BUNDLES_DIR)/,$(RUN_$(1)))) &: recipes/$(1).yaml | $(RUN_STAMP)
 	$(BIN)/python -m optimizer run recipes/$(1).yaml $(if $(RUN_PROFILE),--profile $(RUN_PROFILE)) \
-	    --out $(BUNDLES_DIR)/$(firstword $(RUN_$(1))) $(addprefix --set ,$(MODEL_SET) $(RUN_SET))
+	    --out $(BUNDLES_DIR)/$(firstword $(RUN_$(1))) --runs-dir $(RUNS_DIR) \
+	    $(addprefix --set ,$(MODEL_SET) $(RUN_SET))
 endef
 $(foreach r,$(RUN_RECIPES),$(eval $(call run_recipe,$(r))))
 
@@ -69,7 +71,7 @@ run: bundles ## build the default models (once), measure them, serve them all on
 
 RECIPE ?= recipes/dcgan-digits-quick.yaml
 optimize: $(RUN_STAMP) ## run a recipe: make optimize RECIPE=recipes/....yaml [SET="train.epochs=1 ..."]
-	$(BIN)/python -m optimizer run $(RECIPE) $(addprefix --set ,$(SET))
+	$(BIN)/python -m optimizer run $(RECIPE) --runs-dir $(RUNS_DIR) $(addprefix --set ,$(SET))
 
 BUNDLES ?= $(RUN_DIRS)
 serve: $(RUN_STAMP) ## serve chosen bundles: make serve BUNDLES="bundles/a bundles/b"

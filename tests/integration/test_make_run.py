@@ -17,6 +17,7 @@ import time
 import pytest
 import requests
 
+from ..artifacts import seed_extractors
 from ..conftest import free_port
 from .serverproc import Proc
 
@@ -26,23 +27,31 @@ DEFAULT = ["dcgan-digits", "dcgan-digits-prune50", "dcgan-digits-int8", "beta-va
            "gpt2-pydoc", "gpt2-pydoc-int8", "llama-pydoc", "llama-pydoc-distilled-int4"]
 
 
+def _outside_the_checkout(tmp_path) -> tuple[list[str], dict]:
+    """make variables and environment that keep a run's files under `tmp_path`."""
+    return ([f"BUNDLES_DIR={tmp_path / 'bundles'}", f"RESULTS={tmp_path / 'results'}",
+             f"RUNS_DIR={tmp_path / 'runs'}"],
+            {"MAKEFLAGS": "", "MLFLOW_TRACKING_URI": (tmp_path / "mlruns").as_uri()})
+
+
 def _make_run(tmp_path, port, timeout) -> tuple[Proc, float]:
     """Start `make run` and read its output until the server has announced itself; the seconds
     that took."""
     t0 = time.monotonic()
-    proc = Proc(["make", "--no-print-directory", "run", f"BUNDLES_DIR={tmp_path / 'bundles'}",
-                 f"RESULTS={tmp_path / 'results'}", f"PORT={port}", "RUN_SET=train.epochs=1"],
-                env={"MAKEFLAGS": ""})
+    variables, env = _outside_the_checkout(tmp_path)
+    proc = Proc(["make", "--no-print-directory", "run", *variables, f"PORT={port}",
+                 "RUN_SET=train.epochs=1"], env=env)
     if not proc.wait_for("# writes out.png", timeout=timeout):
         pytest.fail(f"make run did not come up:\n{proc.stop()[1][-6000:]}")
     return proc, time.monotonic() - t0
 
 
-def test_make_run_builds_every_default_bundle_once_and_serves_them(tmp_path):
+def test_make_run_builds_every_default_bundle_once_and_serves_them(tmp_path, fid_extractors):
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     from openai import OpenAI
 
+    seed_extractors(tmp_path / "runs", fid_extractors)  # the session's, not trained again
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc, _ = _make_run(tmp_path, port, timeout=1500)
@@ -119,9 +128,9 @@ def test_make_run_model_builds_and_serves_that_checkpoint(tmp_path):
                          "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"}))
 
     port = free_port()
-    proc = Proc(["make", "--no-print-directory", "run", f"MODEL={checkpoint}",
-                 f"BUNDLES_DIR={tmp_path / 'bundles'}", f"RESULTS={tmp_path / 'results'}",
-                 f"PORT={port}"], env={"MAKEFLAGS": ""})
+    variables, env = _outside_the_checkout(tmp_path)
+    proc = Proc(["make", "--no-print-directory", "run", f"MODEL={checkpoint}", *variables,
+                 f"PORT={port}"], env=env)
     try:
         if not proc.wait_for("/v1/chat/completions", timeout=900):
             pytest.fail(f"make run MODEL=... did not come up:\n{proc.stop()[1][-6000:]}")
