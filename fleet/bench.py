@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import playbook
+from .errors import FleetError
 from .inventory import ANSIBLE_DIR, InventoryError, class_names, rollout_hosts
 from .playbook import Display, HostReport, reports
 
@@ -23,7 +24,7 @@ REPO = ANSIBLE_DIR.parent
 ARTIFACTS = REPO / "build" / "bench"
 
 
-class BenchError(Exception):
+class BenchError(FleetError):
     """The benchmark cannot start; the message says what to fix."""
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import images, playbook
+from .errors import FleetError
 from .inventory import ANSIBLE_DIR, rollout_hosts
 from .playbook import Display, HostReport, reports
 
@@ -19,7 +20,7 @@ REPO = ANSIBLE_DIR.parent
 ARTIFACTS = REPO / "build" / "deploy"
 
 
-class DeployError(Exception):
+class DeployError(FleetError):
     """The rollout cannot start; the message says what to fix."""
 
 

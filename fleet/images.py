@@ -26,6 +26,8 @@ from typing import Any
 
 from edge_app import __version__
 
+from .errors import FleetError
+
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"
 IMAGE_NAME = "edgegen-edge"
@@ -51,7 +53,7 @@ def serve_requirements(ort_package: str) -> list[str]:
             if n not in NODEPS_REQUIREMENTS]
 
 
-class ImageError(Exception):
+class ImageError(FleetError):
     """An image cannot be built or saved; the message says what to do."""
 
 

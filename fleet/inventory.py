@@ -8,10 +8,12 @@ from typing import Any
 
 import yaml
 
+from .errors import FleetError
+
 ANSIBLE_DIR = Path(__file__).resolve().parent.parent / "ansible"
 
 
-class InventoryError(Exception):
+class InventoryError(FleetError):
     """The inventory or a device class file cannot be used; the message says where."""
 
 
@@ -47,7 +49,8 @@ def device_class(name: str, ansible_dir: Path = ANSIBLE_DIR) -> dict[str, Any]:
     a group_vars file is unknown."""
     path = ansible_dir / "group_vars" / f"{name}.yml"
     if name == "all" or not path.is_file():
-        known = sorted(p.stem for p in (ansible_dir / "group_vars").glob("*.yml") if p.stem != "all")
+        known = sorted(p.stem for p in (ansible_dir / "group_vars").glob("*.yml")
+                       if p.stem != "all")
         raise InventoryError(f"unknown device class {name!r}: no {path}; known classes: {known}")
     merged: dict[str, Any] = {}
     for p in (ansible_dir / "group_vars" / "all.yml", path):

@@ -27,10 +27,11 @@ from pathlib import Path
 from edge_app.power import NO_SENSOR
 from edge_app.stats import paired_comparison, summarize
 
+from .errors import FleetError
 from .figures import figures
 
 
-class ReportError(Exception):
+class ReportError(FleetError):
     """The results store cannot be reported on; the message says what is missing."""
 
 
