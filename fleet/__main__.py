@@ -4,21 +4,131 @@
 `python -m fleet measured --results DIR --bundles DIR`: measured figures into bundle manifests.
 `python -m fleet images --device CLASS`: build and save the class's edge server image.
 `python -m fleet deploy --device CLASS --inventory FILE [--limit ...]`: roll it out (Ansible).
-`python -m fleet bench --device CLASS|all --inventory FILE [...]`: benchmark the devices."""
+`python -m fleet bench --device CLASS|all --inventory FILE [...]`: benchmark the devices.
+
+One table of commands (COMMANDS): each command's arguments are defined beside its handler.
+A handler returns the exit status, or raises a FleetError that main() prints as one line,
+`fleet: error: <message>`, with exit status 2. Handlers import what they need when they run:
+`fleet status` loads neither Ansible nor matplotlib."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-import yaml
-
-from .inventory import InventoryError, load_inventory
-from .status import probe_all, render_table
-from .targets import write_file_sd
+from .errors import FleetError
 
 DEFAULT_TARGETS = Path("monitoring/prometheus/targets/edge.json")
+INVENTORY_HELP = "the fleet's Ansible inventory (required; e.g. a copy of " \
+                 "ansible/inventory/example.yml with your devices)"
+# No default inventory: the example's hosts are placeholders, and probing them sent traffic to
+# whatever network the controller was on.
+NO_INVENTORY = ("pass --inventory FILE (make: INVENTORY=FILE); make one from "
+                "ansible/inventory/example.yml with your devices' addresses")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    needs_inventory: bool = False  # refused without --inventory, before anything is touched
+
+
+def _inventory(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--inventory", type=Path, help=INVENTORY_HELP)
+
+
+def _extra_vars_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("-e", "--extra-vars", action="append", metavar="KEY=VALUE", help=help)
+
+
+def _extra_vars(items: list[str] | None) -> dict:
+    """-e KEY=VALUE options, values parsed as YAML."""
+    import yaml
+
+    extra = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise FleetError(f"-e expects KEY=VALUE, got {item!r}")
+        extra[key] = yaml.safe_load(value) if value else ""
+    return extra
+
+
+def _devices(args) -> list:
+    """The served devices of the inventory, narrowed to --limit (host names or classes)."""
+    from .inventory import load_inventory
+
+    devices = load_inventory(args.inventory)
+    if args.limit:
+        wanted = set(args.limit.split(","))
+        devices = [d for d in devices if d.name in wanted or d.device_class in wanted]
+        if not devices:
+            raise FleetError(f"--limit {args.limit} matches no host or class")
+    return devices
+
+
+# -------------------------------------------------------------------------------------- status
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    _inventory(parser)
+    parser.add_argument("--limit", help="comma-separated host names or classes to probe")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
+
+
+def _status(args) -> int:
+    from .status import probe_all, render_table
+
+    statuses = probe_all(_devices(args), args.timeout)
+    print(render_table(statuses))
+    down = [s.device.name for s in statuses if not s.ok]
+    if down:
+        print(f"\n{len(down)} of {len(statuses)} device(s) not ready: {', '.join(down)}")
+        return 1
+    print(f"\nall {len(statuses)} device(s) ready")
+    return 0
+
+
+# ------------------------------------------------------------------------------------- targets
+def _targets_arguments(parser: argparse.ArgumentParser) -> None:
+    _inventory(parser)
+    parser.add_argument("--limit", help="comma-separated host names or classes to include")
+    parser.add_argument("--out", type=Path, default=DEFAULT_TARGETS,
+                        help=f"targets file (default {DEFAULT_TARGETS})")
+
+
+def _targets(args) -> int:
+    from .targets import write_file_sd
+
+    devices = _devices(args)
+    path = write_file_sd(devices, args.out)
+    print(f"wrote {len(devices)} target(s) to {path}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- report
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", type=Path, default=Path("results/bench"))
+    parser.add_argument("--out", type=Path, default=Path("results/report"))
+
+
+def _report(args) -> int:
+    from .report import build_report
+
+    summary = build_report(args.results, args.out)
+    print(f"report for {len(summary['devices'])} device(s), {len(summary['bundles'])} "
+          f"bundle(s): {args.out / 'report.md'}, {args.out / 'report.html'}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ measured
+def _measured_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", type=Path, default=Path("results/bench"))
+    parser.add_argument("--bundles", type=Path, default=Path("bundles"))
 
 
 def _measured(args) -> int:
@@ -32,13 +142,12 @@ def _measured(args) -> int:
     return 0
 
 
-def _report(args) -> int:
-    from .report import build_report
-
-    summary = build_report(args.results, args.out)
-    print(f"report for {len(summary['devices'])} device(s), {len(summary['bundles'])} "
-          f"bundle(s): {args.out / 'report.md'}, {args.out / 'report.html'}")
-    return 0
+# -------------------------------------------------------------------------------------- images
+def _images_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", required=True,
+                        help="device class (ansible/group_vars/<class>.yml)")
+    parser.add_argument("--inventory", type=Path,
+                        help="inventory whose group vars override the class (e.g. a base image)")
 
 
 def _images(args) -> int:
@@ -56,48 +165,89 @@ def _images(args) -> int:
     return 0
 
 
-def _extra_vars(items: list[str] | None) -> dict | None:
-    """-e KEY=VALUE options (values parsed as YAML); None after printing the error."""
-    extra = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"fleet: error: -e expects KEY=VALUE, got {item!r}", file=sys.stderr)
-            return None
-        extra[key] = yaml.safe_load(value) if value else ""
-    return extra
+# -------------------------------------------------------------------------------------- deploy
+def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", required=True, help="device class = inventory group")
+    _inventory(parser)
+    parser.add_argument("--limit", help="comma-separated hosts of the class")
+    parser.add_argument("--check", action="store_true",
+                        help="dry run: report what would change")
+    parser.add_argument("--image",
+                        help="deploy this local image instead of building the class's")
+    parser.add_argument("--archive", type=Path,
+                        help="deploy a saved image archive (build/images/*.tar.gz with its "
+                             ".json); needs no Docker engine here")
+    parser.add_argument("--bundles", type=Path, default=Path("bundles"),
+                        help="directory holding the bundles (default bundles/)")
+    _extra_vars_option(parser, "Ansible extra variable (repeatable)")
+    parser.add_argument("--vault-password-file", help="for an API key kept in Ansible Vault")
 
 
-def _deploy(args) -> int:
+def _deploy_container(args) -> int:
+    """The class's edge server image and bundles, rolled out by deploy.yml."""
     from .deploy import deploy
 
-    if args.device == "pixel":  # phones run the companion APK, not a container
-        from .pixel import deploy_pixel
-
-        return deploy_pixel(args.inventory, limit=args.limit or "", bundles_dir=args.bundles)
-    extra = _extra_vars(args.extra_vars)
-    if extra is None:
-        return 2
     return deploy(args.device, args.inventory, limit=args.limit or "", check=args.check,
                   image=args.image or "", archive_path=args.archive, bundles_dir=args.bundles,
-                  extra_vars=extra,
+                  extra_vars=_extra_vars(args.extra_vars),
                   vault_password_file=args.vault_password_file or "")
 
 
+def _deploy_companion(args) -> int:
+    """Phones: the companion APK with the class's bundles, installed over adb."""
+    from .companion import deploy_companion
+
+    return deploy_companion(args.device, args.inventory, limit=args.limit or "",
+                            bundles_dir=args.bundles)
+
+
+# How a class is deployed is its group vars' `edgegen_deploy` (group_vars/all.yml: container).
+DEPLOY_METHODS = {"container": _deploy_container, "companion-apk": _deploy_companion}
+
+
+def _deploy(args) -> int:
+    from .inventory import device_class
+
+    method = device_class(args.device).get("edgegen_deploy", "container")
+    if method not in DEPLOY_METHODS:
+        raise FleetError(f"class {args.device!r}: edgegen_deploy must be one of "
+                         f"{sorted(DEPLOY_METHODS)}, got {method!r}")
+    return DEPLOY_METHODS[method](args)
+
+
+# --------------------------------------------------------------------------------------- bench
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    from edge_app.workload import add_workload_args
+
+    parser.add_argument("--device", required=True, help="device class = inventory group, or all")
+    _inventory(parser)
+    parser.add_argument("--limit", help="comma-separated hosts")
+    parser.add_argument("--results", type=Path, default=Path("results/bench"),
+                        help="where the result files go (default results/bench)")
+    parser.add_argument("--bundles", type=Path, default=Path("bundles"),
+                        help="the bundles deployed, whose manifests get the measured figures")
+    parser.add_argument("--bundle", action="append", metavar="NAME",
+                        help="measure only these of the bundles each device serves")
+    parser.add_argument("--sensor", help="power sensor (default: the class's "
+                                         "edgegen_power_sensor)")
+    parser.add_argument("--serial", help="devices measured at a time (default: all; 1 for "
+                                         "devices that share hardware)")
+    _extra_vars_option(parser, "Ansible extra variable (repeatable), e.g. "
+                               "edgegen_bench_poll_delay=30")
+    add_workload_args(parser)
+
+
 def _bench(args) -> int:
-    from edge_app.workload import workload_argv, workload_from_args
     from edge_app.config import ConfigError
+    from edge_app.workload import workload_argv, workload_from_args
 
     from .bench import bench
 
     try:
         workload_from_args(args)  # refused here, before any device is touched
     except ConfigError as exc:
-        print(f"fleet: error: {exc}", file=sys.stderr)
-        return 2
+        raise FleetError(str(exc)) from None
     extra = _extra_vars(args.extra_vars)
-    if extra is None:
-        return 2
     names = [Path(b).name for b in args.bundle or []]
     return bench(args.device, args.inventory, results=args.results,
                  workload_args=workload_argv(args), limit=args.limit or "", bundles=names,
@@ -105,119 +255,44 @@ def _bench(args) -> int:
                  bundles_dir=args.bundles)
 
 
-INVENTORY_HELP = "the fleet's Ansible inventory (required; e.g. a copy of " \
-                 "ansible/inventory/example.yml with your devices)"
-# No default inventory: the example's hosts are placeholders, and probing them sent traffic to
-# whatever network the controller was on.
-NO_INVENTORY = ("pass --inventory FILE (make: INVENTORY=FILE); make one from "
-                "ansible/inventory/example.yml with your devices' addresses")
+COMMANDS = (
+    Command("status", "probe /health, /ready and /v1/models on every device",
+            _status_arguments, _status, needs_inventory=True),
+    Command("targets", "write Prometheus file_sd targets for the fleet",
+            _targets_arguments, _targets, needs_inventory=True),
+    Command("report", "tables, figures and HTML from bench results",
+            _report_arguments, _report),
+    Command("measured", "write measured figures into bundle manifests",
+            _measured_arguments, _measured),
+    Command("images", "build and save the edge server image of a class",
+            _images_arguments, _images),
+    Command("deploy", "roll the class's image and bundles out with Ansible",
+            _deploy_arguments, _deploy, needs_inventory=True),
+    Command("bench", "run the benchmark in the server container of every device (Ansible)",
+            _bench_arguments, _bench, needs_inventory=True),
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m fleet")
+    sub = top.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        each = sub.add_parser(command.name, help=command.help)
+        command.arguments(each)
+        each.set_defaults(command_entry=command)
+    return top
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fleet")
-    sub = parser.add_subparsers(dest="command", required=True)
-    status = sub.add_parser("status", help="probe /health, /ready and /v1/models on every device")
-    status.add_argument("--inventory", type=Path, help=INVENTORY_HELP)
-    status.add_argument("--limit", help="comma-separated host names or classes to probe")
-    status.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
-    targets = sub.add_parser("targets", help="write Prometheus file_sd targets for the fleet")
-    targets.add_argument("--inventory", type=Path, help=INVENTORY_HELP)
-    targets.add_argument("--limit", help="comma-separated host names or classes to include")
-    targets.add_argument("--out", type=Path, default=DEFAULT_TARGETS,
-                         help=f"targets file (default {DEFAULT_TARGETS})")
-    report = sub.add_parser("report", help="tables, figures and HTML from bench results")
-    report.add_argument("--results", type=Path, default=Path("results/bench"))
-    report.add_argument("--out", type=Path, default=Path("results/report"))
-    measured = sub.add_parser("measured", help="write measured figures into bundle manifests")
-    measured.add_argument("--results", type=Path, default=Path("results/bench"))
-    measured.add_argument("--bundles", type=Path, default=Path("bundles"))
-    images = sub.add_parser("images", help="build and save the edge server image of a class")
-    images.add_argument("--device", required=True,
-                        help="device class (ansible/group_vars/<class>.yml)")
-    images.add_argument("--inventory", type=Path,
-                        help="inventory whose group vars override the class (e.g. a base image)")
-    deploy = sub.add_parser("deploy", help="roll the class's image and bundles out with Ansible")
-    deploy.add_argument("--device", required=True, help="device class = inventory group")
-    deploy.add_argument("--inventory", type=Path, help=INVENTORY_HELP)
-    deploy.add_argument("--limit", help="comma-separated hosts of the class")
-    deploy.add_argument("--check", action="store_true", help="dry run: report what would change")
-    deploy.add_argument("--image", help="deploy this local image instead of building the class's")
-    deploy.add_argument("--archive", type=Path,
-                        help="deploy a saved image archive (build/images/*.tar.gz with its .json); "
-                             "needs no Docker engine here")
-    deploy.add_argument("--bundles", type=Path, default=Path("bundles"),
-                        help="directory holding the bundles (default bundles/)")
-    deploy.add_argument("-e", "--extra-vars", action="append", metavar="KEY=VALUE",
-                        help="Ansible extra variable (repeatable)")
-    deploy.add_argument("--vault-password-file", help="for an API key kept in Ansible Vault")
-    fleet_bench = sub.add_parser(
-        "bench", help="run the benchmark in the server container of every device (Ansible)")
-    fleet_bench.add_argument("--device", required=True,
-                             help="device class = inventory group, or all")
-    fleet_bench.add_argument("--inventory", type=Path, help=INVENTORY_HELP)
-    fleet_bench.add_argument("--limit", help="comma-separated hosts")
-    fleet_bench.add_argument("--results", type=Path, default=Path("results/bench"),
-                             help="where the result files go (default results/bench)")
-    fleet_bench.add_argument("--bundles", type=Path, default=Path("bundles"),
-                             help="the bundles deployed, whose manifests get the measured figures")
-    fleet_bench.add_argument("--bundle", action="append", metavar="NAME",
-                             help="measure only these of the bundles each device serves")
-    fleet_bench.add_argument("--sensor", help="power sensor (default: the class's "
-                                              "edgegen_power_sensor)")
-    fleet_bench.add_argument("--serial", help="devices measured at a time (default: all; 1 for "
-                                              "devices that share hardware)")
-    fleet_bench.add_argument("-e", "--extra-vars", action="append", metavar="KEY=VALUE",
-                             help="Ansible extra variable (repeatable), e.g. "
-                                  "edgegen_bench_poll_delay=30")
-    from edge_app.workload import add_workload_args
-
-    add_workload_args(fleet_bench)
-    args = parser.parse_args(argv)
-    if args.command in ("status", "targets", "deploy", "bench") and args.inventory is None:
-        print(f"fleet: error: {args.command} needs an inventory: {NO_INVENTORY}", file=sys.stderr)
-        return 2
-    if args.command in ("images", "deploy", "bench"):
-        from .bench import BenchError
-        from .deploy import DeployError
-        from .images import ImageError
-
-        run = {"images": _images, "deploy": _deploy, "bench": _bench}[args.command]
-        try:
-            return run(args)
-        except (BenchError, DeployError, ImageError, InventoryError) as exc:
-            print(f"fleet: error: {exc}", file=sys.stderr)
-            return 2
-    if args.command in ("measured", "report"):
-        from .report import ReportError
-
-        try:
-            return (_measured if args.command == "measured" else _report)(args)
-        except ReportError as exc:
-            print(f"fleet: error: {exc}", file=sys.stderr)
-            return 2
+    args = parser().parse_args(argv)
+    command: Command = args.command_entry
     try:
-        devices = load_inventory(args.inventory)
-    except InventoryError as exc:
+        if command.needs_inventory and args.inventory is None:
+            raise FleetError(f"{command.name} needs an inventory: {NO_INVENTORY}")
+        return command.run(args)
+    except FleetError as exc:
         print(f"fleet: error: {exc}", file=sys.stderr)
         return 2
-    if args.limit:
-        wanted = set(args.limit.split(","))
-        devices = [d for d in devices if d.name in wanted or d.device_class in wanted]
-        if not devices:
-            print(f"fleet: error: --limit {args.limit} matches no host or class", file=sys.stderr)
-            return 2
-    if args.command == "targets":
-        path = write_file_sd(devices, args.out)
-        print(f"wrote {len(devices)} target(s) to {path}")
-        return 0
-    statuses = probe_all(devices, args.timeout)
-    print(render_table(statuses))
-    down = [s.device.name for s in statuses if not s.ok]
-    if down:
-        print(f"\n{len(down)} of {len(statuses)} device(s) not ready: {', '.join(down)}")
-        return 1
-    print(f"\nall {len(statuses)} device(s) ready")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""`make deploy DEVICE=pixel`: phones run the bundles in the companion APK (android/), not in a
-container. For each phone of the inventory's `pixel` group, android/deploy.sh builds the APK
+"""`make deploy DEVICE=<class>` for a class whose group vars say `edgegen_deploy: companion-apk`
+(the `pixel` class): phones run the bundles in the companion APK (android/), not in a
+container. For each phone of the class's inventory group, android/deploy.sh builds the APK
 with the class's bundles and installs it with `adb install -r` when that phone is attached
 (`edgegen_phone_serial` = its adb serial), else prints the APK's path and the exact commands.
 `edgegen_pushgateway_url` (class or host var) makes the app push its figures, as `device`
@@ -17,9 +18,9 @@ from .deploy import REPO, _check_bundles
 from .inventory import rollout_hosts
 
 
-def deploy_pixel(inventory: Path, *, limit: str = "", bundles_dir: Path = REPO / "bundles",
-                 out: TextIO = sys.stdout) -> int:
-    hosts = rollout_hosts(inventory, "pixel", limit)
+def deploy_companion(device_class: str, inventory: Path, *, limit: str = "",
+                     bundles_dir: Path = REPO / "bundles", out: TextIO = sys.stdout) -> int:
+    hosts = rollout_hosts(inventory, device_class, limit)
     failed = []
     for host, settings in hosts.items():
         names = list(settings.get("edgegen_bundles") or [])
