@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 
 def figures(tables: dict[str, Table], out: Path) -> dict[str, Path]:
+    """Draw every figure of FIGURES into `out`: {name: PNG path}, in the report's order."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,10 +22,41 @@ def figures(tables: dict[str, Table], out: Path) -> dict[str, Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     made = {}
-    lat = [r for r in tables["latency"].rows if r["mean"] is not None]
+    for name, filename, draw in FIGURES:
+        fig = draw(plt, tables)
+        fig.tight_layout()
+        made[name] = out / filename
+        fig.savefig(made[name], dpi=120)
+        plt.close(fig)
+    return made
+
+
+def _latency_rows(tables: dict[str, Table]) -> list[dict]:
+    return [r for r in tables["latency"].rows if r["mean"] is not None]
+
+
+def _quality(tables: dict[str, Table]) -> tuple[dict, dict, list[str]]:
+    """(size rows by bundle, {bundle: (metric, value)} for FID and perplexity, the families
+    that have a quality figure)."""
+    size = {r["bundle"]: r for r in tables["size"].rows}
+    quality = {}
+    for r in tables["quality"].rows:
+        if r["metric"] in ("fid", "perplexity"):
+            quality[r["bundle"]] = (r["metric"], r["value"])
+    return size, quality, sorted({size[b]["family"] for b in quality})
+
+
+def _per_family(plt, families: list[str]):
+    """One panel per model family, side by side."""
+    return plt.subplots(1, max(1, len(families)), figsize=(8 * max(1, len(families)), 4.4),
+                        squeeze=False)
+
+
+def latency(plt, tables: dict[str, Table]):
+    """p50 latency of every bundle and workload, one bar per device (log scale)."""
+    lat = _latency_rows(tables)
     devices = sorted({r["device"] for r in lat})
     keys = sorted({(r["bundle"], r["workload"]) for r in lat})
-
     fig, ax = plt.subplots(figsize=(min(22, max(6, 0.45 * len(keys) * len(devices) + 2)), 4.8))
     width = 0.8 / max(1, len(devices))
     for i, dev in enumerate(devices):
@@ -40,11 +72,12 @@ def figures(tables: dict[str, Table], out: Path) -> dict[str, Path]:
     ax.set_yscale("log")
     ax.set_title("Latency across devices (mean ± std over repeats)")
     ax.legend(title="device")
-    fig.tight_layout()
-    made["latency"] = out / "latency.png"
-    fig.savefig(made["latency"], dpi=120)
-    plt.close(fig)
+    return fig
 
+
+def power(plt, tables: dict[str, Table]):
+    """Mean power above idle per device, bundle and workload; a note where no device had a
+    sensor."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     pw = [r for r in tables["power"].rows if r.get("mean") is not None]
     if pw:
@@ -58,19 +91,13 @@ def figures(tables: dict[str, Table], out: Path) -> dict[str, Path]:
         ax.axis("off")
         ax.text(0.5, 0.5, f"Power: {NO_SENSOR}\n(no device in these results has one)",
                 ha="center", va="center", fontsize=12)
-    fig.tight_layout()
-    made["power"] = out / "power.png"
-    fig.savefig(made["power"], dpi=120)
-    plt.close(fig)
+    return fig
 
-    size = {r["bundle"]: r for r in tables["size"].rows}
-    quality = {}
-    for r in tables["quality"].rows:
-        if r["metric"] in ("fid", "perplexity"):
-            quality[r["bundle"]] = (r["metric"], r["value"])
-    fams = sorted({size[b]["family"] for b in quality})
-    fig, axes = plt.subplots(1, max(1, len(fams)), figsize=(8 * max(1, len(fams)), 4.4),
-                             squeeze=False)
+
+def quality_vs_size(plt, tables: dict[str, Table]):
+    """Quality (FID, perplexity) against model file size, one panel per family."""
+    size, quality, fams = _quality(tables)
+    fig, axes = _per_family(plt, fams)
     for ax, fam in zip(axes[0], fams):
         pts = [(size[b]["file_size_mb"], quality[b][1], b) for b in quality
                if size[b]["family"] == fam and size[b]["file_size_mb"]]
@@ -81,42 +108,54 @@ def figures(tables: dict[str, Table], out: Path) -> dict[str, Path]:
         ax.set_xlabel("model file size (MB)")
         ax.set_ylabel(f"{metric} (lower is better)")
         ax.set_title(f"{fam}: quality vs compression")
-    fig.tight_layout()
-    made["quality"] = out / "quality_vs_compression.png"
-    fig.savefig(made["quality"], dpi=120)
-    plt.close(fig)
+    return fig
 
-    fig, axes = plt.subplots(1, max(1, len(fams)), figsize=(8 * max(1, len(fams)), 4.4),
-                             squeeze=False)
+
+def pareto(plt, tables: dict[str, Table]):
+    """Quality against batch-1 (or one generation's) latency per device, with each device's
+    Pareto front, one panel per family."""
+    lat = _latency_rows(tables)
+    devices = sorted({r["device"] for r in lat})
+    size, quality, fams = _quality(tables)
+    fig, axes = _per_family(plt, fams)
     for ax, fam in zip(axes[0], fams):
         numbers = _numbering(b for b in quality if size[b]["family"] == fam)
         for dev in devices:
-            pts = []
-            for r in lat:
-                if r["device"] == dev and r["bundle"] in quality and \
-                        size[r["bundle"]]["family"] == fam and \
-                        r["workload"] in ("batch_1", "generate"):
-                    pts.append((r["mean"], quality[r["bundle"]][1], r["bundle"]))
+            pts = [(r["mean"], quality[r["bundle"]][1], r["bundle"]) for r in lat
+                   if r["device"] == dev and r["bundle"] in quality
+                   and size[r["bundle"]]["family"] == fam
+                   and r["workload"] in ("batch_1", "generate")]
             if not pts:
                 continue
-            xs, ys, names = zip(*pts)
-            ax.scatter(xs, ys, label=dev)
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=dev)
             _label(ax, pts, numbers)
-            front, best = [], math.inf
-            for x, y, _ in sorted(pts):
-                if y < best:
-                    front.append((x, y))
-                    best = y
+            front = _front(pts)
             ax.step([p[0] for p in front], [p[1] for p in front], where="post", alpha=0.6)
         ax.set_xlabel("p50 latency (ms, batch 1 / one generation)")
         ax.set_ylabel("quality metric (lower is better)")
         ax.set_title(f"{fam}: Pareto front of quality vs latency")
         ax.legend(title="device", fontsize=7, loc="upper right")
-    fig.tight_layout()
-    made["pareto"] = out / "pareto.png"
-    fig.savefig(made["pareto"], dpi=120)
-    plt.close(fig)
-    return made
+    return fig
+
+
+def _front(pts: list[tuple[float, float, str]]) -> list[tuple[float, float]]:
+    """The points no faster point beats on quality (lower is better), by latency."""
+    front, best = [], math.inf
+    for x, y, _ in sorted(pts):
+        if y < best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+# (name, file under figures/, function drawing it), in the report's order: the names are the
+# report's alt texts and captions, the files what report.md links.
+FIGURES = (
+    ("latency", "latency.png", latency),
+    ("power", "power.png", power),
+    ("quality", "quality_vs_compression.png", quality_vs_size),
+    ("pareto", "pareto.png", pareto),
+)
 
 
 def _numbering(names) -> dict[str, int]:
