@@ -17,10 +17,10 @@ from typing import Any, TextIO
 
 from . import playbook
 from .errors import FleetError
-from .inventory import ANSIBLE_DIR, InventoryError, class_names, rollout_hosts
+from .inventory import InventoryError, class_names, rollout_hosts
+from .paths import REPO
 from .playbook import Display, HostReport, reports
 
-REPO = ANSIBLE_DIR.parent
 ARTIFACTS = REPO / "build" / "bench"
 
 

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from .deploy import REPO, _check_bundles
+from .deploy import _check_bundles
 from .inventory import rollout_hosts
+from .paths import REPO
 
 
 def deploy_companion(device_class: str, inventory: Path, *, limit: str = "",

@@ -13,10 +13,10 @@ from typing import Any, TextIO
 
 from . import images, playbook
 from .errors import FleetError
-from .inventory import ANSIBLE_DIR, rollout_hosts
+from .inventory import rollout_hosts
+from .paths import REPO
 from .playbook import Display, HostReport, reports
 
-REPO = ANSIBLE_DIR.parent
 ARTIFACTS = REPO / "build" / "deploy"
 
 

@@ -27,8 +27,8 @@ from typing import Any
 from edge_app import __version__
 
 from .errors import FleetError
+from .paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"
 IMAGE_NAME = "edgegen-edge"
 

@@ -9,8 +9,7 @@ from typing import Any
 import yaml
 
 from .errors import FleetError
-
-ANSIBLE_DIR = Path(__file__).resolve().parent.parent / "ansible"
+from .paths import ANSIBLE_DIR
 
 
 class InventoryError(FleetError):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .inventory import ANSIBLE_DIR
+from .paths import ANSIBLE_DIR
 
 KEEP_RUNS = 10  # ansible-runner artifact directories kept per class
 # Facts a role sets to report its outcome per host (the summary tables read them).

@@ -1,7 +1,9 @@
 """Each role installs its own extras, no more (issue 21): a server from `pip install -e .[serve]`
 carries no torch, Ansible or test tools and still serves; the operator's `make status` and
-`make targets` on a clean checkout create a venv with Ansible and no torch. Real installs into
-fresh venvs (pip takes the pinned versions from constraints.txt; its cache makes a rerun quick).
+`make targets` on a clean checkout create a venv with Ansible and no torch; a wheel of the
+project carries the Ansible project inside fleet, so the operator's commands find it outside a
+checkout. Real installs into fresh venvs (pip takes the pinned versions from constraints.txt;
+its cache makes a rerun quick).
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ def _distributions(python: Path) -> set[str]:
 
 def _checkout(dest: Path) -> Path:
     """The tracked files of this working tree (a clean checkout of what is being tested, edits
-    included): no .venv, bundles or build outputs."""
+    included): no .venv, bundles or build outputs. Symlinks stay symlinks (fleet/_ansible)."""
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
                            check=True).stdout.decode().split("\0")
     for name in filter(None, files):
         src = REPO / name
-        if src.is_file():
+        if src.is_symlink():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(os.readlink(src), dest / name)
+        elif src.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
     return dest
@@ -93,3 +98,71 @@ def test_operator_commands_on_a_clean_checkout_install_no_torch(tmp_path):
     assert {"ansible-core", "ansible-runner", "scipy"} <= installed
     assert not installed & {"torch", "transformers", "selenium", "schemathesis", "onnx"}, \
         sorted(installed & {"torch", "transformers", "selenium", "schemathesis", "onnx"})
+
+
+# What the operator's commands read from the Ansible project: playbooks, roles, class settings,
+# the example inventory.
+SHIPPED = ("ansible.cfg", "deploy.yml", "bench.yml", "group_vars/all.yml", "group_vars/pi.yml",
+           "group_vars/pixel.yml", "inventory/example.yml", "roles/edge_node/tasks/main.yml")
+OUTSIDE = """
+import json, sys
+from pathlib import Path
+import fleet
+from fleet.inventory import ANSIBLE_DIR, device_class, load_inventory
+from fleet.paths import REPO
+example = ANSIBLE_DIR / "inventory" / "example.yml"
+print(json.dumps({
+    "fleet": fleet.__file__, "ansible_dir": str(ANSIBLE_DIR), "repo": str(REPO),
+    "files": sorted(str(p.relative_to(ANSIBLE_DIR)) for p in ANSIBLE_DIR.rglob("*")
+                    if p.is_file()),
+    "devices": sorted(d.name for d in load_inventory(example)),
+    "pixel": device_class("pixel")["edgegen_deploy"]}))
+"""
+
+
+def test_a_wheel_carries_the_ansible_project_for_use_outside_a_checkout(tmp_path):
+    """`pip install edgegen[deploy]` from a wheel: fleet finds the playbooks, roles, group_vars
+    and example inventory inside the package, run from a directory that is no checkout."""
+    repo = _checkout(tmp_path / "edgegen")
+    wheels = tmp_path / "wheels"
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                            "--no-build-isolation", "--disable-pip-version-check",
+                            "--wheel-dir", str(wheels), str(repo)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = wheels.glob("edgegen-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    # fleet's own imports (pyyaml, numpy through edge_app); Ansible is not needed to find files.
+    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet",
+                              "--disable-pip-version-check", "-c", str(REPO / "constraints.txt"),
+                              "pyyaml", "numpy", "--no-deps", str(wheel)],
+                             capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-3000:]
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    probe = subprocess.run([str(python), "-c", OUTSIDE], cwd=elsewhere, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    found = json.loads(probe.stdout)
+    site = venv / "lib"
+    assert Path(found["fleet"]).is_relative_to(site), found["fleet"]
+    assert Path(found["ansible_dir"]).is_relative_to(site), found["ansible_dir"]
+    assert found["repo"] == str(elsewhere)  # build outputs go under the working directory
+    # Every tracked file of ansible/ (its lint configs aside), and nothing else.
+    tracked = [p.relative_to(repo / "ansible") for p in (repo / "ansible").rglob("*")
+               if p.is_file()]
+    assert found["files"] == sorted(str(p) for p in tracked if not p.name.startswith("."))
+    assert set(SHIPPED) <= set(found["files"])
+    assert found["devices"] == ["orin-nano-01", "pi-lab-01", "pi-lab-02", "workstation"]
+    assert found["pixel"] == "companion-apk"
+
+    helped = subprocess.run([str(python), "-m", "fleet", "status", "--help"], cwd=elsewhere,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and "--inventory" in helped.stdout, helped.stderr[-3000:]
+    refused = subprocess.run([str(python), "-m", "fleet", "status"], cwd=elsewhere, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "status needs an inventory" in refused.stderr
