@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 
-from .errors import InvalidRequest, Loading, ModelNotFound
+from .errors import InvalidRequest, ModelNotFound
 from .latent import MAX_SEED
 from .limits import json_body
 from .png import encode_png, to_uint8
@@ -23,13 +23,6 @@ bp = Blueprint("api", __name__, url_prefix="/v1")
 
 MAX_IMAGE_PROMPT_CHARS = 4000
 MAX_BATCH_VALUES = 1 << 26  # floats one request may make a generator output (256 MB)
-
-
-def models() -> ModelRegistry:
-    registry: ModelRegistry = current().models
-    if not registry.ready:
-        raise Loading(*registry.progress)  # (edge_app/health.py answers first, in a server)
-    return registry
 
 
 def json_object() -> dict[str, Any]:
@@ -155,8 +148,8 @@ def _describe(model) -> dict[str, Any]:
 @bp.post("/images/generations")
 def generate_images():
     """Generate `n` PNG images from seeded latents (OpenAI images API, b64_json only)."""
-    registry = models()
-    state = current()
+    state = current()  # models loaded: edge_app/health.py answers 503 "loading" until then
+    registry = state.models
     req = ImageRequest.parse(json_object(), registry, Limits.of(state.config, registry))
     with state.admission.slot() as waited:
         started = time.monotonic()  # the power sampler's clock

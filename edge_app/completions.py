@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 
 from flask import Response, jsonify, request, stream_with_context
 
-from .api import bp, json_object, model_field, models, pick_model
+from .api import bp, json_object, model_field, pick_model
 from .errors import InvalidRequest
 from .shapes import (Array, Bool, Either, Int, Limits, Num, Shape, Stop, Str, never,
                      only_value)
@@ -254,8 +254,8 @@ def serve(parse: Callable[[dict, Any, Limits], TextRequest], fmt: Format):
     the whole answer as JSON, or server-sent events (with `stream_options.include_usage`, one
     more event before [DONE] with the usage and no choices, as OpenAI sends it)."""
     arrived = time.monotonic()
-    registry = models()
-    state = current()
+    state = current()  # models loaded: edge_app/health.py answers 503 "loading" until then
+    registry = state.models
     req = parse(json_object(), registry, Limits.of(state.config, registry))
     cfg, stats, power, admission = state.config, state.metrics, state.power, state.admission
     endpoint = request.url_rule.rule
