@@ -63,21 +63,19 @@ def _baselines(bundles: list) -> dict[str, str]:
 def table(bundles: list, results: dict[str, dict]) -> str:
     """The summary table of loaded `bundles` and their bench `results` by bundle name."""
     baselines = _baselines(bundles)
+    sizes = {b.manifest.name: b.manifest.metrics.get("file_size_bytes")
+             or sum(f.size for f in b.manifest.files.values()) for b in bundles}
+    speeds = {name: _speed(result) for name, result in results.items()}  # (text, figure)
     rows = [("bundle", "precision", "size", "quality", "speed on this machine", "vs baseline")]
-    figures = {}
     for b in bundles:
-        m = b.manifest
-        speed, figures[m.name] = _speed(results[m.name])
-        size = m.metrics.get("file_size_bytes") or sum(f.size for f in m.files.values())
-        versus = ""
-        base = baselines[m.name]
+        m, base = b.manifest, baselines[b.manifest.name]
+        (speed, figure), versus = speeds[m.name], ""
         if base != m.name:
-            b0 = next(o for o in bundles if o.manifest.name == base).manifest
-            size0 = b0.metrics.get("file_size_bytes") or sum(f.size for f in b0.files.values())
-            versus = f"{size / size0:.2f}x size"
-            if figures[m.name] and figures.get(base):
-                versus += f", {figures[m.name] / figures[base]:.2f}x speed"
-        rows.append((m.name, m.precision, f"{size / 1e6:.2f} MB", _quality(m), speed, versus))
+            versus = f"{sizes[m.name] / sizes[base]:.2f}x size"
+            if figure and speeds[base][1]:
+                versus += f", {figure / speeds[base][1]:.2f}x speed"
+        rows.append((m.name, m.precision, f"{sizes[m.name] / 1e6:.2f} MB", _quality(m), speed,
+                     versus))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     return "\n".join(lines[:1] + ["  ".join("-" * w for w in widths)] + lines[1:])
