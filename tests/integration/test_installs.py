@@ -34,6 +34,18 @@ def _distributions(python: Path) -> set[str]:
     return {d["name"].lower().replace("_", "-") for d in json.loads(listed)}
 
 
+def _venv(path: Path, *install: str, timeout: float = 900) -> Path:
+    """A fresh venv at `path` with `install` (pip arguments) installed at the pinned versions;
+    its python."""
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=120)
+    python = path / "bin" / "python"
+    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet",
+                           "--disable-pip-version-check", "-c", str(REPO / "constraints.txt"),
+                           *install], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return python
+
+
 def _checkout(dest: Path) -> Path:
     """The tracked files of this working tree (a clean checkout of what is being tested, edits
     included): no .venv, bundles or build outputs. Symlinks stay symlinks (fleet/_ansible)."""
@@ -51,14 +63,7 @@ def _checkout(dest: Path) -> Path:
 
 
 def test_the_serve_extra_is_a_torch_free_server_that_serves(tmp_path, dcgan_bundle):
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet",
-                              "--disable-pip-version-check", "-c", str(REPO / "constraints.txt"),
-                              "-e", f"{REPO}[serve]"], capture_output=True, text=True,
-                             timeout=900)
-    assert install.returncode == 0, install.stderr[-3000:]
+    python = _venv(tmp_path / "venv", "-e", f"{REPO}[serve]")
     installed = _distributions(python)
     assert {"onnxruntime", "flask", "gunicorn", "edgegen"} <= installed
     assert not installed & NEVER_ON_A_SERVER, sorted(installed & NEVER_ON_A_SERVER)
@@ -132,14 +137,8 @@ def test_a_wheel_carries_the_ansible_project_for_use_outside_a_checkout(tmp_path
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = wheels.glob("edgegen-*.whl")
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    python = venv / "bin" / "python"
     # fleet's own imports (pyyaml, numpy through edge_app); Ansible is not needed to find files.
-    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet",
-                              "--disable-pip-version-check", "-c", str(REPO / "constraints.txt"),
-                              "pyyaml", "numpy", "--no-deps", str(wheel)],
-                             capture_output=True, text=True, timeout=600)
-    assert install.returncode == 0, install.stderr[-3000:]
+    python = _venv(venv, "pyyaml", "numpy", "--no-deps", str(wheel), timeout=600)
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

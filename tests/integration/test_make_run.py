@@ -27,21 +27,16 @@ DEFAULT = ["dcgan-digits", "dcgan-digits-prune50", "dcgan-digits-int8", "beta-va
            "gpt2-pydoc", "gpt2-pydoc-int8", "llama-pydoc", "llama-pydoc-distilled-int4"]
 
 
-def _outside_the_checkout(tmp_path) -> tuple[list[str], dict]:
-    """make variables and environment that keep a run's files under `tmp_path`."""
-    return ([f"BUNDLES_DIR={tmp_path / 'bundles'}", f"RESULTS={tmp_path / 'results'}",
-             f"RUNS_DIR={tmp_path / 'runs'}"],
-            {"MAKEFLAGS": "", "MLFLOW_TRACKING_URI": (tmp_path / "mlruns").as_uri()})
-
-
-def _make_run(tmp_path, port, timeout) -> tuple[Proc, float]:
-    """Start `make run` and read its output until the server has announced itself; the seconds
-    that took."""
+def _make_run(tmp_path, port, timeout, *variables: str,
+              until: str = "# writes out.png") -> tuple[Proc, float]:
+    """Start `make run VARIABLES...` with its files under `tmp_path` and read its output until
+    the server has announced itself (the hint's line `until`); the seconds that took."""
     t0 = time.monotonic()
-    variables, env = _outside_the_checkout(tmp_path)
-    proc = Proc(["make", "--no-print-directory", "run", *variables, f"PORT={port}",
-                 "RUN_SET=train.epochs=1"], env=env)
-    if not proc.wait_for("# writes out.png", timeout=timeout):
+    proc = Proc(["make", "--no-print-directory", "run", f"BUNDLES_DIR={tmp_path / 'bundles'}",
+                 f"RESULTS={tmp_path / 'results'}", f"RUNS_DIR={tmp_path / 'runs'}",
+                 f"PORT={port}", *variables],
+                env={"MAKEFLAGS": "", "MLFLOW_TRACKING_URI": (tmp_path / "mlruns").as_uri()})
+    if not proc.wait_for(until, timeout=timeout):
         pytest.fail(f"make run did not come up:\n{proc.stop()[1][-6000:]}")
     return proc, time.monotonic() - t0
 
@@ -54,7 +49,7 @@ def test_make_run_builds_every_default_bundle_once_and_serves_them(tmp_path, fid
     seed_extractors(tmp_path / "runs", fid_extractors)  # the session's, not trained again
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc, _ = _make_run(tmp_path, port, timeout=1500)
+    proc, _ = _make_run(tmp_path, port, 1500, "RUN_SET=train.epochs=1")
     try:
         out = proc.output
         for recipe in ("dcgan-digits-quick", "beta-vae-digits-quick", "gpt2-pydoc-quick",
@@ -91,7 +86,7 @@ def test_make_run_builds_every_default_bundle_once_and_serves_them(tmp_path, fid
     assert "Shutting down: Master" in first, first[-3000:]
     built = {n: (tmp_path / "bundles" / n / "manifest.json").stat().st_mtime_ns for n in DEFAULT}
 
-    proc, seconds = _make_run(tmp_path, port, timeout=120)
+    proc, seconds = _make_run(tmp_path, port, 120, "RUN_SET=train.epochs=1")
     _, second = proc.stop()
     assert "python -m optimizer run" not in second  # reused, not retrained
     assert second.count("already measured, kept") == len(DEFAULT)  # nor measured again
@@ -128,12 +123,8 @@ def test_make_run_model_builds_and_serves_that_checkpoint(tmp_path):
                          "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"}))
 
     port = free_port()
-    variables, env = _outside_the_checkout(tmp_path)
-    proc = Proc(["make", "--no-print-directory", "run", f"MODEL={checkpoint}", *variables,
-                 f"PORT={port}"], env=env)
+    proc, _ = _make_run(tmp_path, port, 900, f"MODEL={checkpoint}", until="/v1/chat/completions")
     try:
-        if not proc.wait_for("/v1/chat/completions", timeout=900):
-            pytest.fail(f"make run MODEL=... did not come up:\n{proc.stop()[1][-6000:]}")
         names = ["acme-tiny-chat", "acme-tiny-chat-int4", "acme-tiny-chat-int8"]
         assert f"EdgeGen is serving {', '.join(names)} at" in proc.output
         assert f"set model.checkpoint={checkpoint}, name=acme-tiny-chat" in proc.output
