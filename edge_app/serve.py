@@ -46,6 +46,7 @@ from typing import Callable
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
+from gunicorn.errors import HaltServer
 
 from .bundle import BundleError, load_bundle
 from .config import Config, ConfigError, load_config
@@ -56,6 +57,25 @@ from .state import of
 
 
 class _Arbiter(Arbiter):
+    halting = False
+
+    def halt(self, reason=None, exit_status=0):
+        self.halting = True
+        super().halt(reason, exit_status)
+
+    def reap_workers(self):
+        """gunicorn's reaping, except that while the server stops for a worker that could not
+        boot, a sibling that failed the same way (the same bundles: each worker loads them in the
+        background and may fail before the stop's SIGTERM reaches it) is reaped too, instead of
+        raising a second HaltServer out of halt() (a traceback and exit 1 instead of our line
+        and exit 2). gunicorn drops a worker from WORKERS before it raises: reap on."""
+        while True:
+            try:
+                return super().reap_workers()
+            except HaltServer:
+                if not self.halting:
+                    raise
+
     def handle_hup(self):
         """Forward SIGHUP to the workers: each reloads its models in place (the bundle set of
         an /admin/reload that asked for it, else the configured one)."""
