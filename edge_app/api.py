@@ -139,6 +139,8 @@ def _describe(model) -> dict[str, Any]:
         "created": int(m.provenance.get("created_unix", 0)),
         "task": m.task, "family": m.family, "precision": m.precision, "runtime": model.runtime,
         "providers": model.session.get_providers(),
+        # nodes each provider ran at warm-up; TensorRT counts a fused subgraph as one
+        "placement": model.placement or {},
         **facts,
         "techniques": [{"name": t.name, "params": t.params} for t in m.techniques],
         "metrics": m.metrics,

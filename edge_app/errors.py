@@ -49,9 +49,10 @@ class Loading(ApiError):
     until its models are in, readiness and every route that needs one say so."""
     status, type, code = 503, "unavailable_error", "loading"
 
-    def __init__(self, loaded: int, total: int, retry_after_s: int = 2):
-        super().__init__(f"Loading models: {loaded} of {total} loaded" if total
-                         else "Loading models", headers={"Retry-After": str(retry_after_s)})
+    def __init__(self, loaded: int, total: int, retry_after_s: int = 2, stage: str = ""):
+        said = f"Loading models: {loaded} of {total} loaded" if total else "Loading models"
+        super().__init__(f"{said}; {stage}" if stage else said,
+                         headers={"Retry-After": str(retry_after_s)})
 
 
 class Overloaded(ApiError):

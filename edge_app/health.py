@@ -23,7 +23,7 @@ NEEDS_MODELS = ("api", "companion.bundles", "companion.bundle_file")
 
 
 def loading(registry) -> Loading:
-    return Loading(*registry.progress)
+    return Loading(*registry.progress, stage=registry.stage)
 
 
 @bp.get("/health")

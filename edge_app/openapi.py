@@ -126,6 +126,8 @@ _SCHEMAS: dict[str, Any] = {
                            "family": {"type": "string"}, "precision": {"type": "string"},
                            "runtime": {"type": "string"},
                            "providers": {"type": "array", "items": {"type": "string"}},
+                           "placement": {"type": "object",
+                                         "additionalProperties": {"type": "integer"}},
                            "techniques": {"type": "array"}, "metrics": {"type": "object"}}}}},
     },
     "Status": {"type": "object", "required": ["status"],

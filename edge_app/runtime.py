@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import json
 import logging
 import os
+import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +55,31 @@ def provider_chain(requested: tuple[str, ...] = ()) -> tuple[list[str], list[str
     return chain, skipped
 
 
+TRT = "TensorrtExecutionProvider"
+# libnvinfer's sonames, newest first (JetPack 6: TensorRT 10, JetPack 5 and 4: 8).
+NVINFER = ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so")
+
+
+@functools.cache
+def tensorrt_version() -> str:
+    """The TensorRT library ONNX Runtime's TensorRT provider would load ("10.3.0"), from
+    libnvinfer's getInferLibVersion(); "" where there is none (no GPU image)."""
+    for name in NVINFER:
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        return trt_version_string(int(lib.getInferLibVersion()))
+    return ""
+
+
+def trt_version_string(code: int) -> str:
+    """NV_TENSORRT_VERSION as a version: 100300 -> 10.3.0 (TensorRT 10 counts the major in
+    ten-thousands), 8602 -> 8.6.2 (TensorRT 8 in thousands)."""
+    major, rest = divmod(code, 10000) if code >= 10000 else divmod(code, 1000)
+    return f"{major}.{rest // 100}.{rest % 100}"
+
+
 def trt_cache_dir(configured: str = "") -> Path:
     if configured:
         return Path(configured)
@@ -57,12 +87,68 @@ def trt_cache_dir(configured: str = "") -> Path:
     return Path(base) / "edgegen" / "tensorrt"
 
 
+def engine_dir(bundle: Bundle, config: Config | None) -> Path:
+    """Where this bundle's TensorRT engines are cached: one directory per TensorRT version and
+    model file (its sha256), so a new bundle or a JetPack upgrade builds anew and never loads an
+    engine made for something else; the rest of the cache is left alone."""
+    sha = bundle.manifest.files[bundle.manifest.model_file].sha256
+    return (trt_cache_dir(config.trt_cache_dir if config else "")
+            / f"trt-{tensorrt_version() or 'unknown'}" / f"{bundle.manifest.name}-{sha[:16]}")
+
+
+def is_qdq(bundle: Bundle) -> bool:
+    """A graph quantized with QuantizeLinear/DequantizeLinear pairs on calibrated activations
+    (static INT8): the only kind TensorRT builds INT8 kernels for. Dynamic INT8
+    (MatMulInteger, DynamicQuantizeLinear) and 4-bit MatMulNBits are not TensorRT ops: those
+    nodes run on CUDA or the CPU."""
+    return any(t.name == "quantize" and t.params.get("mode") == "static-int8"
+               for t in bundle.manifest.techniques)
+
+
+def trt_profile(bundle: Bundle, config: Config | None) -> dict[str, str]:
+    """TensorRT's explicit optimization profile (trt_profile_min/opt/max_shapes) for every graph
+    input, from the manifest: one profile covering every shape the server will feed, so the
+    engine is built once, at warm-up, not again whenever a shape leaves the range TensorRT
+    guessed from the first run (a KV-cache decoder's sequence axes change every token).
+
+    Text: batch 1 (the server decodes one sequence per run), a prompt of 1 to context_length
+    tokens, a past of 0 (the prefill) to context_length - 1; optimized for one new token on a
+    half-full cache. Images: a batch of 1 to max_images_per_request, optimized for 1.
+    Returns {} (TensorRT's implicit profiles) when an input has an axis the manifest does not
+    name in these terms, with a warning."""
+    manifest = bundle.manifest
+    if manifest.task == "text-generation":
+        ctx = manifest.generation.context_length
+        axes = {"batch": (1, 1, 1), "sequence": (1, 1, ctx), "past": (0, ctx // 2, ctx - 1),
+                "keep": (1, 1, ctx)}
+    else:
+        cap = config.max_images_per_request if config else Config().max_images_per_request
+        axes = {"batch": (1, 1, cap)}
+    shapes: dict[str, list[str]] = {"min": [], "opt": [], "max": []}
+    for spec in manifest.graph.inputs:
+        dims = []
+        for dim in spec.shape:
+            if isinstance(dim, int):
+                dims.append((dim, dim, dim))
+            elif dim in axes:
+                dims.append(axes[dim])
+            else:
+                log.warning("%s: input %s has axis %r, which has no TensorRT profile range; "
+                            "TensorRT picks its own (and may rebuild engines as shapes change)",
+                            manifest.name, spec.name, dim)
+                return {}
+        for i, which in enumerate(("min", "opt", "max")):
+            shapes[which].append(f"{spec.name}:" + "x".join(str(d[i]) for d in dims))
+    return {f"trt_profile_{which}_shapes": ",".join(v) for which, v in shapes.items()}
+
+
 def provider_options(chain: list[str], bundle: Bundle, config: Config | None) -> list:
-    """ORT's (name, options) pairs: TensorRT gets its engine cache and precision flags."""
+    """ORT's (name, options) pairs. TensorRT: the bundle's own engine cache, its explicit
+    profile, FP16 kernels unless the config turns them off, INT8 only for QDQ graphs."""
     out = []
     for name in chain:
-        if name == "TensorrtExecutionProvider":
-            cache = trt_cache_dir(config.trt_cache_dir if config else "")
+        if name == TRT:
+            cache = engine_dir(bundle, config)
             try:
                 cache.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -70,24 +156,45 @@ def provider_options(chain: list[str], bundle: Bundle, config: Config | None) ->
                                   f"set trt_cache_dir to a writable directory") from None
             out.append((name, {
                 "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
-                "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
+                "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache.parent),
                 "trt_fp16_enable": bool(config is None or config.trt_fp16),
-                "trt_int8_enable": bundle.manifest.precision.startswith("int8")}))
+                "trt_int8_enable": is_qdq(bundle),
+                **trt_profile(bundle, config)}))
         else:
             out.append((name, {}))
     return out
 
 
-def open_session(bundle: Bundle, threads: int = 0,
-                 config: Config | None = None) -> ort.InferenceSession:
+def load_stage(bundle: Bundle, config: Config) -> str:
+    """What loading this bundle is doing, for /ready while it lasts (and the deploy's progress
+    line): TensorRT's first engine build for a bundle takes minutes on a Jetson."""
+    name = bundle.manifest.name
+    chain, _ = provider_chain(config.execution_providers)
+    if TRT not in chain:
+        return f"loading {name}"
+    engines = engine_dir(bundle, config)
+    if engines.is_dir() and any(engines.glob("*.engine")):
+        return f"loading {name} (cached TensorRT engines)"
+    return (f"building TensorRT engines for {name} (TensorRT {tensorrt_version() or '?'}; the "
+            f"first start of a bundle takes minutes, later ones reuse {engines})")
+
+
+def open_session(bundle: Bundle, threads: int = 0, config: Config | None = None,
+                 placement: bool = False) -> ort.InferenceSession:
     """The bundle's graph in ONNX Runtime on the configured provider chain, its I/O checked
     against the manifest. Each fallback (a provider missing from the build, or one that failed
-    to initialise, e.g. CUDA without a GPU) is logged."""
+    to initialise, e.g. CUDA without a GPU) is logged. `placement`: profile the runs until
+    `placement_of(session)` (the warm-up), to count the nodes each provider ran."""
     chain, skipped = provider_chain(config.execution_providers if config else ())
     for note in skipped:
         log.warning("%s: %s; falling back", bundle.manifest.name, note)
+    options = session_options(threads)
+    if placement:
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(tempfile.gettempdir(),
+                                                   f"edgegen-placement-{os.getpid()}")
     try:
-        session = ort.InferenceSession(str(bundle.model_path), session_options(threads),
+        session = ort.InferenceSession(str(bundle.model_path), options,
                                        providers=provider_options(chain, bundle, config))
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
         raise BundleError(f"bundle {bundle.path}: ONNX Runtime cannot load "
@@ -102,6 +209,24 @@ def open_session(bundle: Bundle, threads: int = 0,
              else "auto")
     check_graph_io(bundle, session.get_inputs() + session.get_outputs())
     return session
+
+
+def placement_of(session: ort.InferenceSession) -> dict[str, int]:
+    """Nodes run per execution provider since the session started profiling (open_session's
+    `placement`), read from ONNX Runtime's own profile; profiling stops here and its file is
+    removed. A provider that compiles subgraphs (TensorRT) counts each fused subgraph as one
+    node; nodes the runs did not reach are not counted."""
+    path = Path(session.end_profiling())
+    try:
+        events = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read ONNX Runtime's profile %s: %s", path, exc)
+        return {}
+    finally:
+        path.unlink(missing_ok=True)
+    nodes = {(e["args"]["provider"], e["args"].get("node_index", e.get("name")))
+             for e in events if e.get("cat") == "Node" and "provider" in e.get("args", {})}
+    return dict(sorted(Counter(provider for provider, _ in nodes).items()))
 
 
 def check_graph_io(bundle: Bundle, graph_args) -> None:
@@ -143,8 +268,9 @@ class ImageModel(ServedModel):
 
 
 def load_model(bundle: Bundle, config: Config) -> "ImageModel | TextModel":
-    """A warmed model for a bundle: the first run allocates and pre-packs weights."""
-    session = open_session(bundle, config.intra_op_threads, config)
+    """A warmed model for a bundle: the first run allocates and pre-packs weights (and, with
+    TensorRT, builds or loads the engines), and says which provider ran how many nodes."""
+    session = open_session(bundle, config.intra_op_threads, config, placement=True)
     try:
         if bundle.manifest.task == "text-generation":
             model = TextModel(bundle, session)
@@ -158,6 +284,9 @@ def load_model(bundle: Bundle, config: Config) -> "ImageModel | TextModel":
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise BundleError(f"bundle {bundle.path}: the warm-up run failed: {first}") from None
     model.requested_providers = ",".join(config.execution_providers) or "auto"
+    model.placement = placement_of(session)
+    log.info("%s: nodes run per execution provider at warm-up: %s", bundle.manifest.name,
+             ", ".join(f"{p} {n}" for p, n in model.placement.items()) or "none recorded")
     return model
 
 
@@ -188,6 +317,7 @@ class ModelRegistry:
         self.models: dict[str, ImageModel | TextModel] = {}
         # (bundles done, of how many) in the running or last load; before the first, expected
         self.progress = (0, expected)
+        self.stage = ""  # what the running load is doing (load_stage), for /ready
         self._ready = threading.Event()
         self._reloading = threading.Lock()
 
@@ -233,11 +363,13 @@ class ModelRegistry:
                 new[name] = same
                 reused.append(name)
             else:
+                self.stage = load_stage(bundle, config)
                 new[name] = load_model(bundle, config)
                 loaded.append(name)
                 log.info("loaded %s from %s in %.2f s (%s)", name, path,
                          time.perf_counter() - t0, new[name].runtime)
             self.progress = (len(new), len(paths))
+        self.stage = ""
         self.models = new  # one reference swap: a request sees the old set or the new one
         self._ready.set()
         return Swap(sorted(new), loaded, reused, round(time.perf_counter() - started, 3))

@@ -212,6 +212,8 @@ class ServedModel:
     # The configured provider chain ("auto" when none): `runtime` differing from its first
     # entry is a fallback (e.g. a Jetson image without CUDA), visible in edgegen_model_info.
     requested_providers = "auto"
+    # Nodes each execution provider ran at warm-up (runtime.placement_of); None: not measured.
+    placement: dict[str, int] | None = None
 
     @property
     def name(self) -> str:

@@ -89,6 +89,13 @@ class Display:
 
 
 def _progress(res: dict[str, Any]) -> str | None:
+    """What a polled task is waiting for: the "progress" of a command's JSON output (the
+    device-side benchmark), or the message of a server's 503 (/ready while the models load,
+    e.g. "Loading models: 0 of 2 loaded; building TensorRT engines for ...")."""
+    answer = res.get("json")
+    if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+        message = answer["error"].get("message")
+        return str(message) if message else None
     try:
         data = json.loads(res.get("stdout") or "")
     except ValueError:

@@ -254,7 +254,8 @@ def test_unhealthy_release_is_rolled_back(fleet):
     _ok(_run(["docker", "build", "--quiet", "-t", BROKEN_JETSON, "-"],
              input=f'FROM {GOOD_JETSON}\nCMD ["serve", "--bundle", "/bundles/missing"]\n'))
     result = _fleet_deploy(fleet, "jetson", "--image", BROKEN_JETSON,
-                           "-e", "edgegen_health_retries=8", "-e", "edgegen_health_delay=1")
+                           "-e", "edgegen_health_retries=8", "-e", "edgegen_health_delay=1",
+                           "-e", "edgegen_ready_retries=8", "-e", "edgegen_ready_delay=1")
     out = result.stdout
     assert result.returncode != 0, out[-4000:]
     assert re.search(r"^jetson-sim\s+failed", out, re.M), out[-4000:]
