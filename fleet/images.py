@@ -10,16 +10,21 @@ like jetson-containers': `edgegen-edge:0.1.0-pi-arm64`.
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import tomllib
+import urllib.parse
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +71,7 @@ class ImageSpec:
     ort_package: str = "onnxruntime"
     pythons: tuple[str, ...] = ("3.11",)  # CPython versions of the base images it may use
     extra_index_url: str = ""  # e.g. NVIDIA's Jetson AI Lab index for onnxruntime-gpu
+    find_links: str = ""  # a controller directory of wheels the operator supplies
     pins: tuple[tuple[str, str], ...] = ()  # constraints.txt pins replaced for this class
     version: str = __version__
 
@@ -108,6 +114,7 @@ class ImageSpec:
         return cls(device_class, platform, str(base), REPO / str(dockerfile),
                    str(settings.get("edgegen_ort_package", "onnxruntime")),
                    tuple(str(p) for p in pythons), str(settings.get("edgegen_extra_index_url", "")),
+                   str(settings.get("edgegen_find_links") or ""),
                    tuple(sorted((str(k).lower(), str(v)) for k, v in pins.items())))
 
 
@@ -122,12 +129,17 @@ class Archive:
     archive_bytes: int
 
 
-def _run(cmd: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], what: str, explain=None, **kwargs) -> subprocess.CompletedProcess:
+    """`explain(output)` words the failures a caller knows in one line (None: the others end
+    with the tail of the command's output)."""
     try:
         return subprocess.run(cmd, check=True, text=True, **kwargs)
     except FileNotFoundError:
         raise ImageError(f"{what}: {cmd[0]} is not installed") from None
     except subprocess.CalledProcessError as exc:
+        line = explain and explain(exc.stderr or exc.stdout or "")
+        if line:
+            raise ImageError(line) from None
         tail = (exc.stderr or exc.stdout or "").strip().splitlines()[-15:]
         raise ImageError(f"{what} failed (exit {exc.returncode}): {' '.join(cmd[:6])} ...\n"
                          + "\n".join(tail)) from None
@@ -166,40 +178,166 @@ def ensure_base(spec: ImageSpec, log=print) -> None:
 
 def wheelhouse(spec: ImageSpec, log=print) -> Path:
     """build/wheelhouse/edge-<arch>-<ort package>/: the edgegen wheel, every dependency as a
-    binary wheel for the platform and each Python of the class, requirements.txt and
-    constraints.txt. Downloads are skipped when the same request was completed before."""
+    binary wheel for the platform and each Python of the class (fetch_wheels: downloaded once,
+    then checked against SHA256SUMS), requirements.txt and constraints.txt."""
     out = BUILD / "wheelhouse" / f"edge-{spec.arch}-{spec.ort_package}"
     out.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     _edgegen_wheel(out, pip)
     _companion_files(out / "web", log)
     requirements = serve_requirements(spec.ort_package)
-    pinned = constraints(spec.pins)
     _write_if_changed(out / "requirements.txt", ("\n".join(requirements) + "\n").encode())
     _write_if_changed(out / "requirements-nodeps.txt",
                       ("\n".join(NODEPS_REQUIREMENTS) + "\n").encode())
-    _write_if_changed(out / "constraints.txt", pinned.encode())
+    _write_if_changed(out / "constraints.txt", constraints(spec.pins).encode())
     _write_if_changed(out / "install-venv.sh", (REPO / "images" / "install-venv.sh").read_bytes())
-    request = json.dumps([requirements, NODEPS_REQUIREMENTS, spec.platform, spec.pythons,
-                          spec.extra_index_url, pinned])
-    stamp = out.parent / f".{out.name}.downloaded"  # outside the build context
-    if stamp.is_file() and stamp.read_text() == request:
-        return out
-    for python in spec.pythons:
-        log(f"wheelhouse: {spec.platform} CPython {python} -> {out.relative_to(REPO)}")
-        download = pip + ["download", "--quiet", "--dest", str(out), "--only-binary=:all:",
-                          "--python-version", python, "--implementation", "cp",
-                          "-c", str(out / "constraints.txt")]
-        for tag in WHEEL_PLATFORMS[spec.platform]:
-            download += ["--platform", tag]
-        if spec.extra_index_url:
-            download += ["--extra-index-url", spec.extra_index_url]
-        what = f"downloading wheels for {spec.platform} / CPython {python}"
-        _run(download + ["-r", str(out / "requirements.txt")], what, capture_output=True)
-        _run(download + ["--no-deps", "-r", str(out / "requirements-nodeps.txt")], what,
-             capture_output=True)
-    stamp.write_text(request)
+    fetch_wheels(out, requirements, spec.platform, spec.pythons, nodeps=NODEPS_REQUIREMENTS,
+                 extra_index_url=spec.extra_index_url, find_links=spec.find_links,
+                 constraints_file=out / "constraints.txt", built_here=("edgegen-*.whl",), log=log)
     return out
+
+
+LOCK = "SHA256SUMS"
+# pip's defaults (5 retries, 15 s each, more with PIP_DEFAULT_TIMEOUT) make a down index cost
+# minutes per package; one retry is still needed for pip to log which URL failed.
+PIP_NETWORK = ("--retries", "1", "--timeout", "15")
+
+
+def fetch_wheels(dest: Path, requirements: Sequence[str], platform: str,
+                 pythons: Sequence[str], *, nodeps: Sequence[str] = (),
+                 extra_index_url: str = "", find_links: str = "",
+                 constraints_file: Path | None = None, built_here: Sequence[str] = (),
+                 log=print) -> None:
+    """Binary wheels of `requirements` (and `nodeps`, without their dependencies) for a
+    container platform and each CPython in `pythons`, into `dest`, from pip's index (PyPI or
+    the controller's pip configuration), `extra_index_url` and the local directory
+    `find_links`, then locked: dest/SHA256SUMS lists every wheel but those matching the
+    `built_here` globs. A request completed before (the same arguments and constraints) is
+    not downloaded again but checked against the lock, so a rollout needs no index at all once
+    the wheelhouse is filled, and builds an image from exactly the wheels fetched then."""
+    constraints_text = constraints_file.read_text() if constraints_file else ""
+    if find_links:
+        find_links = str(Path(find_links).expanduser().resolve())
+    request = json.dumps([list(requirements), list(nodeps), platform, list(pythons),
+                          extra_index_url, find_links, constraints_text])
+    stamp = dest.parent / f".{dest.name}.downloaded"  # outside the build context
+    # A wheelhouse deleted to be fetched again has no lock, whatever its stamp says.
+    if (dest / LOCK).is_file() and stamp.is_file() and stamp.read_text() == request:
+        _check_lock(dest, built_here)
+        return
+    if find_links and not Path(find_links).is_dir():
+        raise ImageError(f"edgegen_find_links {find_links} is not a directory: create it and "
+                         f"put the wheels there that no index has, or unset edgegen_find_links")
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "download",
+           "--progress-bar", "off", *PIP_NETWORK, "--dest", str(dest), "--only-binary=:all:",
+           "--implementation", "cp"]
+    for tag in WHEEL_PLATFORMS[platform]:
+        pip += ["--platform", tag]
+    if extra_index_url:
+        pip += ["--extra-index-url", extra_index_url]
+    if find_links:
+        pip += ["--find-links", find_links]
+    if constraints_file:
+        pip += ["-c", str(constraints_file)]
+    runs = [list(requirements)] + ([["--no-deps", *nodeps]] if nodeps else [])
+    for python in pythons:
+        log(f"wheelhouse: {platform} CPython {python} -> {dest}")
+        explain = functools.partial(_pip_failure, platform=platform, python=python,
+                                    find_links=find_links)
+        for args in runs:
+            _run(pip + ["--python-version", python, *args],
+                 f"downloading wheels for {platform} / CPython {python}", explain,
+                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _write_if_changed(dest / LOCK, "".join(f"{digest}  {name}\n" for name, digest
+                                           in sorted(_wheel_digests(dest, built_here).items()))
+                      .encode())
+    stamp.write_text(request)
+
+
+def _wheel_digests(dest: Path, built_here: Sequence[str]) -> dict[str, str]:
+    return {p.name: _sha256(p) for p in dest.glob("*.whl")
+            if not any(fnmatch.fnmatch(p.name, g) for g in built_here)}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_lock(dest: Path, built_here: Sequence[str]) -> None:
+    """Every wheel of the wheelhouse as fetched: one changed, missing or added since is refused
+    (the image would not be made of what was downloaded and checked then)."""
+    locked = {}
+    for line in (dest / LOCK).read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        locked[name] = digest
+    present = _wheel_digests(dest, built_here)
+    again = f"delete {dest} to fetch the wheels again"
+    for name in sorted(locked.keys() | present.keys()):
+        if name not in present:
+            raise ImageError(f"{dest / name} is missing but listed in {LOCK}: {again}")
+        if name not in locked:
+            raise ImageError(f"{dest / name} is not in {LOCK} (it was added after the wheels "
+                             f"were fetched): remove it, or {again}")
+        if present[name] != locked[name]:
+            raise ImageError(f"{dest / name} has sha256 {present[name]}, not {locked[name]} as "
+                             f"in {LOCK}: it changed after it was fetched; {again}")
+
+
+# What pip (with PIP_NETWORK's one retry) writes when a distribution is on no index it tried,
+# and when a request to an index failed (urllib3's warning, with the URL's path).
+_NOT_FOUND = re.compile(r"No matching distribution found for (.+)$", re.M)
+_VERSIONS = re.compile(r"Could not find a version that satisfies the requirement .* "
+                       r"\(from versions: (.*)\)$", re.M)
+_LOOKING = re.compile(r"^Looking in (indexes|links): (.+)$", re.M)
+_BROKEN = re.compile(r"Retrying \(.*\) after connection broken by '(.*)': (/\S*)$", re.M)
+PYPI = "https://pypi.org/simple"
+
+
+def _pip_failure(output: str, platform: str, python: str, find_links: str) -> str | None:
+    """One line for the `pip download` failures an operator fixes by supplying a wheel or a
+    reachable index; None for the others (the caller shows pip's own words)."""
+    looking = dict(_LOOKING.findall(output))
+    # pip names its indexes unless PyPI is the only one.
+    indexes = looking["indexes"].split(", ") if "indexes" in looking else [PYPI]
+    links = looking["links"].split(", ") if "links" in looking else []
+    missing = _NOT_FOUND.search(output)
+    wanted = missing.group(1).strip() if missing else "wheels"
+    target = f"{platform} / CPython {python}"
+    into = (f"{find_links} (edgegen_find_links)" if find_links
+            else "a directory named by edgegen_find_links")
+    down = {}
+    for error, path in _BROKEN.findall(output):
+        # "[Errno 111] Connection refused", else the exception's name (ConnectTimeoutError, ...)
+        reason = re.search(r"\[Errno -?\d+\] ([^'\"]+)", error) or re.match(r"(\w+)", error)
+        for url in _serving(path, indexes + links):
+            down.setdefault(url, reason.group(1) if reason else error)
+    if down:
+        where = ", ".join(f"{url} ({reason})" for url, reason in down.items())
+        return (f"could not reach {where} looking for {wanted} for {target}: check the network "
+                f"and the URL, or put the wheel files in {into}, or point "
+                f"edgegen_extra_index_url at a mirror that has them")
+    if not missing:
+        return None
+    versions = _VERSIONS.search(output)
+    there = (f" (versions there: {versions.group(1)})"
+             if versions and versions.group(1) != "none" else "")
+    tried = ", ".join(indexes) + (f" and find-links {', '.join(links)}" if links else "")
+    return (f"no wheel of {wanted} for {target} on {tried}{there}: put its wheel file in {into}, "
+            f"or point edgegen_extra_index_url at a mirror that has it")
+
+
+def _serving(path: str, urls: list[str]) -> list[str]:
+    """The index or find-links URLs a failed request's path belongs to (the longest match)."""
+    def prefix(url: str) -> str:
+        return urllib.parse.urlsplit(url).path.rstrip("/") + "/"
+    hits = [u for u in urls if u.startswith(("http://", "https://"))
+            and (path.rstrip("/") + "/").startswith(prefix(u))]
+    longest = max((len(prefix(u)) for u in hits), default=0)
+    return [u for u in hits if len(prefix(u)) == longest]
 
 
 def constraints(pins: tuple[tuple[str, str], ...] = ()) -> str:
@@ -342,15 +480,12 @@ def load_archive(path: Path) -> Archive:
     except (OSError, ValueError, KeyError) as exc:
         raise ImageError(f"{path}: needs its sidecar {meta_path.name} with tag, image_id and "
                          f"sha256 (written by `python -m fleet images`): {exc}") from None
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        actual = _sha256(path)
     except OSError as exc:
         raise ImageError(f"cannot read {path}: {exc.strerror}") from None
-    if digest.hexdigest() != expected:
-        raise ImageError(f"{path}: sha256 {digest.hexdigest()} differs from {meta_path.name} "
+    if actual != expected:
+        raise ImageError(f"{path}: sha256 {actual} differs from {meta_path.name} "
                          f"({expected}): the archive is damaged or was replaced")
     return Archive(tag, ident, path, expected, int(meta.get("image_bytes", 0)),
                    path.stat().st_size)

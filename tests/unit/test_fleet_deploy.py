@@ -36,7 +36,9 @@ def test_image_spec_of_each_class(name, tag, platform, ort):
 def test_jetson_builds_on_l4t_with_its_own_python_and_index():
     spec = ImageSpec.from_settings("jetson", device_class("jetson"))
     assert spec.base_image.startswith("nvcr.io/nvidia/l4t-jetpack:")
-    assert spec.pythons == ("3.10",) and spec.extra_index_url.startswith("https://")
+    assert spec.pythons == ("3.10",) and spec.find_links == ""
+    # pypi.jetson-ai-lab.dev has been down since mid-2025.
+    assert spec.extra_index_url == "https://pypi.jetson-ai-lab.io/jp6/cu126"
     assert "numpy==2.2.6" in constraints(spec.pins).splitlines()
     assert spec.dockerfile == REPO / "images" / "jetson" / "Dockerfile"
 
@@ -55,6 +57,16 @@ def test_host_vars_override_the_class_as_in_ansible(tmp_path):
     assert settings["ansible_user"] == "nvidia"
     # Playbook group_vars (the class file) outrank the inventory file's group vars.
     assert settings["edgegen_port"] == 8080
+
+
+def test_an_inventory_names_the_jetson_wheel_sources(tmp_path):
+    """A mirror and a directory of wheels the operator controls, in place of NVIDIA's index."""
+    inv = tmp_path / "inv.yml"
+    inv.write_text("all:\n  children:\n    jetson:\n      hosts:\n        j1: {edgegen_find_links: "
+                   "/srv/wheels, edgegen_extra_index_url: 'http://127.0.0.1:3141/jp6/cu126'}\n")
+    spec = ImageSpec.for_hosts("jetson", class_hosts(inv, "jetson"))
+    assert (spec.find_links, spec.extra_index_url) == ("/srv/wheels",
+                                                       "http://127.0.0.1:3141/jp6/cu126")
 
 
 def test_hosts_of_a_class_must_agree_on_the_image(tmp_path):
