@@ -110,7 +110,7 @@ def build(name: str, args) -> dict:
         shutil.rmtree(d / f"q-{int(per_channel)}")  # the pre-processed intermediate
         graphs[label] = target.name
         reports[label] = report
-    sections = {"generation": generation_manifest(spec), "graph": graph_manifest(spec, 18)}
+    sections = {"generation": generation_manifest(spec), "graph": graph_manifest(spec, {"opset": 18})}
     (d / "sections.json").write_text(json.dumps(sections))
     info = {"name": name, "params": count_parameters(model), "shape": MODELS[name],
             "export_seconds": round(export_s, 1), "validation": check, "graphs": graphs,

@@ -4,6 +4,7 @@ I/O section every task shares. The bundle contract itself is in bundle.py."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,9 @@ class GraphSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     opset: int
+    # the oldest ONNX Runtime that loads the graph (edge_app/compat.py); "" in bundles made
+    # before the optimizer recorded it (then derived from the opset)
+    min_onnxruntime: str = ""
 
 
 # --------------------------------------------------------------------------- validation
@@ -120,4 +124,8 @@ def graph_spec(obj: Obj) -> GraphSpec:
     outputs = tuple(tensor_spec(w, v, obj.origin) for w, v in obj.items("outputs"))
     if not inputs or not outputs:
         raise BundleError(f"{obj.origin}: 'graph' needs at least one input and one output")
-    return GraphSpec(inputs, outputs, obj.positive("opset"))
+    needs = obj.get("min_onnxruntime", str, default="")
+    if needs and not re.fullmatch(r"\d+\.\d+\.\d+", needs):
+        raise BundleError(f"{obj.origin}: 'graph.min_onnxruntime' must be a version like "
+                          f"1.20.0, got {needs!r}")
+    return GraphSpec(inputs, outputs, obj.positive("opset"), needs)

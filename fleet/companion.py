@@ -9,6 +9,7 @@ with the class's bundles and installs it with `adb install -r` when that phone i
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,13 +20,22 @@ from .inventory import rollout_hosts
 from .paths import REPO
 
 
+def ort_web_runtime() -> str:
+    """"onnxruntime-web <version>": the runtime the companion pages load, as pinned by
+    android/fetch-web-deps.sh (the APK and the server's /companion/ page both take it there)."""
+    script = (REPO / "android" / "fetch-web-deps.sh").read_text()
+    version = re.search(r"^ORT_WEB_VERSION=(\S+)$", script, re.M)
+    return f"onnxruntime-web {version.group(1)}" if version else ""
+
+
 def deploy_companion(device_class: str, inventory: Path, *, limit: str = "",
                      bundles_dir: Path = REPO / "bundles", out: TextIO = sys.stdout) -> int:
     hosts = rollout_hosts(inventory, device_class, limit)
     failed = []
     for host, settings in hosts.items():
         names = list(settings.get("edgegen_bundles") or [])
-        _check_bundles({host: settings}, bundles_dir, lambda text: out.write(text + "\n"))
+        _check_bundles(device_class, {host: settings}, bundles_dir,
+                       lambda text: out.write(text + "\n"), ort_web_runtime())
         env = {**os.environ, "PHONE_NAME": host}
         for var, key in (("ANDROID_SERIAL", "edgegen_phone_serial"),
                          ("PUSHGATEWAY", "edgegen_pushgateway_url")):

@@ -24,9 +24,13 @@ class DeployError(FleetError):
     """The rollout cannot start; the message says what to fix."""
 
 
-def _check_bundles(hosts: dict[str, dict[str, Any]], bundles_dir: Path, log) -> None:
-    """Every bundle the hosts serve is built; a note for those of another precision than their
-    class prefers."""
+def _check_bundles(device_class: str, hosts: dict[str, dict[str, Any]], bundles_dir: Path,
+                   log, runtime: str = "") -> None:
+    """Every bundle the hosts serve is built and loads on the class's `runtime` ("onnxruntime
+    1.32.0": its image's label, a phone's onnxruntime-web; "" = unknown, not checked); a note
+    for those of another precision than their class prefers."""
+    from edge_app.compat import CompatError, min_onnxruntime, refusal
+
     wanted = {(name, str(s.get("edgegen_precision", "")))
               for s in hosts.values() for name in s.get("edgegen_bundles") or []}
     for name, precision in sorted(wanted):
@@ -35,9 +39,17 @@ def _check_bundles(hosts: dict[str, dict[str, Any]], bundles_dir: Path, log) -> 
             raise DeployError(f"bundle {name!r} is not built ({manifest} missing): `make bundles` "
                               f"builds the default one, `make optimize RECIPE=...` others")
         try:
-            got = json.loads(manifest.read_text()).get("precision", "")
-        except (OSError, ValueError) as exc:
-            raise DeployError(f"{manifest}: cannot read it ({exc})") from None
+            data = json.loads(manifest.read_text())
+            got, graph = data.get("precision", ""), data["graph"]
+            opset = int(graph["opset"])
+            needs = graph.get("min_onnxruntime") or min_onnxruntime(opset)
+        except (OSError, ValueError, KeyError, TypeError, CompatError) as exc:
+            raise DeployError(f"{manifest}: cannot read what it needs ({exc})") from None
+        if runtime:
+            package, _, version = runtime.partition(" ")
+            why = refusal(name, opset, needs, package, version)
+            if why:
+                raise DeployError(f"class {device_class}: {why}")
         if precision and got and not str(got).startswith(precision):
             log(f"note: bundle {name} is {got}; this class prefers {precision} bundles")
 
@@ -89,7 +101,10 @@ def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool =
         raise DeployError(f"class {device_class!r} does not run the edge server container")
     archive = _archive(device_class, hosts, image, archive_path, log)
     tag = archive.tag
-    _check_bundles(hosts, bundles_dir, log)
+    if not archive.runtime:
+        log(f"note: image {tag} does not say which ONNX Runtime it has (no {images.RUNTIME_LABEL} "
+            f"label): bundles are not checked against it")
+    _check_bundles(device_class, hosts, bundles_dir, log, archive.runtime)
 
     extravars = {
         "edgegen_class": device_class,

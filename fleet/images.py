@@ -42,9 +42,14 @@ IMAGE_NAME = "edgegen-edge"
 WHEEL_PLATFORMS = {
     "linux/amd64": ("manylinux_2_35_x86_64", "manylinux_2_28_x86_64", "manylinux_2_17_x86_64",
                     "manylinux2014_x86_64"),
+    # linux_aarch64 last: NVIDIA's Jetson wheels (onnxruntime-gpu) carry that plain tag; PyPI
+    # takes no such uploads, so it only matters for wheels from a Jetson index or find-links.
     "linux/arm64": ("manylinux_2_35_aarch64", "manylinux_2_28_aarch64", "manylinux_2_17_aarch64",
-                    "manylinux2014_aarch64"),
+                    "manylinux2014_aarch64", "linux_aarch64"),
 }
+# The image label naming the ONNX Runtime build inside ("onnxruntime-gpu 1.23.0"): a deploy
+# checks each bundle's needs against it (edge_app/compat.py).
+RUNTIME_LABEL = "io.edgegen.onnxruntime"
 # tokenizers goes in without its dependencies: huggingface_hub (and hf_xet, ~20 MB) serve only
 # Tokenizer.from_pretrained downloads; bundles carry their tokenizer.json.
 NODEPS_REQUIREMENTS = ("tokenizers",)
@@ -127,6 +132,7 @@ class Archive:
     sha256: str
     image_bytes: int  # the image's unpacked size (docker image inspect .Size)
     archive_bytes: int
+    runtime: str = ""  # its RUNTIME_LABEL ("onnxruntime 1.32.0"); "" when it has none
 
 
 def _run(cmd: list[str], what: str, explain=None, **kwargs) -> subprocess.CompletedProcess:
@@ -417,6 +423,24 @@ def _strip_wheel(src: Path, dst: Path) -> None:
             zout.writestr(info, data)
 
 
+def wheel_runtime(wheelhouse_dir: Path, package: str) -> str:
+    """"<package> <version>" of the ONNX Runtime wheel(s) in a wheelhouse (the oldest, should
+    the class's Pythons have got different ones), "" when there is none."""
+    from edge_app.compat import CompatError, parse_version
+
+    prefix = package.replace("-", "_").lower() + "-"
+    found = set()
+    for wheel in wheelhouse_dir.glob("*.whl"):
+        if wheel.name.lower().startswith(prefix):
+            version = wheel.name.split("-")[1]
+            try:
+                parse_version(version)
+            except CompatError:
+                continue
+            found.add(version)
+    return f"{package} {min(found, key=parse_version)}" if found else ""
+
+
 def build(spec: ImageSpec, log=print) -> str:
     """Build (Docker's layer cache makes an unchanged rebuild quick); returns the image ID."""
     ensure_base(spec, log)
@@ -424,6 +448,7 @@ def build(spec: ImageSpec, log=print) -> str:
     log(f"building {spec.tag} ({spec.platform}, FROM {spec.base_image})")
     _run(["docker", "build", "--network", "host", "--platform", spec.platform, "--quiet",
           "-f", str(spec.dockerfile), "-t", spec.tag,
+          "--label", f"{RUNTIME_LABEL}={wheel_runtime(context, spec.ort_package)}",
           "--build-arg", f"BASE_IMAGE={spec.base_image}",
           "--build-arg", f"EDGEGEN_VERSION={spec.version}",
           "--build-arg", f"DEVICE_CLASS={spec.device_class}",
@@ -443,10 +468,13 @@ def save(tag: str, out_dir: Path = BUILD / "images", log=print) -> Archive:
     path = out_dir / (tag.replace("/", "_").replace(":", "_") + ".tar.gz")
     meta_path = path.with_name(path.name + ".json")
     size = int(_inspect(tag, "{{.Size}}"))
+    runtime = _inspect(tag, f'{{{{index .Config.Labels "{RUNTIME_LABEL}"}}}}')
+    runtime = "" if runtime == "<no value>" else runtime
     if path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("image_id") == ident and meta.get("archive_bytes") == path.stat().st_size:
-            return Archive(tag, ident, path, meta["sha256"], size, meta["archive_bytes"])
+            return Archive(tag, ident, path, meta["sha256"], size, meta["archive_bytes"],
+                           runtime)
     log(f"saving {tag} -> {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
     tmp = path.with_name(path.name + ".part")
     digest = hashlib.sha256()
@@ -462,10 +490,10 @@ def save(tag: str, out_dir: Path = BUILD / "images", log=print) -> Archive:
         tmp.unlink(missing_ok=True)
         raise ImageError(f"docker save {tag} failed: {err.strip()}")
     os.replace(tmp, path)
-    archive = Archive(tag, ident, path, digest.hexdigest(), size, path.stat().st_size)
+    archive = Archive(tag, ident, path, digest.hexdigest(), size, path.stat().st_size, runtime)
     meta_path.write_text(json.dumps({"tag": tag, "image_id": ident, "sha256": archive.sha256,
                                      "archive_bytes": archive.archive_bytes,
-                                     "image_bytes": size}, indent=2) + "\n")
+                                     "image_bytes": size, "runtime": runtime}, indent=2) + "\n")
     return archive
 
 
@@ -488,7 +516,7 @@ def load_archive(path: Path) -> Archive:
         raise ImageError(f"{path}: sha256 {actual} differs from {meta_path.name} "
                          f"({expected}): the archive is damaged or was replaced")
     return Archive(tag, ident, path, expected, int(meta.get("image_bytes", 0)),
-                   path.stat().st_size)
+                   path.stat().st_size, str(meta.get("runtime", "")))
 
 
 class _Hashing:

@@ -23,7 +23,7 @@ from edge_app.textgen import Decoder
 
 from ..errors import OptimizerError, RecipeError
 from ..export import run_checks
-from ..graphs import graph_opset
+from ..graphs import graph_needs
 from ..models.dcgan import count_parameters
 from ..text import evaluate as ev
 from ..text.data import TextData, Vocabulary, prepare
@@ -176,7 +176,7 @@ class DecoderFamily(Family):
                             ev_cfg.ppl_max_tokens)
         gen = ev.generation_quality(dec, data.tokenizer.decode, data.pairs, greedy)
         sections = {"generation": generation_manifest(spec),
-                    "graph": graph_manifest(spec, graph_opset(path))}
+                    "graph": graph_manifest(spec, graph_needs(path))}
         ram = ev.peak_ram(path, sections, ev_cfg.prompt_tokens, ev_cfg.continuation_tokens)
         metrics.update({
             "params": count_parameters(model), "nonzero_params": nonzero_parameters(model),

@@ -21,7 +21,7 @@ from ..data.images import load_images
 from ..errors import AtolError, CheckFailed, ShapeError
 from ..evaluate import Extractor, OnnxGenerator, fid, get_extractor, peak_ram
 from ..export import IO, ExportSpec, export_module, run_checks
-from ..graphs import graph_opset
+from ..graphs import graph_needs
 from ..models.dcgan import Generator, count_parameters
 from .base import Context, Exported, Family, Subject
 
@@ -102,14 +102,15 @@ def export_generator(gen: torch.nn.Module, path: Path, atol: float = GENERATOR.a
     return run_checks(GENERATOR.checks, CHECKS, probe, path.name)
 
 
-def image_manifest_sections(gen, opset: int) -> dict:
+def image_manifest_sections(gen, needs: dict) -> dict:
+    """`needs`: optimizer.graphs.graph_needs of the graph file."""
     cfg = gen.cfg
     return {
         "graph": {
             "inputs": [{"name": "z", "dtype": "float32", "shape": ["batch", cfg.latent_dim]}],
             "outputs": [{"name": "image", "dtype": "float32",
                          "shape": ["batch", cfg.channels, cfg.image_size, cfg.image_size]}],
-            "opset": opset,
+            **needs,
         },
         "generation": {
             "latent": {"dim": cfg.latent_dim, "distribution": "normal",
@@ -259,7 +260,7 @@ class ImageFamily(Family):
     def manifest(self, subject: Subject, metrics: dict, sections: dict, ctx: Context) -> dict:
         recipe, info = ctx.recipe, ctx.data.info
         return {
-            **image_manifest_sections(self.deployable(subject.model), graph_opset(subject.graph)),
+            **image_manifest_sections(self.deployable(subject.model), graph_needs(subject.graph)),
             "metrics": {
                 "params": metrics["params"], "flops_per_image": metrics["flops"],
                 "file_size_bytes": metrics["file_size_bytes"],

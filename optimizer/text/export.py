@@ -122,7 +122,8 @@ def generation_manifest(spec: TextGeneration) -> dict:
     return d
 
 
-def graph_manifest(spec: TextGeneration, opset: int, dtype: str = "float32") -> dict:
+def graph_manifest(spec: TextGeneration, needs: dict, dtype: str = "float32") -> dict:
+    """The manifest's graph section; `needs` is optimizer.graphs.graph_needs of the file."""
     ins = [{"name": spec.input_ids, "dtype": "int64", "shape": ["batch", "sequence"]},
            {"name": spec.logits_index, "dtype": "int64", "shape": ["keep"]}]
     outs = [{"name": spec.logits_output, "dtype": "float32",
@@ -134,7 +135,7 @@ def graph_manifest(spec: TextGeneration, opset: int, dtype: str = "float32") -> 
         out_shape = ["batch", layer.heads, "past + sequence", spec.head_dim]
         outs += [{"name": layer.key_output, "dtype": dtype, "shape": out_shape},
                  {"name": layer.value_output, "dtype": dtype, "shape": out_shape}]
-    return {"inputs": ins, "outputs": outs, "opset": opset}
+    return {"inputs": ins, "outputs": outs, **needs}
 
 
 def export_decoder(model, layout: Layout, path: Path, opset: int = DECODER.opset) -> Path:

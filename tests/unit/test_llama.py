@@ -72,7 +72,7 @@ def test_llama_family_kv_cache_graph_reproduces_pytorch(architecture, tied, tmp_
     report = validate(model, dec, ids(60), atol=1e-4, prompt_tokens=12, new_tokens=20)
     assert report["max_abs_logit_diff"] <= 1e-4 and report["chunked_prefill_max_diff"] <= 1e-4
     assert report["greedy_tokens_checked"] == 20
-    parsed = parse_text_generation(generation_manifest(spec), graph_manifest(spec, 18))
+    parsed = parse_text_generation(generation_manifest(spec), graph_manifest(spec, {"opset": 18}))
     assert [(layer.heads, layer.query_heads) for layer in parsed.layers] == [(2, 4), (2, 4)]
     assert parsed.eos_token_ids == (0, 2) and parsed.positions["kind"] == "rope"
     assert parsed.architecture == architecture and parsed.chat_template == "{{ 'x' }}"
