@@ -100,11 +100,7 @@ def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool =
         "edge_node_image_sha256": archive.sha256,
         "edge_node_bundles_src": str(bundles_dir.resolve()),
         **(extra_vars or {})}
-    cmdline = []
-    if check:
-        cmdline.append("--check")
-    if vault_password_file:
-        cmdline += ["--vault-password-file", str(Path(vault_password_file).resolve())]
+    cmdline = playbook.cmdline(check=check, vault_password_file=vault_password_file)
     display = Display(out)
     log(f"deploying {tag} to {len(hosts)} {device_class} device(s)"
         f"{' (check mode: nothing changes)' if check else ''}")
