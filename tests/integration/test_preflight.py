@@ -98,6 +98,27 @@ def test_a_become_password_skips_the_check(tmp_path):
     assert "pi-01" in runner.stats["skipped"]
 
 
+def test_a_become_password_from_vault_skips_the_check(tmp_path):
+    # As docs/deploying.md says: encrypted into a group_vars file beside the inventory, and the
+    # vault password given as fleet gives it (--vault-password-file).
+    from ansible.constants import DEFAULT_VAULT_ID_MATCH
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    secret = tmp_path / "vault-pass"
+    secret.write_text("vault-pass\n")
+    vault = VaultLib([(DEFAULT_VAULT_ID_MATCH, VaultSecret(b"vault-pass"))])
+    ciphertext = vault.encrypt("the-sudo-password").decode()
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "pi.yml").write_text(
+        "ansible_become_password: !vault |\n" + "".join(f"  {line}\n"
+                                                        for line in ciphertext.splitlines()))
+    devices = {"pi-01": _device(tmp_path, "pi-01", f"echo '{PROMPTS}' >&2; exit 1")}
+    runner, display, out = _preflight(
+        tmp_path, devices, *playbook.cmdline(vault_password_file=str(secret)))
+    assert runner.status == "successful" and not display.failures, out
+    assert _sudo_calls(tmp_path, "pi-01") == []
+
+
 def test_hosts_that_passed_moments_ago_are_not_asked_again(tmp_path):
     # fleet deploy checks before its image build, then passes the hosts that passed to deploy.yml.
     devices = {"pi-01": _device(tmp_path, "pi-01", f"echo '{PROMPTS}' >&2; exit 1")}
