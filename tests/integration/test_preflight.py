@@ -185,3 +185,19 @@ def test_fleet_bench_checks_sudo_first_through_bench_yml(tmp_path):
     assert status == 1, text
     assert f"  pi-01: {ASKS.format(host='pi-01')}" in text.splitlines()
     assert "Look up the server container" not in text
+
+
+def test_fleet_deploy_goes_on_within_max_fail_percentage(tmp_path):
+    # A fleet that tolerates failed devices (edgegen_max_fail_percentage 50): the preflight names
+    # the one that failed and the deploy goes on to the image step (here a missing archive).
+    from fleet.images import ImageError
+
+    devices = {"pi-01": _device(tmp_path, "pi-01", "exit 0"),
+               "pi-02": _device(tmp_path, "pi-02", f"echo '{PROMPTS}' >&2; exit 1")}
+    out = io.StringIO()
+    with pytest.raises(ImageError, match="needs its sidecar"):
+        deploy("pi", _inventory(tmp_path, devices), archive_path=tmp_path / "missing.tar.gz",
+               extra_vars={"edgegen_max_fail_percentage": 50}, artifacts=tmp_path / "artifacts",
+               out=out)
+    assert "preflight: pi-02 failed; the rollout goes on without them " \
+           "(edgegen_max_fail_percentage 50)" in out.getvalue().splitlines()
