@@ -47,6 +47,12 @@ def _extra_vars_option(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("-e", "--extra-vars", action="append", metavar="KEY=VALUE", help=help)
 
 
+def _vault_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vault-password-file",
+                        help="for secrets kept in Ansible Vault: the server's API key, the "
+                             "devices' sudo password (ansible_become_password)")
+
+
 def _extra_vars(items: list[str] | None) -> dict:
     """-e KEY=VALUE options, values parsed as YAML."""
     import yaml
@@ -180,7 +186,7 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundles", type=Path, default=Path("bundles"),
                         help="directory holding the bundles (default bundles/)")
     _extra_vars_option(parser, "Ansible extra variable (repeatable)")
-    parser.add_argument("--vault-password-file", help="for an API key kept in Ansible Vault")
+    _vault_option(parser)
 
 
 def _deploy_container(args) -> int:
@@ -234,6 +240,7 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
                                          "devices that share hardware)")
     _extra_vars_option(parser, "Ansible extra variable (repeatable), e.g. "
                                "edgegen_bench_poll_delay=30")
+    _vault_option(parser)
     add_workload_args(parser)
 
 
@@ -252,7 +259,7 @@ def _bench(args) -> int:
     return bench(args.device, args.inventory, results=args.results,
                  workload_args=workload_argv(args), limit=args.limit or "", bundles=names,
                  sensor=args.sensor or "", serial=args.serial or "", extra_vars=extra,
-                 bundles_dir=args.bundles)
+                 bundles_dir=args.bundles, vault_password_file=args.vault_password_file or "")
 
 
 COMMANDS = (

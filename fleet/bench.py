@@ -72,7 +72,8 @@ def render_table(rows: list[HostReport], classes: dict[str, str]) -> str:
 def bench(device: str, inventory: Path, *, results: Path, workload_args: list[str],
           limit: str = "", bundles: list[str] | None = None, sensor: str = "",
           serial: str = "", extra_vars: dict | None = None, bundles_dir: Path | None = None,
-          artifacts: Path = ARTIFACTS, out: TextIO = sys.stdout) -> int:
+          vault_password_file: str = "", artifacts: Path = ARTIFACTS,
+          out: TextIO = sys.stdout) -> int:
     def log(text: str) -> None:
         out.write(text + "\n")
         out.flush()
@@ -91,7 +92,8 @@ def bench(device: str, inventory: Path, *, results: Path, workload_args: list[st
     log(f"benchmarking {len(hosts)} device(s): {', '.join(hosts)}; "
         f"workload {' '.join(workload_args)}")
     try:
-        runner = playbook.run("bench.yml", inventory, artifacts / device, extravars, display)
+        runner = playbook.run("bench.yml", inventory, artifacts / device, extravars, display,
+                              cmdline=playbook.cmdline(vault_password_file=vault_password_file))
     except KeyboardInterrupt:
         runner = None
     if runner is None or runner.status == "canceled":  # ansible-runner's cancel: Ctrl-C, TERM

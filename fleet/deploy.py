@@ -1,4 +1,5 @@
-"""`make deploy DEVICE=<class>`: build (or reuse) the class's image, save it, and roll it out
+"""`make deploy DEVICE=<class>`: check that sudo will not ask the devices for a password
+(ansible/preflight.yml, seconds), build (or reuse) the class's image, save it, and roll it out
 with ansible/deploy.yml through ansible-runner's Python API. Events stream to a live
 per-host display; the run ends with a table (host, result, version, URL, health), a
 summary.json beside ansible-runner's artifacts, and a non-zero exit when any host failed.
@@ -86,6 +87,47 @@ def render_table(rows: list[HostReport]) -> str:
     return playbook.table(header, lines, rows)
 
 
+def _percentage(value: Any) -> float:
+    try:
+        return float(str(value).rstrip("%"))
+    except ValueError:
+        return 0.0
+
+
+def _preflight(device_class: str, inventory: Path, hosts: list[str], extravars: dict[str, Any],
+               limit: str, cmdline: list[str], private_dir: Path, out: TextIO, log
+               ) -> tuple[list[str], int | None]:
+    """ansible/preflight.yml on the hosts of the rollout before the image build (minutes): a
+    device on which sudo would stop for a password fails now, in one line. Returns the hosts
+    that passed, and the exit status when the rollout must not start: more hosts failed than
+    edgegen_max_fail_percentage allows (by default, any), or the run itself failed."""
+    display = Display(out)
+    log(f"checking sudo on {len(hosts)} {device_class} device(s) before the build "
+        f"(ansible/preflight.yml)")
+    max_fail = extravars.get("edgegen_max_fail_percentage", 0)
+    runner = playbook.run("preflight.yml", inventory, private_dir, {
+        "edgegen_preflight_hosts": device_class,
+        "edgegen_preflight_max_fail_percentage": max_fail, **extravars}, display,
+        limit=limit or None, cmdline=cmdline)
+    rows = reports(runner.stats or {}, display, hosts,
+                   stopped="not checked: the preflight stopped before this host")
+    failed = [r.host for r in rows if r.status in playbook.FAILED]
+    passed = [r.host for r in rows if r.host not in failed]
+    if runner.status == "successful" or (
+            passed and 100 * len(failed) <= _percentage(max_fail) * len(rows)):
+        if failed:
+            log(f"preflight: {', '.join(failed)} failed; the rollout goes on without them "
+                f"(edgegen_max_fail_percentage {max_fail})")
+        return passed, None
+    log("")
+    log(render_table(rows))
+    log("")
+    log("the rollout did not start: nothing was built or changed")
+    summary = {"class": device_class, "preflight": True, "check": "--check" in cmdline,
+               "status": runner.status, "rc": runner.rc, "hosts": [r.__dict__ for r in rows]}
+    return passed, playbook.conclude(runner, rows, summary, "preflight ok", log)
+
+
 def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool = False,
            image: str = "", archive_path: Path | None = None,
            bundles_dir: Path = REPO / "bundles", extra_vars: dict | None = None,
@@ -99,6 +141,15 @@ def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool =
     settings = next(iter(hosts.values()))
     if "edgegen_dockerfile" not in settings:
         raise DeployError(f"class {device_class!r} does not run the edge server container")
+    rollout = {"edgegen_class": device_class,
+               "edgegen_serial": settings.get("edgegen_serial", "25%"),
+               "edgegen_max_fail_percentage": settings.get("edgegen_max_fail_percentage", 0)}
+    cmdline = playbook.cmdline(check=check, vault_password_file=vault_password_file)
+    passed, stop = _preflight(device_class, inventory, list(hosts),
+                              {**rollout, **(extra_vars or {})}, limit, cmdline,
+                              artifacts / device_class / "preflight", out, log)
+    if stop is not None:
+        return stop
     archive = _archive(device_class, hosts, image, archive_path, log)
     tag = archive.tag
     if not archive.runtime:
@@ -107,19 +158,14 @@ def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool =
     _check_bundles(device_class, hosts, bundles_dir, log, archive.runtime)
 
     extravars = {
-        "edgegen_class": device_class,
-        "edgegen_serial": settings.get("edgegen_serial", "25%"),
-        "edgegen_max_fail_percentage": settings.get("edgegen_max_fail_percentage", 0),
+        **rollout,
         "edge_node_image_tag": tag, "edge_node_image_id": archive.image_id,
         "edge_node_image_archive": str(archive.path.resolve()),
         "edge_node_image_sha256": archive.sha256,
         "edge_node_bundles_src": str(bundles_dir.resolve()),
+        # deploy.yml's own preflight play asks only the hosts that did not pass just now.
+        "edgegen_preflight_passed": passed,
         **(extra_vars or {})}
-    cmdline = []
-    if check:
-        cmdline.append("--check")
-    if vault_password_file:
-        cmdline += ["--vault-password-file", str(Path(vault_password_file).resolve())]
     display = Display(out)
     log(f"deploying {tag} to {len(hosts)} {device_class} device(s)"
         f"{' (check mode: nothing changes)' if check else ''}")

@@ -30,9 +30,19 @@ class Device:
         return f"http://{host}:{self.port}"
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with Ansible's own tags: a `!vault` value (ansible-vault encrypt_string, e.g. a
+    sudo password inline in the inventory) stays its ciphertext, `!unsafe` its text. Fleet reads
+    no secret; Ansible decrypts them itself."""
+
+
+_Loader.add_constructor("!vault", lambda loader, node: loader.construct_scalar(node))
+_Loader.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))
+
+
 def _yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except OSError as exc:
         raise InventoryError(f"cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:

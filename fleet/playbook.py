@@ -142,6 +142,14 @@ def table(header: tuple[str, ...], rows: list[tuple[str, ...]],
     return text + ("\n\n" + "\n".join(notes) if notes else "")
 
 
+def cmdline(*, check: bool = False, vault_password_file: str = "") -> list[str]:
+    """ansible-playbook options shared by the commands: --check, --vault-password-file."""
+    out = ["--check"] if check else []
+    if vault_password_file:
+        out += ["--vault-password-file", str(Path(vault_password_file).resolve())]
+    return out
+
+
 def run(playbook: str, inventory: Path, private_dir: Path, extravars: dict[str, Any],
         display: Display, *, limit: str | None = None, cmdline: list[str] | None = None):
     """ansible-runner on ansible/<playbook>; returns its Runner (status, rc, stats, config)."""

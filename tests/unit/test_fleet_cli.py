@@ -89,3 +89,22 @@ def test_an_unknown_deploy_method_is_refused(deployed, monkeypatch, capsys):
     assert "class 'pi': edgegen_deploy must be one of ['companion-apk', 'container'], got " \
            "'carrier-pigeon'" in capsys.readouterr().err
     assert not deployed
+
+
+@pytest.mark.parametrize("command", ["deploy", "bench"])
+def test_both_ansible_commands_take_a_vault_password_file(command, tmp_path, monkeypatch):
+    # The devices' sudo password (ansible_become_password) may be in Vault for either playbook.
+    import fleet.bench
+    import fleet.deploy
+    from fleet.playbook import cmdline
+
+    seen = {}
+    monkeypatch.setattr(getattr(fleet, command), command,
+                        lambda *a, **kw: seen.update(kw) or 0)
+    secret = tmp_path / "vault-pass"
+    assert cli.main([command, "--device", "pi", "--inventory", str(EXAMPLE),
+                     "--vault-password-file", str(secret)]) == 0
+    assert seen["vault_password_file"] == str(secret)
+    assert cmdline(vault_password_file=seen["vault_password_file"]) == [
+        "--vault-password-file", str(secret.resolve())]
+    assert cmdline(check=True) == ["--check"]

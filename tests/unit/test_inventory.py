@@ -45,6 +45,18 @@ def test_bad_inventory_is_refused_with_location(tmp_path, text, message):
         load_inventory(path)
 
 
+def test_an_inventory_may_hold_vault_values(tmp_path):
+    # `ansible-vault encrypt_string --name ansible_become_password` pasted into the inventory.
+    path = tmp_path / "inv.yml"
+    path.write_text("all:\n  children:\n    pi:\n      hosts:\n        pi-01:\n"
+                    "          ansible_become_password: !vault |\n"
+                    "            $ANSIBLE_VAULT;1.1;AES256\n            3033363636\n"
+                    "          edgegen_note: !unsafe '{{ not a template }}'\n")
+    [device] = load_inventory(path)
+    assert device.vars["ansible_become_password"].startswith("$ANSIBLE_VAULT;1.1;AES256")
+    assert device.vars["edgegen_note"] == "{{ not a template }}"
+
+
 def test_every_class_file_is_a_mapping():
     for path in (REPO / "ansible" / "group_vars").glob("*.yml"):
         if path.stem == "all":
