@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .bundle import Bundle, BundleError, load_bundle
+from .compat import bundle_needs, refusal
 from .config import Config, ConfigError
 from .latent import normal_latents
 from .textgen import ServedModel, TextModel, session_options
@@ -185,6 +186,11 @@ def open_session(bundle: Bundle, threads: int = 0, config: Config | None = None,
     against the manifest. Each fallback (a provider missing from the build, or one that failed
     to initialise, e.g. CUDA without a GPU) is logged. `placement`: profile the runs until
     `placement_of(session)` (the warm-up), to count the nodes each provider ran."""
+    graph = bundle.manifest.graph
+    why = refusal(bundle.manifest.name, graph.opset, bundle_needs(bundle.manifest), "onnxruntime",
+                  ort.__version__, graph.ir_version, who="this server")
+    if why:  # said before ONNX Runtime's own "Unsupported model IR version" or opset error
+        raise BundleError(f"bundle {bundle.path}: {why}")
     chain, skipped = provider_chain(config.execution_providers if config else ())
     for note in skipped:
         log.warning("%s: %s; falling back", bundle.manifest.name, note)

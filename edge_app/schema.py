@@ -30,6 +30,7 @@ class GraphSpec:
     # the oldest ONNX Runtime that loads the graph (edge_app/compat.py); "" in bundles made
     # before the optimizer recorded it (then derived from the opset)
     min_onnxruntime: str = ""
+    ir_version: int = 0  # the file's ONNX IR version; 0 where not recorded
 
 
 # --------------------------------------------------------------------------- validation
@@ -128,4 +129,7 @@ def graph_spec(obj: Obj) -> GraphSpec:
     if needs and not re.fullmatch(r"\d+\.\d+\.\d+", needs):
         raise BundleError(f"{obj.origin}: 'graph.min_onnxruntime' must be a version like "
                           f"1.20.0, got {needs!r}")
-    return GraphSpec(inputs, outputs, obj.positive("opset"), needs)
+    ir_version = obj.get("ir_version", int, default=0)
+    if ir_version < 0:
+        raise BundleError(f"{obj.origin}: 'graph.ir_version' must be >= 0, got {ir_version}")
+    return GraphSpec(inputs, outputs, obj.positive("opset"), needs, ir_version)

@@ -42,13 +42,13 @@ def _check_bundles(device_class: str, hosts: dict[str, dict[str, Any]], bundles_
         try:
             data = json.loads(manifest.read_text())
             got, graph = data.get("precision", ""), data["graph"]
-            opset = int(graph["opset"])
-            needs = graph.get("min_onnxruntime") or min_onnxruntime(opset)
+            opset, ir_version = int(graph["opset"]), int(graph.get("ir_version", 0))
+            needs = graph.get("min_onnxruntime") or min_onnxruntime(opset, ir_version=ir_version)
         except (OSError, ValueError, KeyError, TypeError, CompatError) as exc:
             raise DeployError(f"{manifest}: cannot read what it needs ({exc})") from None
         if runtime:
             package, _, version = runtime.partition(" ")
-            why = refusal(name, opset, needs, package, version)
+            why = refusal(name, opset, needs, package, version, ir_version)
             if why:
                 raise DeployError(f"class {device_class}: {why}")
         if precision and got and not str(got).startswith(precision):

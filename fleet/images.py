@@ -85,6 +85,16 @@ class ImageSpec:
         return self.platform.split("/", 1)[1]
 
     @property
+    def wheelhouse_name(self) -> str:
+        """edge-<arch>-<ort package>, plus a digest of the class's pins when it has any: classes
+        pinning different versions (an older ONNX Runtime) never share a wheelhouse, whose
+        wheels (and SHA256SUMS) are then one consistent set, the image label's runtime too."""
+        base = f"edge-{self.arch}-{self.ort_package}"
+        if not self.pins:
+            return base
+        return f"{base}-{hashlib.sha256(repr(self.pins).encode()).hexdigest()[:8]}"
+
+    @property
     def tag(self) -> str:
         return f"{IMAGE_NAME}:{self.version}-{self.device_class}-{self.arch}"
 
@@ -183,10 +193,10 @@ def ensure_base(spec: ImageSpec, log=print) -> None:
 
 
 def wheelhouse(spec: ImageSpec, log=print) -> Path:
-    """build/wheelhouse/edge-<arch>-<ort package>/: the edgegen wheel, every dependency as a
+    """build/wheelhouse/<spec.wheelhouse_name>/: the edgegen wheel, every dependency as a
     binary wheel for the platform and each Python of the class (fetch_wheels: downloaded once,
     then checked against SHA256SUMS), requirements.txt and constraints.txt."""
-    out = BUILD / "wheelhouse" / f"edge-{spec.arch}-{spec.ort_package}"
+    out = BUILD / "wheelhouse" / spec.wheelhouse_name
     out.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     _edgegen_wheel(out, pip)

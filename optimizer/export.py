@@ -116,13 +116,33 @@ def export_module(module: torch.nn.Module, spec: ExportSpec, args: tuple, path: 
 def strip_debug_metadata(path: Path) -> None:
     """Drop what the exporter records per node for debugging (the Python stack trace, FX node
     and module path): a third of a small decoder's file, and it made the graph's bytes depend
-    on our source lines. The computation is untouched."""
+    on our source lines. The computation is untouched. And stamp the file with the oldest IR
+    version its opsets allow (torch writes IR 10 whatever the opset, which ONNX Runtime before
+    1.18 refuses to load): an opset-18 graph then runs on 1.14 too."""
     model = onnx.load(str(path), load_external_data=False)
     for graph in _graphs(model.graph):
         for node in graph.node:
             del node.metadata_props[:]
             node.doc_string = ""
+    _lowest_ir_version(model)
     onnx.save(model, str(path))  # external weights (model.onnx.data) stay referenced as they are
+
+
+def _lowest_ir_version(model: onnx.ModelProto) -> None:
+    """Lower model.ir_version to what its opset imports need (onnx.helper's version table), kept
+    only if the checker accepts the model at that version (a feature of a newer IR stays)."""
+    default = [o for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    try:
+        lowest = onnx.helper.find_min_ir_version_for(default)
+    except ValueError:
+        return
+    if lowest >= model.ir_version:
+        return
+    original, model.ir_version = model.ir_version, lowest
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError:
+        model.ir_version = original
 
 
 def _graphs(graph: onnx.GraphProto):

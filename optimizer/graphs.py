@@ -188,12 +188,13 @@ def graph_opset(path) -> int:
 
 
 def graph_needs(path) -> dict:
-    """The manifest's record of what loading the graph takes: its opset and the oldest ONNX
-    Runtime implementing that opset and the contrib ops it uses (edge_app/compat.py), which a
-    deploy checks against each device class's runtime."""
+    """The manifest's record of what loading the graph takes: its opset, IR version, and the
+    oldest ONNX Runtime implementing those and the contrib ops it uses (edge_app/compat.py),
+    which a deploy checks against each device class's runtime."""
     from edge_app.compat import min_onnxruntime
 
     model = onnx.load(str(path), load_external_data=False)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     contrib = {n.op_type for n in model.graph.node if n.domain == "com.microsoft"}
-    return {"opset": opset, "min_onnxruntime": min_onnxruntime(opset, contrib)}
+    return {"opset": opset, "ir_version": model.ir_version,
+            "min_onnxruntime": min_onnxruntime(opset, contrib, model.ir_version)}

@@ -22,7 +22,8 @@ def test_all_measures_every_container_class_and_names_the_phones_it_skips():
     notes = []
     hosts = fleet_hosts(EXAMPLE, "all", log=notes.append)
     assert {h: c for h, (c, _) in hosts.items()} == {
-        "workstation": "local", "pi-lab-01": "pi", "pi-lab-02": "pi", "orin-nano-01": "jetson"}
+        "workstation": "local", "pi-lab-01": "pi", "pi-lab-02": "pi", "orin-nano-01": "jetson",
+        "nano-01": "jetson_nano"}
     assert hosts["orin-nano-01"][1]["edgegen_container_name"] == "edgegen-edge"
     assert notes == ["skipped: class pixel (pixel6-01): no server container to measure in "
                      "(phones run the companion app)"]

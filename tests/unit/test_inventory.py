@@ -12,12 +12,17 @@ from ..conftest import REPO
 def test_example_inventory_merges_class_settings():
     devices = {d.name: d for d in load_inventory(REPO / "ansible" / "inventory" / "example.yml")}
     # Phones (no server) and the monitoring host are not devices to probe or scrape.
-    assert sorted(devices) == ["orin-nano-01", "pi-lab-01", "pi-lab-02", "workstation"]
+    assert sorted(devices) == ["nano-01", "orin-nano-01", "pi-lab-01", "pi-lab-02", "workstation"]
     device = devices["workstation"]
     assert (device.name, device.device_class, device.url) == (
         "workstation", "local", "http://127.0.0.1:8080")
     assert device.vars["edgegen_providers"] == ["CPUExecutionProvider"]
     assert devices["orin-nano-01"].vars["edgegen_docker_runtime"] == "nvidia"
+    # The JetPack 4 Nano: the generic arm64 image on its CPU, JetPack's own Docker engine.
+    nano = devices["nano-01"]
+    assert (nano.device_class, nano.vars["edgegen_platform"], nano.vars["edgegen_dockerfile"],
+            nano.vars["edgegen_providers"], nano.vars["edgegen_docker_install"]) == (
+        "jetson_nano", "linux/arm64", "images/edge/Dockerfile", ["CPUExecutionProvider"], False)
     assert devices["pi-lab-01"].vars["edgegen_platform"] == "linux/arm64"
 
 
@@ -32,7 +37,7 @@ def test_host_vars_override_class_settings(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("all:\n  children:\n    toaster:\n      hosts: {t1: }\n",
      r"unknown device class 'toaster': no .*toaster.yml; known classes: "
-     r"\['jetson', 'local', 'pi', 'pixel'\]"),
+     r"\['jetson', 'jetson_nano', 'local', 'pi', 'pixel'\]"),
     ("all:\n  children:\n    local:\n      hosts: {x: {edgegen_port: http}}\n",
      "host 'x': edgegen_port must be a port number, got 'http'"),
     ("hosts: [a]\n", "expected 'all: children: <class>: hosts: ...'"),
