@@ -1,7 +1,8 @@
-"""`make deploy` against simulated devices on this machine: containers running sshd on loopback
-ports, one arm64 (under qemu-user-static) as a `pi`, one amd64 standing in for a `jetson` with
-the BASE_IMAGE override. Ansible reaches them over SSH with a key; their Docker engine is this
-machine's (through its socket), so the servers they start listen on 127.0.0.1 here.
+"""`make deploy` against simulated devices on this machine (the session's `fleet`, see
+conftest.py): containers running sshd on loopback ports, one arm64 (under qemu-user-static) as a
+`pi`, one amd64 standing in for a `jetson` with the BASE_IMAGE override. Ansible reaches them
+over SSH with a key; their Docker engine is this machine's (through its socket), so the servers
+they start listen on 127.0.0.1 here.
 
 The tests run in order and share the fleet: the Pi's deploy, the Jetson stand-in loaded from
 an archive, its redeploy (no changes) and check mode, the targets file, a broken release rolled
@@ -10,185 +11,57 @@ back, then the benchmarks inside the deployed containers.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import re
-import secrets
 import select
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import requests
-import yaml
-from PIL import Image
 
 from edge_app import __version__
 
-from ..conftest import REPO, free_port
+from ..conftest import REPO
 from ..reportcheck import trace_report
-from .conftest import arm64_missing, docker_missing, prebuilt
-from .simfleet import JETSON_STAND_IN, SIM_IMAGE, SIMS
+from .devices import (deploy_summary, fleet_deploy, generate, make_deploy, ok, read_metrics,
+                      run_cmd)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker_images("fleet")]
 GOOD_JETSON = f"edgegen-edge:{__version__}-jetson-amd64"
 BROKEN_JETSON = f"edgegen-edge:{__version__}-broken-jetson-amd64"
 
 
-def _run(cmd, timeout=1200, **kwargs) -> subprocess.CompletedProcess:
-    started = time.monotonic()
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                            **kwargs)
-    print(f"$ {' '.join(map(str, cmd))}  ({time.monotonic() - started:.0f} s, rc {result.returncode})")
-    return result
-
-
-def _ok(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    return result.stdout
-
-
-def _summary(output: str) -> dict:
-    path = re.search(r"^summary: (.+)$", output, re.M).group(1)
-    return json.loads(Path(path).read_text())
-
-
-def _wait_ssh(port: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                if s.recv(64).startswith(b"SSH-"):
-                    return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"sshd of a simulated device did not answer on 127.0.0.1:{port}")
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory, dcgan_bundle):
-    reason = docker_missing() or arm64_missing()
-    if reason:
-        pytest.skip(reason)
-    root = tmp_path_factory.mktemp("fleet")
-    _ok(_run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "id_ed25519")]))
-    bundles = root / "bundles"
-    shutil.copytree(dcgan_bundle, bundles / "tiny-dcgan")
-    # The debootstrap bases, the simulated devices' images and both edge images (prebuild.py).
-    prebuilt("fleet")
-    sims = {name: (sim.arch, free_port(), free_port()) for name, sim in SIMS.items()}
-    names = []
-    for name, (arch, ssh_port, _) in sims.items():
-        data = root / name
-        data.mkdir()
-        names.append(f"edgegen-sim-{name}")
-        subprocess.run(["docker", "rm", "-f", names[-1], f"edgegen-edge-{name}"],
-                       capture_output=True)
-        _ok(_run(["docker", "run", "-d", "--name", names[-1], "--network", "host",
-                  "--platform", f"linux/{arch}", "-e", f"SSH_PORT={ssh_port}",
-                  "-v", f"{root / 'id_ed25519.pub'}:/home/deploy/.ssh/authorized_keys:ro",
-                  "-v", "/var/run/docker.sock:/var/run/docker.sock",
-                  "-v", f"{data}:{data}", SIM_IMAGE.format(arch=arch)]))
-    # JetPack registers NVIDIA's runtime in daemon.json; the docker role must keep it.
-    _ok(_run(["docker", "exec", "edgegen-sim-jetson-sim", "sh", "-c",
-              "mkdir -p /etc/docker && echo '{\"runtimes\": {\"nvidia\": {\"path\": "
-              "\"nvidia-container-runtime\", \"runtimeArgs\": []}}}' > /etc/docker/daemon.json"]))
-    for _, ssh_port, _ in sims.values():
-        _wait_ssh(ssh_port)
-
-    def host(name, **overrides):
-        # Host vars: in Ansible they outrank the class files (playbook group_vars), which an
-        # inventory file's group vars do not.
-        _, ssh_port, edge_port = sims[name]
-        return {"ansible_host": "127.0.0.1", "ansible_port": ssh_port, "edgegen_port": edge_port,
-                "edgegen_root": f"{root / name}/opt/edgegen",
-                "edgegen_container_name": f"edgegen-edge-{name}",
-                "edgegen_bundles": ["tiny-dcgan"],
-                # No init system in a simulated device; its engine is this machine's.
-                "edgegen_docker_service_manage": False,
-                # Tests reach the servers on loopback only.
-                "edgegen_server_config": {"host": "127.0.0.1"}, **overrides}
-
-    key_file = root / "api_key"
-    key_file.write_text(secrets.token_hex(24) + "\n")
-    inventory = root / "inventory.yml"
-    inventory.write_text(yaml.safe_dump({"all": {
-        "vars": {
-            "ansible_user": "deploy",
-            "ansible_ssh_private_key_file": str(root / "id_ed25519"),
-            # Fresh host keys on every run of these throwaway devices.
-            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
-            "ansible_python_interpreter": "/usr/bin/python3"},
-        "children": {
-            "pi": {"hosts": {"pi-sim": host("pi-sim")}},
-            # The BASE_IMAGE override (simfleet.JETSON_STAND_IN): a Debian base on amd64, ONNX
-            # Runtime's CPU build and no NVIDIA runtime; the operator's API key file (never in
-            # the inventory itself).
-            "jetson": {"hosts": {"jetson-sim": host(
-                "jetson-sim", **JETSON_STAND_IN, edgegen_docker_runtime="",
-                edgegen_api_key_file=str(key_file))}},
-            "monitoring": {"hosts": {"prometheus-sim": {
-                "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                "edgegen_targets_file": str(root / "targets" / "edge.json"),
-                "edgegen_monitoring_become": False}}}}}}, sort_keys=False))
-    yield SimpleNamespace(root=root, inventory=inventory, bundles=bundles,
-                          key=key_file.read_text().strip(), archive={},
-                          port={n: p for n, (_, _, p) in sims.items()})
-    subprocess.run(["docker", "rm", "-f", *names, "edgegen-edge-pi-sim", "edgegen-edge-jetson-sim"],
-                   capture_output=True)
+@pytest.fixture(scope="module", autouse=True)
+def _no_broken_image_left():
+    yield
     subprocess.run(["docker", "rmi", BROKEN_JETSON], capture_output=True)
 
 
-def _make_deploy(fleet, device: str, *extra: str) -> subprocess.CompletedProcess:
-    return _run(["make", "--no-print-directory", "deploy", f"DEVICE={device}",
-                 f"INVENTORY={fleet.inventory}", f"BUNDLES_DIR={fleet.bundles}",
-                 f"DEPLOY_ARGS={' '.join(extra)}"])
-
-
-def _fleet_deploy(fleet, device: str, *extra: str) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "fleet", "deploy", "--device", device, "--inventory",
-                 str(fleet.inventory), "--bundles", str(fleet.bundles), *extra])
-
-
-def _generate(port: int, key: str = "") -> Image.Image:
-    r = requests.post(f"http://127.0.0.1:{port}/v1/images/generations",
-                      json={"model": "tiny-dcgan", "n": 1, "seed": 7}, timeout=120,
-                      headers={"Authorization": f"Bearer {key}"} if key else {})
-    assert r.status_code == 200, r.text
-    return Image.open(io.BytesIO(base64.b64decode(r.json()["data"][0]["b64_json"])))
-
-
-def _metrics(port: int) -> str:
-    return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
-
-
 def test_deploy_pi_serves_from_an_arm64_container(fleet):
-    out = _ok(_make_deploy(fleet, "pi"))
-    summary = _summary(out)
+    out = ok(make_deploy(fleet, "pi"))
+    summary = deploy_summary(out)
     (pi,) = summary["hosts"][:1]
     assert (pi["host"], pi["status"]) == ("pi-sim", "changed"), out[-4000:]
     assert pi["result"]["ready"]["models"] == ["tiny-dcgan"]
     assert re.search(r"^pi-sim\s+changed\s+\d+\s+edgegen-edge:0\.1\.0-pi-arm64\s+"
                      r"http://127\.0\.0\.1:\d+\s+ready \(tiny-dcgan\)$", out, re.M), out[-3000:]
-    image = _generate(fleet.port["pi-sim"])
+    image = generate(fleet.port["pi-sim"])
     shape = json.loads((fleet.bundles / "tiny-dcgan/manifest.json").read_text())["generation"]
     assert image.size == (shape["image"]["width"], shape["image"]["height"])
     # The server runs arm64 code (under qemu here): its own view of the machine says so.
     assert re.search(r'edgegen_device_info\{[^}]*arch="aarch64"[^}]*device_class="pi"',
-                     _metrics(fleet.port["pi-sim"]))
+                     read_metrics(fleet.port["pi-sim"]))
     # The companion page's onnxruntime-web ships in the image (gzipped).
     wasm = requests.get(f"http://127.0.0.1:{fleet.port['pi-sim']}/companion/"
                         "ort-wasm-simd-threaded.wasm", timeout=60)
     assert wasm.status_code == 200 and wasm.headers["Content-Encoding"] == "gzip"
     assert wasm.content[:4] == b"\0asm"
-    info = json.loads(_ok(_run(["docker", "image", "inspect", summary["image"]])))[0]
+    info = json.loads(ok(run_cmd(["docker", "image", "inspect", summary["image"]])))[0]
     assert info["Architecture"] == "arm64" and info["Config"]["User"] == "edgegen"
     assert info["Config"]["Healthcheck"]["Test"][0] == "CMD"
     print(f"pi image: {info['Size'] / 1e6:.0f} MB")
@@ -196,16 +69,16 @@ def test_deploy_pi_serves_from_an_arm64_container(fleet):
 
 
 def test_jetson_stand_in_loads_its_archive_and_says_it_fell_back_to_cpu(fleet):
-    out = _ok(_run([sys.executable, "-m", "fleet", "images", "--device", "jetson",
-                    "--inventory", str(fleet.inventory)]))
+    out = ok(run_cmd([sys.executable, "-m", "fleet", "images", "--device", "jetson",
+                      "--inventory", str(fleet.inventory)]))
     archive = re.search(r"(\S+\.tar\.gz)$", out.strip(), re.M).group(1)
     fleet.archive["jetson"] = archive  # the redeploy below rolls out the same release
     # The controller's engine and the simulated device's are one: drop the image so the device
     # has to load it from the archive, as a real one does.
     subprocess.run(["docker", "rmi", "--no-prune", GOOD_JETSON], capture_output=True)
-    out = _ok(_fleet_deploy(fleet, "jetson", "--archive", archive))
+    out = ok(fleet_deploy(fleet, "jetson", "--archive", archive))
     assert re.search(r"jetson-sim\s+changed\s+Load the image", out), out[-4000:]
-    metrics = _metrics(fleet.port["jetson-sim"])
+    metrics = read_metrics(fleet.port["jetson-sim"])
     line = next(ln for ln in metrics.splitlines() if ln.startswith("edgegen_model_info{"))
     assert 'runtime="CPUExecutionProvider"' in line
     assert ('requested_providers="TensorrtExecutionProvider,CUDAExecutionProvider,'
@@ -214,11 +87,11 @@ def test_jetson_stand_in_loads_its_archive_and_says_it_fell_back_to_cpu(fleet):
     port = fleet.port["jetson-sim"]
     assert requests.post(f"http://127.0.0.1:{port}/v1/images/generations",
                          json={"model": "tiny-dcgan"}, timeout=30).status_code == 401
-    _generate(port, fleet.key)
+    generate(port, fleet.key)
     key_on_device = fleet.root / "jetson-sim/opt/edgegen/config/api_keys"
     assert key_on_device.read_text().strip() == fleet.key
     assert (key_on_device.stat().st_mode & 0o777, key_on_device.stat().st_uid) == (0o400, 10001)
-    daemon = json.loads(_ok(_run(["docker", "exec", "edgegen-sim-jetson-sim", "cat",
+    daemon = json.loads(ok(run_cmd(["docker", "exec", "edgegen-sim-jetson-sim", "cat",
                                   "/etc/docker/daemon.json"])))
     assert "nvidia" in daemon["runtimes"] and daemon["log-opts"]["max-size"] == "10m"
 
@@ -227,15 +100,15 @@ def test_jetson_stand_in_loads_its_archive_and_says_it_fell_back_to_cpu(fleet):
 # device, where a playbook takes seconds rather than minutes under qemu. The arm64 Pi proves the
 # deploy, its image and its server (above), and the benchmark in its container (below).
 def test_redeploy_reports_no_changes(fleet):
-    out = _ok(_make_deploy(fleet, "jetson", "--archive", fleet.archive["jetson"]))
-    summary = _summary(out)
+    out = ok(make_deploy(fleet, "jetson", "--archive", fleet.archive["jetson"]))
+    summary = deploy_summary(out)
     assert summary["changes"] == 0, out[-5000:]
     assert "no changes" in out
 
 
 def test_check_mode_runs_clean(fleet):
-    out = _ok(_fleet_deploy(fleet, "jetson", "--archive", fleet.archive["jetson"], "--check"))
-    assert _summary(out)["check"] is True and "check mode" in out
+    out = ok(fleet_deploy(fleet, "jetson", "--archive", fleet.archive["jetson"], "--check"))
+    assert deploy_summary(out)["check"] is True and "check mode" in out
 
 
 def test_targets_file_lists_every_deployed_device(fleet):
@@ -249,29 +122,29 @@ def test_targets_file_lists_every_deployed_device(fleet):
 
 
 def test_unhealthy_release_is_rolled_back(fleet):
-    good = _ok(_run(["docker", "image", "inspect", "-f", "{{.Id}}", GOOD_JETSON])).strip()
+    good = ok(run_cmd(["docker", "image", "inspect", "-f", "{{.Id}}", GOOD_JETSON])).strip()
     # A release whose server cannot start: it names a bundle the device does not have.
-    _ok(_run(["docker", "build", "--quiet", "-t", BROKEN_JETSON, "-"],
-             input=f'FROM {GOOD_JETSON}\nCMD ["serve", "--bundle", "/bundles/missing"]\n'))
-    result = _fleet_deploy(fleet, "jetson", "--image", BROKEN_JETSON,
-                           "-e", "edgegen_health_retries=8", "-e", "edgegen_health_delay=1",
-                           "-e", "edgegen_ready_retries=8", "-e", "edgegen_ready_delay=1")
+    ok(run_cmd(["docker", "build", "--quiet", "-t", BROKEN_JETSON, "-"],
+               input=f'FROM {GOOD_JETSON}\nCMD ["serve", "--bundle", "/bundles/missing"]\n'))
+    result = fleet_deploy(fleet, "jetson", "--image", BROKEN_JETSON,
+                          "-e", "edgegen_health_retries=8", "-e", "edgegen_health_delay=1",
+                          "-e", "edgegen_ready_retries=8", "-e", "edgegen_ready_delay=1")
     out = result.stdout
     assert result.returncode != 0, out[-4000:]
     assert re.search(r"^jetson-sim\s+failed", out, re.M), out[-4000:]
     assert f"jetson-sim: {BROKEN_JETSON} failed its health check" in out
     assert f"rolled back to {GOOD_JETSON}" in out
-    running = _ok(_run(["docker", "inspect", "-f", "{{.Image}}", "edgegen-edge-jetson-sim"]))
+    running = ok(run_cmd(["docker", "inspect", "-f", "{{.Image}}", "edgegen-edge-jetson-sim"]))
     assert running.strip() == good
     assert requests.get(f"http://127.0.0.1:{fleet.port['jetson-sim']}/ready", timeout=30).ok
-    _generate(fleet.port["jetson-sim"], fleet.key)
+    generate(fleet.port["jetson-sim"], fleet.key)
     state = json.loads((fleet.root / "jetson-sim/opt/edgegen/state/current.json").read_text())
     assert state["tag"] == GOOD_JETSON
 
 
 def _make_bench(fleet, results: Path, bundles: Path, device: str, *args: str
                 ) -> subprocess.CompletedProcess:
-    return _run(["make", "--no-print-directory", "bench", f"DEVICE={device}",
+    return run_cmd(["make", "--no-print-directory", "bench", f"DEVICE={device}",
                  f"INVENTORY={fleet.inventory}", f"RESULTS={results}",
                  f"BENCH_ARGS=--bundles {bundles} {' '.join(args)}"])
 
@@ -285,7 +158,7 @@ BENCH_WORKLOAD = ("--runs", "3", "--warmup", "1", "--batches", "1,4", "--window"
 def test_bench_measures_every_device_inside_its_container_and_resumes(fleet, tmp_path):
     results, bundles = tmp_path / "results", tmp_path / "bundles"
     shutil.copytree(fleet.bundles, bundles)  # the measured figures land in these manifests
-    out = _ok(_make_bench(fleet, results, bundles, "all", "--repeats", "2", *BENCH_WORKLOAD))
+    out = ok(_make_bench(fleet, results, bundles, "all", "--repeats", "2", *BENCH_WORKLOAD))
     assert re.search(r"^pi-sim\s+pi\s+done\s+2\s+\[2/2\] tiny-dcgan repeat 2: batch_1 p50",
                      out, re.M), out[-4000:]
     assert re.search(r"^jetson-sim\s+jetson\s+done\s+2\s", out, re.M), out[-4000:]
@@ -311,7 +184,7 @@ def test_bench_measures_every_device_inside_its_container_and_resumes(fleet, tmp
     # Resume: a third repeat measures only that one; the first two stay as they were.
     first = (results / "bench/pi-sim/tiny-dcgan/repeat-1.json")
     before = first.stat().st_mtime_ns
-    out = _ok(_make_bench(fleet, results, bundles, "pi", "--repeats", "3", *BENCH_WORKLOAD))
+    out = ok(_make_bench(fleet, results, bundles, "pi", "--repeats", "3", *BENCH_WORKLOAD))
     assert re.search(r"^pi-sim\s+pi\s+done\s+3\s", out, re.M), out[-4000:]
     log = (fleet.root / "pi-sim/opt/edgegen/cache/bench/bench.log").read_text()
     last_run = log[log.rindex("--- "):]
@@ -320,7 +193,7 @@ def test_bench_measures_every_device_inside_its_container_and_resumes(fleet, tmp
     assert first.stat().st_mtime_ns == before
 
     # The report from the fleet's results: every number traces to a fetched raw file.
-    _ok(_run(["make", "--no-print-directory", "report", f"RESULTS={results}"]))
+    ok(run_cmd(["make", "--no-print-directory", "report", f"RESULTS={results}"]))
     report = results / "report"
     checked, unmeasured = trace_report(report, results / "bench")
     assert checked == 2 * 3 + 2 * 1 + 2 * 1  # latency and throughput per batch, memory; 2 devices
@@ -333,10 +206,10 @@ def test_bench_measures_every_device_inside_its_container_and_resumes(fleet, tmp
 def _signal_bench(pid: int, name: str, check: bool = True) -> None:
     """SIGSTOP / SIGCONT the benchmark on the Jetson stand-in and its workers (its own process
     group, started with a new session), as the server's user inside the container."""
-    result = _run(["docker", "exec", "edgegen-edge-jetson-sim", "python3", "-c",
-                   f"import os, signal; os.killpg({pid}, signal.SIG{name})"])
+    result = run_cmd(["docker", "exec", "edgegen-edge-jetson-sim", "python3", "-c",
+                      f"import os, signal; os.killpg({pid}, signal.SIG{name})"])
     if check:
-        _ok(result)
+        ok(result)
 
 
 def _until(proc: subprocess.Popen, text: bytes, timeout: float) -> bytes:
@@ -376,9 +249,9 @@ def test_a_stopped_controller_leaves_the_benchmark_running_and_the_next_run_join
         controller.send_signal(2)  # Ctrl-C
         out = controller.communicate(timeout=120)[0]
         assert "interrupted: benchmarks already started keep running" in out, out[-3000:]
-        status = json.loads(_ok(_run(["docker", "exec", "edgegen-edge-jetson-sim", "python3",
-                                      "-m", "edge_app", "bench", "--status", "--out",
-                                      "/var/lib/edgegen/cache/bench"])))
+        status = json.loads(ok(run_cmd(["docker", "exec", "edgegen-edge-jetson-sim", "python3",
+                                        "-m", "edge_app", "bench", "--status", "--out",
+                                        "/var/lib/edgegen/cache/bench"])))
         assert (status["state"], status["pid"]) == ("running", pid), status
         again = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, bufsize=0)
         joined = _until(again, b"Start the benchmark", timeout=300)
@@ -393,9 +266,9 @@ def test_a_stopped_controller_leaves_the_benchmark_running_and_the_next_run_join
 
 
 def test_bench_on_a_device_without_the_server_says_deploy_first(fleet, tmp_path):
-    result = _run([sys.executable, "-m", "fleet", "bench", "--device", "jetson", "--inventory",
-                   str(fleet.inventory), "--results", str(tmp_path / "results"),
-                   "-e", "edgegen_container_name=edgegen-not-deployed"])
+    result = run_cmd([sys.executable, "-m", "fleet", "bench", "--device", "jetson",
+                      "--inventory", str(fleet.inventory), "--results", str(tmp_path / "results"),
+                      "-e", "edgegen_container_name=edgegen-not-deployed"])
     assert result.returncode == 1, result.stdout[-3000:]
     assert re.search(r"^jetson-sim\s+jetson\s+failed\s+0\s+-$", result.stdout, re.M)
     assert "jetson-sim: no running edgegen-not-deployed container on jetson-sim: deploy first " \
