@@ -70,6 +70,17 @@ def test_every_class_file_is_a_mapping():
         assert all(key.startswith("edgegen_") for key in settings), path
 
 
+def test_every_class_names_a_power_sensor_the_server_has():
+    """A class's power sensor is a backend name of edge_app.power (or auto / none): pixel.yml
+    once said android_battery, which no backend is."""
+    from edge_app.power.sensors import BACKENDS
+
+    classes = [p.stem for p in (REPO / "ansible" / "group_vars").glob("*.yml") if p.stem != "all"]
+    for name in classes:
+        sensor = device_class(name).get("edgegen_power_sensor", "auto")
+        assert sensor in {*BACKENDS, "auto", "none"}, f"{name}.yml: {sensor!r}"
+
+
 def test_the_example_inventory_reaches_no_real_network():
     """Its hosts are documentation addresses (RFC 5737) or this machine: a user who runs a
     command on it by mistake sends nothing to a real network."""
