@@ -104,7 +104,7 @@ def bench_images(server, bundle: Path, args) -> dict:
     from edge_app.runtime import load_model
 
     model = load_model(load_bundle(bundle), load_config({"intra_op_threads": args.threads},
-                                                        environ={}))
+                                                        environ={}), placement=False)
     name = model.name
     out = {}
     with requests.Session() as session:

@@ -125,7 +125,7 @@ def run_worker(bundle_dir: str, w: Workload, sensor_name: str, sensor_root: str,
     # TensorRT cache) apply, so the benchmark runs what the server would.
     config = load_config({"intra_op_threads": w.threads} if w.threads else {})
     before = memory(Path("/")).get("rss", 0)
-    model = load_model(load_bundle(bundle_dir), config)
+    model = load_model(load_bundle(bundle_dir), config, placement=False)  # its own memory only
     sampler = None
     if sensor_name != "none":
         sampler = PowerSampler(detect(sensor_root, sensor_name)).start()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import json
 import logging
 import os
@@ -21,6 +19,7 @@ from .bundle import Bundle, BundleError, load_bundle
 from .compat import bundle_needs, refusal
 from .config import Config, ConfigError
 from .latent import normal_latents
+from .tensorrt import TRT, engine_dir, is_qdq, tensorrt_version, trt_profile
 from .textgen import ServedModel, TextModel, session_options
 
 log = logging.getLogger(__name__)
@@ -54,93 +53,6 @@ def provider_chain(requested: tuple[str, ...] = ()) -> tuple[list[str], list[str
     if CPU not in chain:
         chain.append(CPU)
     return chain, skipped
-
-
-TRT = "TensorrtExecutionProvider"
-# libnvinfer's sonames, newest first (JetPack 6: TensorRT 10, JetPack 5 and 4: 8).
-NVINFER = ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so")
-
-
-@functools.cache
-def tensorrt_version() -> str:
-    """The TensorRT library ONNX Runtime's TensorRT provider would load ("10.3.0"), from
-    libnvinfer's getInferLibVersion(); "" where there is none (no GPU image)."""
-    for name in NVINFER:
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        return trt_version_string(int(lib.getInferLibVersion()))
-    return ""
-
-
-def trt_version_string(code: int) -> str:
-    """NV_TENSORRT_VERSION as a version: 100300 -> 10.3.0 (TensorRT 10 counts the major in
-    ten-thousands), 8602 -> 8.6.2 (TensorRT 8 in thousands)."""
-    major, rest = divmod(code, 10000) if code >= 10000 else divmod(code, 1000)
-    return f"{major}.{rest // 100}.{rest % 100}"
-
-
-def trt_cache_dir(configured: str = "") -> Path:
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edgegen" / "tensorrt"
-
-
-def engine_dir(bundle: Bundle, config: Config | None) -> Path:
-    """Where this bundle's TensorRT engines are cached: one directory per TensorRT version and
-    model file (its sha256), so a new bundle or a JetPack upgrade builds anew and never loads an
-    engine made for something else; the rest of the cache is left alone."""
-    sha = bundle.manifest.files[bundle.manifest.model_file].sha256
-    return (trt_cache_dir(config.trt_cache_dir if config else "")
-            / f"trt-{tensorrt_version() or 'unknown'}" / f"{bundle.manifest.name}-{sha[:16]}")
-
-
-def is_qdq(bundle: Bundle) -> bool:
-    """A graph quantized with QuantizeLinear/DequantizeLinear pairs on calibrated activations
-    (static INT8): the only kind TensorRT builds INT8 kernels for. Dynamic INT8
-    (MatMulInteger, DynamicQuantizeLinear) and 4-bit MatMulNBits are not TensorRT ops: those
-    nodes run on CUDA or the CPU."""
-    return any(t.name == "quantize" and t.params.get("mode") == "static-int8"
-               for t in bundle.manifest.techniques)
-
-
-def trt_profile(bundle: Bundle, config: Config | None) -> dict[str, str]:
-    """TensorRT's explicit optimization profile (trt_profile_min/opt/max_shapes) for every graph
-    input, from the manifest: one profile covering every shape the server will feed, so the
-    engine is built once, at warm-up, not again whenever a shape leaves the range TensorRT
-    guessed from the first run (a KV-cache decoder's sequence axes change every token).
-
-    Text: batch 1 (the server decodes one sequence per run), a prompt of 1 to context_length
-    tokens, a past of 0 (the prefill) to context_length - 1; optimized for one new token on a
-    half-full cache. Images: a batch of 1 to max_images_per_request, optimized for 1.
-    Returns {} (TensorRT's implicit profiles) when an input has an axis the manifest does not
-    name in these terms, with a warning."""
-    manifest = bundle.manifest
-    if manifest.task == "text-generation":
-        ctx = manifest.generation.context_length
-        axes = {"batch": (1, 1, 1), "sequence": (1, 1, ctx), "past": (0, ctx // 2, ctx - 1),
-                "keep": (1, 1, ctx)}
-    else:
-        cap = config.max_images_per_request if config else Config().max_images_per_request
-        axes = {"batch": (1, 1, cap)}
-    shapes: dict[str, list[str]] = {"min": [], "opt": [], "max": []}
-    for spec in manifest.graph.inputs:
-        dims = []
-        for dim in spec.shape:
-            if isinstance(dim, int):
-                dims.append((dim, dim, dim))
-            elif dim in axes:
-                dims.append(axes[dim])
-            else:
-                log.warning("%s: input %s has axis %r, which has no TensorRT profile range; "
-                            "TensorRT picks its own (and may rebuild engines as shapes change)",
-                            manifest.name, spec.name, dim)
-                return {}
-        for i, which in enumerate(("min", "opt", "max")):
-            shapes[which].append(f"{spec.name}:" + "x".join(str(d[i]) for d in dims))
-    return {f"trt_profile_{which}_shapes": ",".join(v) for which, v in shapes.items()}
 
 
 def provider_options(chain: list[str], bundle: Bundle, config: Config | None) -> list:
@@ -273,10 +185,30 @@ class ImageModel(ServedModel):
         return images
 
 
-def load_model(bundle: Bundle, config: Config) -> "ImageModel | TextModel":
+def load_model(bundle: Bundle, config: Config, placement: bool = True) -> "ImageModel | TextModel":
     """A warmed model for a bundle: the first run allocates and pre-packs weights (and, with
-    TensorRT, builds or loads the engines), and says which provider ran how many nodes."""
-    session = open_session(bundle, config.intra_op_threads, config, placement=True)
+    TensorRT, builds or loads the engines). `placement`: also count the nodes each provider
+    runs (the server logs it and lists it in /v1/models; a benchmark does not need it)."""
+    counts = None
+    if placement:
+        # Counted on a session of its own, warmed the same way and dropped: a session made with
+        # ONNX Runtime's profiler on keeps serving differently even once profiling has stopped
+        # (measured: its RSS grew 7 % from one round of 64 clients to the next, over the load
+        # test's 5 % limit, in three runs). With TensorRT this first session builds the engines;
+        # the serving one loads them from the cache.
+        probe = _warmed(bundle, open_session(bundle, config.intra_op_threads, config,
+                                             placement=True))
+        counts = placement_of(probe.session)
+        del probe
+        log.info("%s: nodes run per execution provider at warm-up: %s", bundle.manifest.name,
+                 ", ".join(f"{p} {n}" for p, n in counts.items()) or "none recorded")
+    model = _warmed(bundle, open_session(bundle, config.intra_op_threads, config))
+    model.requested_providers = ",".join(config.execution_providers) or "auto"
+    model.placement = counts
+    return model
+
+
+def _warmed(bundle: Bundle, session: ort.InferenceSession) -> "ImageModel | TextModel":
     try:
         if bundle.manifest.task == "text-generation":
             model = TextModel(bundle, session)
@@ -289,10 +221,6 @@ def load_model(bundle: Bundle, config: Config) -> "ImageModel | TextModel":
     except Exception as exc:  # ORT's Fail/InvalidArgument/RuntimeException, MemoryError, ...
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise BundleError(f"bundle {bundle.path}: the warm-up run failed: {first}") from None
-    model.requested_providers = ",".join(config.execution_providers) or "auto"
-    model.placement = placement_of(session)
-    log.info("%s: nodes run per execution provider at warm-up: %s", bundle.manifest.name,
-             ", ".join(f"{p} {n}" for p, n in model.placement.items()) or "none recorded")
     return model
 
 

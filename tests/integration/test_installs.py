@@ -156,7 +156,8 @@ def test_a_wheel_carries_the_ansible_project_for_use_outside_a_checkout(tmp_path
                if p.is_file()]
     assert found["files"] == sorted(str(p) for p in tracked if not p.name.startswith("."))
     assert set(SHIPPED) <= set(found["files"])
-    assert found["devices"] == ["orin-nano-01", "pi-lab-01", "pi-lab-02", "workstation"]
+    assert found["devices"] == ["nano-01", "orin-nano-01", "pi-lab-01", "pi-lab-02",
+                                "workstation"]
     assert found["pixel"] == "companion-apk"
 
     helped = subprocess.run([str(python), "-m", "fleet", "status", "--help"], cwd=elsewhere,

@@ -72,7 +72,8 @@ def _is_loading(response: requests.Response) -> bool:
         return False
     error = response.json()["error"]
     return (error["code"] == "loading" and error["type"] == "unavailable_error"
-            and re.fullmatch(rf"Loading models: \d+ of {N} loaded", error["message"]) is not None
+            and re.fullmatch(rf"Loading models: \d+ of {N} loaded(; loading [\w.-]+)?",
+                             error["message"]) is not None
             and int(response.headers["Retry-After"]) > 0)
 
 

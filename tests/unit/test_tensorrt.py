@@ -20,8 +20,8 @@ from edge_app.app import create_app
 from edge_app.bundle import Technique, load_bundle
 from edge_app.config import load_config
 from edge_app.errors import Loading
-from edge_app.runtime import (CPU, TRT, ModelRegistry, engine_dir, is_qdq, load_model,
-                              load_stage, provider_options, trt_profile, trt_version_string)
+from edge_app.runtime import CPU, ModelRegistry, load_model, load_stage, provider_options
+from edge_app.tensorrt import TRT, engine_dir, is_qdq, trt_profile, trt_version_string
 from fleet.playbook import Display
 
 TRT_CHAIN = [TRT, "CUDAExecutionProvider", CPU]
@@ -67,7 +67,7 @@ def test_an_axis_without_a_range_leaves_the_profile_to_tensorrt(dcgan_bundle, ca
     odd = dataclasses.replace(graph.inputs[0], shape=("frames", graph.inputs[0].shape[1]))
     bundle = dataclasses.replace(bundle, manifest=dataclasses.replace(
         bundle.manifest, graph=dataclasses.replace(graph, inputs=(odd,))))
-    with caplog.at_level(logging.WARNING, logger="edge_app.runtime"):
+    with caplog.at_level(logging.WARNING, logger="edge_app.tensorrt"):
         assert trt_profile(bundle, _config(dcgan_bundle)) == {}
     assert "axis 'frames', which has no TensorRT profile range" in caplog.text
 
@@ -112,8 +112,9 @@ def test_provider_options_reach_onnx_runtime(dcgan_bundle, tmp_path, monkeypatch
                         lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", CPU])
     monkeypatch.setattr(ort, "InferenceSession", Recording)
     model = load_model(bundle, config)
-    (providers,) = passed
-    assert [name for name, _ in providers] == TRT_CHAIN
+    # the placement probe and the serving session: the same providers, the same options
+    probe, providers = passed
+    assert probe == providers and [name for name, _ in providers] == TRT_CHAIN
     options = dict(providers)[TRT]
     assert options["trt_engine_cache_enable"] is True
     assert options["trt_engine_cache_path"] == str(engine_dir(bundle, config))
@@ -133,7 +134,9 @@ def test_placement_counts_the_nodes_each_provider_ran(gpt2_bundle, caplog):
     assert list(model.placement) == [CPU] and model.placement[CPU] > 10
     assert f"nodes run per execution provider at warm-up: {CPU} {model.placement[CPU]}" \
         in caplog.text
-    # ONNX Runtime's profile was read and removed, and profiling stopped with the warm-up.
+    # Counted on a profiled session of its own: the one that serves was never profiled (a
+    # profiled session keeps serving with more memory), and the profile file is gone.
+    assert model.session.get_session_options().enable_profiling is False
     assert not {n for n in set(os.listdir(tempfile.gettempdir())) - before
                 if n.startswith("edgegen-placement")}
     model.generate(model.encode("The"), 3)
