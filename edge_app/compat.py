@@ -43,12 +43,18 @@ def parse_version(text: str) -> tuple[int, int, int]:
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
+def _newest(table: dict[int, str], runtime_version: str, before: int) -> int:
+    """The highest key of `table` (opset or IR version -> first release) that a runtime release
+    has; `before` for releases older than the table."""
+    have = parse_version(runtime_version)
+    return max((key for key, since in table.items() if parse_version(since) <= have),
+               default=before)
+
+
 def max_opset(runtime_version: str) -> int:
     """The newest ONNX opset a runtime release implements (the table's last entry for releases
     newer than the table: they implement at least that)."""
-    have = parse_version(runtime_version)
-    known = [opset for opset, since in OPSET_SINCE.items() if parse_version(since) <= have]
-    return max(known, default=10)
+    return _newest(OPSET_SINCE, runtime_version, before=10)
 
 
 def min_onnxruntime(opset: int, contrib_ops: set[str] | frozenset[str] = frozenset(),
@@ -77,8 +83,7 @@ def bundle_needs(manifest) -> str:
 
 def max_ir_version(runtime_version: str) -> int:
     """The newest ONNX IR version a runtime release reads (7 before the table)."""
-    have = parse_version(runtime_version)
-    return max((ir for ir, since in IR_SINCE.items() if parse_version(since) <= have), default=7)
+    return _newest(IR_SINCE, runtime_version, before=7)
 
 
 def refusal(name: str, opset: int, needs: str, runtime: str, runtime_version: str,

@@ -7,7 +7,6 @@ summary.json beside ansible-runner's artifacts, and a non-zero exit when any hos
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -30,7 +29,8 @@ def _check_bundles(device_class: str, hosts: dict[str, dict[str, Any]], bundles_
     """Every bundle the hosts serve is built and loads on the class's `runtime` ("onnxruntime
     1.32.0": its image's label, a phone's onnxruntime-web; "" = unknown, not checked); a note
     for those of another precision than their class prefers."""
-    from edge_app.compat import CompatError, min_onnxruntime, refusal
+    from edge_app.bundle import BundleError, read_manifest
+    from edge_app.compat import CompatError, bundle_needs, refusal
 
     wanted = {(name, str(s.get("edgegen_precision", "")))
               for s in hosts.values() for name in s.get("edgegen_bundles") or []}
@@ -39,20 +39,18 @@ def _check_bundles(device_class: str, hosts: dict[str, dict[str, Any]], bundles_
         if not manifest.is_file():
             raise DeployError(f"bundle {name!r} is not built ({manifest} missing): `make bundles` "
                               f"builds the default one, `make optimize RECIPE=...` others")
-        try:
-            data = json.loads(manifest.read_text())
-            got, graph = data.get("precision", ""), data["graph"]
-            opset, ir_version = int(graph["opset"]), int(graph.get("ir_version", 0))
-            needs = graph.get("min_onnxruntime") or min_onnxruntime(opset, ir_version=ir_version)
-        except (OSError, ValueError, KeyError, TypeError, CompatError) as exc:
+        try:  # the schema the server reads, and what it needs (edge_app/compat.py)
+            m = read_manifest(manifest.parent)
+            needs = bundle_needs(m)
+        except (BundleError, CompatError) as exc:
             raise DeployError(f"{manifest}: cannot read what it needs ({exc})") from None
         if runtime:
             package, _, version = runtime.partition(" ")
-            why = refusal(name, opset, needs, package, version, ir_version)
+            why = refusal(name, m.graph.opset, needs, package, version, m.graph.ir_version)
             if why:
                 raise DeployError(f"class {device_class}: {why}")
-        if precision and got and not str(got).startswith(precision):
-            log(f"note: bundle {name} is {got}; this class prefers {precision} bundles")
+        if precision and not m.precision.startswith(precision):
+            log(f"note: bundle {name} is {m.precision}; this class prefers {precision} bundles")
 
 
 def _archive(device_class: str, hosts: dict[str, dict[str, Any]], image: str,

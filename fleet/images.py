@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app import __version__
+from edge_app.bundle import sha256_file
 
 from .errors import FleetError
 from .paths import REPO
@@ -271,16 +272,8 @@ def fetch_wheels(dest: Path, requirements: Sequence[str], platform: str,
 
 
 def _wheel_digests(dest: Path, built_here: Sequence[str]) -> dict[str, str]:
-    return {p.name: _sha256(p) for p in dest.glob("*.whl")
+    return {p.name: sha256_file(p) for p in dest.glob("*.whl")
             if not any(fnmatch.fnmatch(p.name, g) for g in built_here)}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_lock(dest: Path, built_here: Sequence[str]) -> None:
@@ -519,7 +512,7 @@ def load_archive(path: Path) -> Archive:
         raise ImageError(f"{path}: needs its sidecar {meta_path.name} with tag, image_id and "
                          f"sha256 (written by `python -m fleet images`): {exc}") from None
     try:
-        actual = _sha256(path)
+        actual = sha256_file(path)
     except OSError as exc:
         raise ImageError(f"cannot read {path}: {exc.strerror}") from None
     if actual != expected:

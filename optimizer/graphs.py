@@ -183,7 +183,10 @@ def _lookup_from_head(graph, gather, deq, rank, weight, scale, zero, per_channel
 def graph_opset(path) -> int:
     """The default-domain opset the graph file imports (a quantizer may raise it: int4 tensors
     need 21), which is what a runtime must support."""
-    model = onnx.load(str(path), load_external_data=False)
+    return _default_opset(onnx.load(str(path), load_external_data=False))
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
@@ -194,7 +197,7 @@ def graph_needs(path) -> dict:
     from edge_app.compat import min_onnxruntime
 
     model = onnx.load(str(path), load_external_data=False)
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    opset = _default_opset(model)
     contrib = {n.op_type for n in model.graph.node if n.domain == "com.microsoft"}
     return {"opset": opset, "ir_version": model.ir_version,
             "min_onnxruntime": min_onnxruntime(opset, contrib, model.ir_version)}
