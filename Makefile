@@ -113,7 +113,8 @@ else
 endif
 
 report: $(OPS_STAMP) ## the paper's tables, figures and one HTML page from $(RESULTS)/bench
-	$(BIN)/python -m fleet report --results $(RESULTS)/bench --out $(RESULTS)/report
+	$(BIN)/python -m fleet report --results $(RESULTS)/bench --out $(RESULTS)/report \
+	    --bundles $(BUNDLES_DIR)
 
 targets: $(OPS_STAMP) ## write Prometheus targets for INVENTORY (monitoring/prometheus/targets/edge.json)
 	$(BIN)/python -m fleet targets $(INV) $(if $(LIMIT),--limit $(LIMIT))
