@@ -114,7 +114,8 @@ else
 endif
 
 report: $(OPS_STAMP) ## the paper's tables, figures and one HTML page from $(RESULTS)/bench
-	$(BIN)/python -m fleet report --results $(RESULTS)/bench --out $(RESULTS)/report
+	$(BIN)/python -m fleet report --results $(RESULTS)/bench --out $(RESULTS)/report \
+	    --bundles $(BUNDLES_DIR)
 
 # One of the study's tables end to end (recipes/study/tables.yaml): its recipes, their bundles measured on
 # DEVICE (local, or a class / all of INVENTORY), the report. Resumable: finished steps are kept.

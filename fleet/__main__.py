@@ -1,6 +1,6 @@
 """`python -m fleet status --inventory FILE [--limit HOST,...]`: the fleet at a glance.
 `python -m fleet targets --inventory FILE [--out PATH]`: Prometheus file_sd targets.
-`python -m fleet report --results DIR --out DIR`: tables, figures and HTML from measurements.
+`python -m fleet report --results DIR --out DIR [--bundles DIR]`: tables, figures, samples, HTML.
 `python -m fleet measured --results DIR --bundles DIR`: measured figures into bundle manifests.
 `python -m fleet images --device CLASS`: build and save the class's edge server image.
 `python -m fleet deploy --device CLASS --inventory FILE [--limit ...]`: roll it out (Ansible).
@@ -121,12 +121,15 @@ def _targets(args) -> int:
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", type=Path, default=Path("results/bench"))
     parser.add_argument("--out", type=Path, default=Path("results/report"))
+    parser.add_argument("--bundles", type=Path, default=Path("bundles"),
+                        help="where the measured bundles are, for their samples (default "
+                             "bundles/); a bundle not there gets a note instead")
 
 
 def _report(args) -> int:
     from .report import build_report
 
-    summary = build_report(args.results, args.out)
+    summary = build_report(args.results, args.out, args.bundles)
     print(f"report for {len(summary['devices'])} device(s), {len(summary['bundles'])} "
           f"bundle(s): {args.out / 'report.md'}, {args.out / 'report.html'}")
     return 0
