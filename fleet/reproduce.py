@@ -221,7 +221,7 @@ class Reproduction:
         from .report import build_report
 
         out = self.out / "report"
-        summary = build_report(self.out / "bench", out)
+        summary = build_report(self.out / "bench", out, self.bundles_dir)
         state.record("report", _key(time.time()), report=str(out / "report.md"),
                      devices=summary["devices"], bundles=summary["bundles"])
         return out

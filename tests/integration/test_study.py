@@ -114,6 +114,9 @@ def test_reproduce_cross_corpus_table_end_to_end_and_resumes(study_dir, tmp_path
     assert len(repeats) == 3 * 2 and all(r.startswith("local/gpt2-openwebtext") for r in repeats)
     report = (table_dir / "report" / "report.md").read_text()
     assert "gpt2-openwebtext-distilled-int8" in report
+    samples = json.loads((table_dir / "report" / "report.json").read_text())["samples"]
+    assert {s["bundle"] for s in samples if s.get("completions")} == {
+        "gpt2-openwebtext", "gpt2-openwebtext-distilled", "gpt2-openwebtext-distilled-int8"}
     readme = (table_dir / "README.md").read_text()
     assert "optimize gpt2-openwebtext-paper" in readme and "report.html" in readme
 
