@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from fleet.bench import BenchError, fleet_hosts, render_table
+from fleet.bench import BenchError, fleet_hosts, is_phone, render_table
 from fleet.playbook import Display, reports
 
 from ..conftest import REPO
@@ -18,20 +18,19 @@ from ..conftest import REPO
 EXAMPLE = REPO / "ansible" / "inventory" / "example.yml"
 
 
-def test_all_measures_every_container_class_and_names_the_phones_it_skips():
+def test_all_measures_every_container_class_and_the_phones():
     notes = []
     hosts = fleet_hosts(EXAMPLE, "all", log=notes.append)
     assert {h: c for h, (c, _) in hosts.items()} == {
         "workstation": "local", "pi-lab-01": "pi", "pi-lab-02": "pi", "orin-nano-01": "jetson",
-        "nano-01": "jetson_nano"}
+        "nano-01": "jetson_nano", "pixel6-01": "pixel"}
     assert hosts["orin-nano-01"][1]["edgegen_container_name"] == "edgegen-edge"
-    assert notes == ["skipped: class pixel (pixel6-01): no server container to measure in "
-                     "(phones run the companion app)"]
+    assert is_phone(hosts["pixel6-01"][1]) and not is_phone(hosts["pi-lab-01"][1])
+    assert notes == []
     assert list(fleet_hosts(EXAMPLE, "all", "pi-lab-02,orin-nano-01")) == ["pi-lab-02",
                                                                           "orin-nano-01"]
     assert list(fleet_hosts(EXAMPLE, "pi")) == ["pi-lab-01", "pi-lab-02"]
-    with pytest.raises(BenchError, match="class 'pixel' runs no server container"):
-        fleet_hosts(EXAMPLE, "pixel")
+    assert list(fleet_hosts(EXAMPLE, "pixel")) == ["pixel6-01"]
     with pytest.raises(BenchError, match="no device to measure matching --limit nowhere"):
         fleet_hosts(EXAMPLE, "all", "nowhere")
 
@@ -77,7 +76,7 @@ def test_summary_table_of_a_bench_run():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--device", "pixel"], "class 'pixel' runs no server container"),
+    (["--device", "pixel", "--sensor", "rapl"], "a phone's power sensor is one of"),
     (["--device", "toaster"], "unknown device class 'toaster'"),
     (["--device", "pi", "--runs", "0"], "--runs must be at least 1"),
     (["--device", "pi", "--batches", "1,x"], "--batches: expected sizes like 1,8"),
