@@ -77,8 +77,9 @@ def check_record(record: Any, origin: str = "result") -> None:
     workloads checked by the bundle's task."""
     errors: list[str] = []
     _check(record, RECORD, "record", errors)
-    if not errors:
-        task = record["task"]
+    if isinstance(record, dict) and isinstance(record.get("workloads"), dict) \
+            and isinstance(record.get("repeat"), int):
+        task = record.get("task")
         shape = TEXT_WORKLOAD if task == "text-generation" else IMAGE_WORKLOAD
         if task not in ("text-generation", "image-generation"):
             errors.append(f"record.task: unknown task {task!r}")
