@@ -244,7 +244,7 @@ def test_every_file_matches_the_edge_app_bench_schema(measured):
     assert plain["method"]["power"] == {"sensor": None, "note": "no power sensor on this device"}
 
 
-def test_the_report_shows_the_pixel_column_with_mean_and_std(measured):
+def test_the_report_shows_the_pixel_column_with_mean_and_std(measured, capsys):
     report, results = measured["report"], measured["results"]
     checked, unmeasured = trace_report(report, results)  # every number from its raw files
     assert checked > 0
@@ -270,3 +270,6 @@ def test_the_report_shows_the_pixel_column_with_mean_and_std(measured):
     assert "- **pixel6-01**: Tensor (aarch64" in md and "ONNX Runtime web 1.30.0 (wasm" in md
     html = (report / "report.html").read_text()
     assert "<td>pixel6-01</td><td>tiny-dcgan</td>" in html
+    with capsys.disabled():
+        print("\nthe pixel rows of the report:\n" + "\n".join(
+            line for line in md.splitlines() if line.startswith(("### ", "| pixel6-01 "))))

@@ -87,3 +87,21 @@ def test_bench_cli_errors_are_one_line(args, message):
                              *args], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_phone_is_measured_over_adb_and_says_when_adb_is_missing(tmp_path, monkeypatch):
+    """DEVICE=pixel goes to the phone path (fleet/phonebench.py), not Ansible; with no adb on
+    this machine it names the phone that failed and why, and exits 1."""
+    from fleet.bench import bench
+
+    monkeypatch.setenv("ADB", str(tmp_path / "no-adb"))
+    out = io.StringIO()
+    rc = bench("pixel", EXAMPLE, results=tmp_path / "results", out=out,
+               workload_args=["--repeats", "2", "--runs", "3"], bundles_dir=tmp_path)
+    lines = out.getvalue().splitlines()
+    assert rc == 1, lines
+    assert lines == [
+        "benchmarking 1 phone(s) over adb: pixel6-01",
+        "pixel6-01: benchmarking dcgan-digits over adb (1A2B3C4D5E6F)",
+        f"pixel6-01: failed: adb is not installed ({tmp_path / 'no-adb'}): apt-get install adb",
+        "1 of 1 phone(s) failed: pixel6-01"]
