@@ -20,7 +20,8 @@ OPT_NUM = (int, float, type(None))
 LATENCY = {"n": int, "p50_s": NUM, "p95_s": NUM, "mean_s": NUM, "std_s": NUM}
 # A power window: measured (power_w and energy) or not, and then why not (energy_note).
 POWER = {"power_w": OPT_NUM, "energy_j": OPT_NUM}
-IMAGE_WORKLOAD = {"batch": int, "latency": LATENCY, "images_per_s": NUM, "power": POWER}
+# images_per_s null: every run shorter than the timer's resolution (a browser's is coarse)
+IMAGE_WORKLOAD = {"batch": int, "latency": LATENCY, "images_per_s": OPT_NUM, "power": POWER}
 TEXT_WORKLOAD = {"new_tokens": [int], "prompt_tokens": [int], "latency": LATENCY,
                  "time_to_first_token": LATENCY, "tokens_per_s_mean": OPT_NUM,
                  "tokens_per_s_std": OPT_NUM, "power": POWER}

@@ -235,6 +235,9 @@ def test_every_file_matches_the_edge_app_bench_schema(measured):
     assert phone["method"]["power"]["sensor"] == "android-battery"
     assert phone["method"]["power"]["idle_baseline_w"] == pytest.approx(3.0)
     assert phone["method"]["cpu"]["asimddp"] is True and phone["method"]["cpu"]["avx2"] is False
+    # browsers coarsen performance.now(): the record says how much, as measured in the page
+    assert 0 < phone["method"]["timer_resolution_s"] <= 1e-3
+    assert "its resolution here: " in phone["method"]["latency"]
     window = phone["workloads"]["batch_2"]["power"]
     assert window["power_w"] == pytest.approx(1.5, rel=1e-6) and window["items"] > 0
     assert window["energy_per_item_j"] == pytest.approx(window["energy_j"] / window["items"])
@@ -273,3 +276,30 @@ def test_the_report_shows_the_pixel_column_with_mean_and_std(measured, capsys):
     with capsys.disabled():
         print("\nthe pixel rows of the report:\n" + "\n".join(
             line for line in md.splitlines() if line.startswith(("### ", "| pixel6-01 "))))
+
+
+def test_the_page_computes_its_statistics_as_edge_app_does(browser, site):
+    """bench.js's latency statistics (p95 by nearest rank, Python's round half to even) and
+    window energy (trapezoid, ends interpolated) against edge_app's own functions."""
+    import random
+
+    from edge_app.benchmark import latency_stats
+    from edge_app.power.sampler import PowerSampler
+
+    rng = random.Random(7)
+    series = [[rng.uniform(0.001, 0.01) for _ in range(n)] for n in range(1, 42)]
+    samples = [(0.1 * i + rng.uniform(-0.01, 0.01), rng.uniform(2.0, 5.0)) for i in range(30)]
+    windows = [(0.05, 0.07), (0.33, 1.91), (-0.2, 0.5), (2.5, 3.5), (0.0, 2.9)]
+    browser.get(site + PAGE)
+    page = browser.execute_async_script("""
+        const [series, samples, windows, done] = arguments;
+        import("./bench.js").then((b) => done({
+          latency: series.map((s) => b.latencyStats(s)),
+          energy: windows.map(([t0, t1]) => b.energy(samples, t0, t1)) }));
+        """, series, samples, windows)
+    for got, values in zip(page["latency"], series):
+        assert got == pytest.approx(latency_stats(values), rel=1e-12)
+    sampler = PowerSampler(sensor=None)
+    sampler.samples.extend(samples)
+    for got, (t0, t1) in zip(page["energy"], windows):
+        assert got == pytest.approx(sampler.energy(t0, t1, above_baseline=False), rel=1e-12)

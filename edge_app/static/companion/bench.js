@@ -93,6 +93,17 @@ class BridgePower {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// The smallest step of performance.now() here, in seconds: browsers coarsen it (Chromium:
+// 100 µs, 5 µs when cross-origin isolated), so a run shorter than that can time as 0.
+function timerResolution() {
+  let best = Infinity, last = performance.now();
+  for (let seen = 0, spins = 0; seen < 20 && spins < 1e7; spins++) {
+    const now = performance.now();
+    if (now !== last) { best = Math.min(best, now - last); last = now; seen++; }
+  }
+  return best / 1000;
+}
+
 // Joules in [t0, t1] by the trapezoid rule, the ends interpolated (edge_app/power/sampler.py
 // energy); null when no sample is near the window.
 export function energy(samples, t0, t1) {
@@ -152,7 +163,8 @@ async function benchImages(m, spec, power, baseline, note) {
     const stats = latencyStats(times);
     let seed = w.seed;
     out[`batch_${batch}`] = {
-      batch, latency: stats, images_per_s: batch / stats.mean_s,
+      // null, not infinity, when every run was shorter than the timer's resolution
+      batch, latency: stats, images_per_s: stats.mean_s > 0 ? batch / stats.mean_s : null,
       power: await powerWindow(spec, power, baseline, note, async () => { await generateImages(m, seed++, batch); return batch; }),
     };
   }
@@ -219,6 +231,7 @@ function cpuInfo(spec, device) {
 }
 
 function method(spec, device, baseline, threads, note) {
+  const resolution = timerResolution();
   const power = baseline !== null
     ? { sensor: spec.sensor, scope: spec.power_scope, hz: HZ, idle_baseline_w: baseline,
         method: "energy above the idle baseline over a back-to-back window, trapezoid rule; " +
@@ -226,7 +239,9 @@ function method(spec, device, baseline, threads, note) {
     : { sensor: null, note };
   return {
     tool: spec.tool, workload: spec.workload, repeats: spec.repeats, power,
-    latency: "performance.now() around each run; p95 by nearest rank",
+    latency: `performance.now() around each run (its resolution here: ${(resolution * 1e6).toPrecision(3)} µs); ` +
+             "p95 by nearest rank",
+    timer_resolution_s: resolution,
     peak_rss: "not RSS (a page cannot read its process's): onnxruntime-web's WebAssembly memory " +
               "(its high-water mark: wasm memory never shrinks) + the JS heap in use " +
               "(performance.memory, where the browser has it), in a fresh page per bundle and repeat",
