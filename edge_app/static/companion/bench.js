@@ -117,7 +117,10 @@ export function energy(samples, t0, t1) {
   };
   const points = [[t0, at(t0)], ...samples.filter(([t]) => t > t0 && t < t1), [t1, at(t1)]];
   let joules = 0;
-  for (let i = 1; i < points.length; i++) joules += (points[i][0] - points[i - 1][0]) * (points[i][1] + points[i - 1][1]) / 2;
+  for (let i = 1; i < points.length; i++) {
+    const [[ta, wa], [tb, wb]] = [points[i - 1], points[i]];
+    joules += (tb - ta) * (wa + wb) / 2;
+  }
   return joules;
 }
 
@@ -165,7 +168,10 @@ async function benchImages(m, spec, power, baseline, note) {
     out[`batch_${batch}`] = {
       // null, not infinity, when every run was shorter than the timer's resolution
       batch, latency: stats, images_per_s: stats.mean_s > 0 ? batch / stats.mean_s : null,
-      power: await powerWindow(spec, power, baseline, note, async () => { await generateImages(m, seed++, batch); return batch; }),
+      power: await powerWindow(spec, power, baseline, note, async () => {
+        await generateImages(m, seed++, batch);
+        return batch;
+      }),
     };
   }
   return out;
@@ -177,7 +183,10 @@ async function benchText(m, spec, power, baseline, note) {
   const prompts = w.prompts.map((p) => m.tokenizer.encode(p).slice(0, Math.max(1, Math.floor(ctx / 2))));
   const news = prompts.map((p) => Math.min(w.new_tokens, ctx - p.length));
   const greedy = { temperature: 0, topK: 0, topP: 1 };
-  const run = (i) => { const k = i % prompts.length; return generateText(m, prompts[k], news[k], greedy, () => {}, { stopAtEos: false }); };
+  const run = (i) => {
+    const k = i % prompts.length;
+    return generateText(m, prompts[k], news[k], greedy, () => {}, { stopAtEos: false });  // fixed length
+  };
   for (let i = 0; i < w.warmup; i++) await run(i);
   const latency = [], ttft = [], tps = [];
   for (let i = 0; i < w.runs; i++) {
@@ -200,7 +209,9 @@ async function benchText(m, spec, power, baseline, note) {
 const hex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, "0")).join("");
 
 async function manifestFacts(base, name) {
-  if (!globalThis.crypto || !crypto.subtle) throw new Error("bench mode needs a secure context (https, 127.0.0.1, the APK's origin) for sha256");
+  if (!globalThis.crypto || !crypto.subtle) {
+    throw new Error("bench mode needs a secure context (https, 127.0.0.1, the APK's origin) for sha256");
+  }
   const dir = new URL(`${encodeURIComponent(name)}/`, base);
   const response = await fetch(new URL("manifest.json", dir), { cache: "no-cache" });
   if (!response.ok) throw new Error(`bundle ${name}: manifest.json: ${response.status}`);
