@@ -303,3 +303,22 @@ def test_the_page_computes_its_statistics_as_edge_app_does(browser, site):
     sampler.samples.extend(samples)
     for got, (t0, t1) in zip(page["energy"], windows):
         assert got == pytest.approx(sampler.energy(t0, t1, above_baseline=False), rel=1e-12)
+
+
+def test_the_phone_figures_go_into_the_manifests_under_the_pixel_class(measured, dcgan_bundle,
+                                                                       gpt2_bundle, tmp_path):
+    import shutil
+
+    from edge_app.bundle import load_bundle
+    from fleet.measured import write_measured
+
+    for b in (dcgan_bundle, gpt2_bundle):
+        shutil.copytree(b, tmp_path / b.name)
+    written = write_measured(measured["results"], tmp_path)
+    assert ("tiny-dcgan", "pixel", "pixel6-01") in written
+    assert ("tiny-gpt2", "pixel", "chromium-headless") in written
+    manifest = load_bundle(tmp_path / gpt2_bundle.name).manifest  # still a valid bundle
+    phone = manifest.metrics["measured"]["pixel"]["pixel6-01"]
+    assert phone["repeats"] == 2 and phone["method"]["power"] == "android-battery"
+    assert phone["workloads"]["generate"]["tokens_per_s"]["n"] == 2
+    assert phone["method"]["onnxruntime"].startswith("web 1.30.0")
