@@ -154,12 +154,12 @@ def bench_phone(adb: Adb, host: str, spec: dict, results: Path, log=print,
         raise PhoneBenchError(f"{host}: the page's bench failed: {status.get('error')}")
     with tempfile.TemporaryDirectory(prefix="edgegen-phone-") as tmp:
         for name in status.get("files") or []:
+            if ".." in Path(name).parts or Path(name).is_absolute():
+                raise PhoneBenchError(f"{host}: refused file name {name!r}")
             data = adb.read(f"{REMOTE}/{name}")
             if data is None:
                 raise PhoneBenchError(f"{host}: {REMOTE}/{name} is listed but cannot be read")
             dest = Path(tmp, name)
-            if ".." in Path(name).parts:
-                raise PhoneBenchError(f"{host}: refused file name {name!r}")
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(data)
         return collect(Path(tmp), results, spec["device"])
