@@ -97,7 +97,8 @@ deploy: $(OPS_STAMP) ## roll out to a class: make deploy DEVICE=pi [INVENTORY=..
 # Device benchmark (the paper's method): every bundle x 3 repeats, each in a fresh process,
 # with the idle baseline and a 60 s power window where a sensor exists. Resumable.
 # DEVICE=local measures this machine; DEVICE=<class>|all measures the devices of INVENTORY
-# inside their deployed containers (Ansible) and fetches the results.
+# inside their deployed containers (Ansible), and phones in the companion app (adb), and
+# fetches the results.
 DEVICE ?= local
 BENCH_BUNDLES ?= $(patsubst %/manifest.json,%,$(wildcard $(BUNDLES_DIR)/*/manifest.json))
 BENCH_ARGS ?=

@@ -306,7 +306,8 @@ COMMANDS = (
             _images_arguments, _images),
     Command("deploy", "roll the class's image and bundles out with Ansible",
             _deploy_arguments, _deploy, needs_inventory=True),
-    Command("bench", "run the benchmark in the server container of every device (Ansible)",
+    Command("bench", "run the benchmark in every device's server container (Ansible) or "
+                     "companion app (phones, adb)",
             _bench_arguments, _bench, needs_inventory=True),
     Command("reproduce", "one of the study's tables: recipes, device benchmark, report",
             _reproduce_arguments, _reproduce),
