@@ -294,7 +294,8 @@ def _methods(series: list[Series]) -> list[str]:
         traffic = _server_traffic([r for s in mine for r in s.records])
         lines.append(f"- **{dev}**: {cpu['model']} ({cpu['arch']}, {cpu['logical_cpus']} CPUs; "
                      f"INT8-relevant features: {feats}); ONNX Runtime "
-                     f"{m['runtime']['onnxruntime']}; power: {psens}; {repeats} repeats x "
+                     f"{m['runtime']['onnxruntime']}; power: {psens}; memory: "
+                     f"{m.get('peak_rss', 'not recorded')}; {repeats} repeats x "
                      f"{w['runs']} runs after {w['warmup']} warm-up, image batches "
                      f"{w['image_batches']}, {w['new_tokens']} new tokens, power window "
                      f"{w['window_s']:g} s, seed {w['seed']}"

@@ -267,10 +267,16 @@ def test_the_report_shows_the_pixel_column_with_mean_and_std(measured, capsys):
     assert float(memory["pixel6-01", "tiny-gpt2"]["mean"]) > 0
     # The rendered table: the pixel rows with mean ± std.
     md = (report / "report.md").read_text()
-    rows = [line for line in md.splitlines() if line.startswith("| pixel6-01 | tiny-dcgan | batch_1 |")]
+    rows = [line for line in md.splitlines()
+            if line.startswith("| pixel6-01 | tiny-dcgan | batch_1 |")]
     assert rows and all(" ± " in line for line in rows), rows
     assert "| pixel6-01 | tiny-gpt2 | generate | 2 | " in md
     assert "- **pixel6-01**: Tensor (aarch64" in md and "ONNX Runtime web 1.30.0 (wasm" in md
+    # what "peak memory" means differs per device, and the method line says which it is
+    method = {line.split("**")[1]: line for line in md.splitlines() if line.startswith("- **")}
+    assert "memory: not RSS (a page cannot read its process's)" in method["pixel6-01"]
+    assert "memory: VmHWM of a fresh process per bundle and repeat" in method[
+        next(d for d in method if d not in ("pixel6-01", "chromium-headless"))]
     html = (report / "report.html").read_text()
     assert "<td>pixel6-01</td><td>tiny-dcgan</td>" in html
     with capsys.disabled():
