@@ -162,7 +162,6 @@ def _names(types_) -> str:
 
 
 PROFILE_ENV = "EDGEGEN_PROFILE"
-TEXT_FAMILIES = ("gpt2", "llama")
 
 
 def apply_profile(data: Any, profile: str | None) -> Any:
@@ -238,9 +237,12 @@ def load_recipe(path: str | Path, profile: str | None = None,
                           "written in a recipe")
     recipe = _build(Recipe, apply_overrides(apply_profile(data, profile), tuple(overrides)), "")
     recipe.model_config  # the family exists, and its model config is valid (with key paths)
-    if recipe.evaluate.corpus is not None and recipe.family not in TEXT_FAMILIES:
-        raise RecipeError(f"recipe: 'evaluate.corpus' (perplexity on another corpus) applies to "
-                          f"the text families {list(TEXT_FAMILIES)}, not {recipe.family!r}")
+    if recipe.evaluate.corpus is not None:
+        from .families import get_family
+
+        if get_family(recipe.family).task != "text-generation":
+            raise RecipeError(f"recipe: 'evaluate.corpus' (perplexity on another corpus) applies "
+                              f"to the text families, not {recipe.family!r}")
     if recipe.bundles not in ("first-seed", "none"):
         raise RecipeError(f"recipe: 'bundles' must be 'first-seed' or 'none', got {recipe.bundles!r}")
     names = [p.name for p in recipe.points]

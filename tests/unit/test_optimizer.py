@@ -165,3 +165,12 @@ def test_mlflow_unusable_store_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(OptimizerError, match=r"MLflow tracking at bogus-scheme://nowhere failed: "
                                              r".*\(set mlflow: false"):
         Tracker("exp", {}, enabled=True)
+
+
+def test_cross_corpus_perplexity_is_for_text_recipes_only():
+    recipe = load_recipe(REPO / "recipes" / "gpt2-openwebtext-paper.yaml", "")
+    assert (recipe.data.dataset, recipe.evaluate.corpus.dataset) == ("openwebtext", "wikitext2")
+    with pytest.raises(RecipeError, match=r"^recipe: 'evaluate.corpus' \(perplexity on another "
+                                          r"corpus\) applies to the text families, not 'dcgan'$"):
+        load_recipe(REPO / "recipes" / "dcgan-celeba-paper.yaml", "",
+                    ("evaluate.corpus={dataset: pydoc}",))
