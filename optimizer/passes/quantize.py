@@ -49,7 +49,7 @@ FLOAT_COMPUTE_OPS = ("ConvTranspose", "Conv", "NchwcConv", "FusedConv", "MatMul"
                      "FusedGemm")
 # The parameters each mode reads (the manifest records these, resolved)
 APPLIES = {"static-int8": ("per_channel", "graph", "calibration_samples", "calibration_seed",
-                           "timing_repeats"),
+                           "timing_repeats", "keep_head"),
            "dynamic-int8": ("per_channel", "preprocess", "reduce_range"), "fp16": ()}
 
 
@@ -62,6 +62,7 @@ class Config:
     calibration_samples: int = 256
     calibration_seed: int = 0
     timing_repeats: int = 30  # timed runs per variant and batch size when graph is auto
+    keep_head: bool = False  # decoders: the output projection (logits) stays in float
     # dynamic-int8
     preprocess: bool = True  # onnxruntime quant_pre_process first
     reduce_range: bool = False  # 7-bit weights, for CPUs without VNNI (avoids saturation)
@@ -119,16 +120,20 @@ def median_latency_ms(paths: dict[str, Path], feed: dict, repeats: int) -> dict[
     return {k: round(statistics.median(v), 4) for k, v in times.items()}
 
 
-def _static_int8(src: Path, dst: Path, reader, per_channel: bool) -> None:
+def _static_int8(src: Path, dst: Path, reader, per_channel: bool, nodes=None) -> dict:
+    """QDQ static INT8 of `src`; `nodes(prepared ModelProto)` may choose what is quantized
+    (quantize_static's op_types_to_quantize / nodes_to_exclude) and says so in its report."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = dst.with_suffix(".pre.onnx")
     quant_pre_process(str(src), str(prepared))
+    chosen, report = nodes(onnx.load(str(prepared))) if nodes else ({}, {})
     quantize_static(str(prepared), str(dst), reader, quant_format=QuantFormat.QDQ,
                     per_channel=per_channel, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
+                    weight_type=QuantType.QInt8, **chosen)
     prepared.unlink()
+    return report
 
 
 def _dynamic_int8(src: Path, dst: Path, cfg: Config, per_channel: bool) -> dict:
@@ -178,7 +183,10 @@ def _static(subject, cfg: Config, ctx, workdir: Path, per_channel: bool) -> tupl
     candidates = {}
     for name in names:
         candidates[name] = workdir / f"int8-{name}.onnx"
-        _static_int8(variants[name], candidates[name], reader_of()[0], per_channel)
+        nodes = _static_int8(variants[name], candidates[name], reader_of()[0], per_channel,
+                             lambda model: family.static_int8_nodes(model, cfg))
+        if nodes:
+            report["nodes"] = nodes
     if len(candidates) > 1:
         timing = {key: median_latency_ms({"fp32": subject.graph, **candidates}, feed,
                                          cfg.timing_repeats)
@@ -221,6 +229,7 @@ def run(subject, cfg: Config, ctx):
                                                    "ConvTranspose") if k in before}
     report["ops_after"] = {k: v for k, v in after.items()
                            if k in ("MatMul", "Gemm", "Gather", "MatMulInteger", "QLinearConv",
+                                    "QuantizeLinear",
                                     "DynamicQuantizeLinear", "DequantizeLinear", "Cast")}
     report["ort_ops"] = ort_op_counts(out)
     if mode != "fp16":  # compute ops ORT still runs in float in the INT8 graph
