@@ -2,8 +2,11 @@
 
 Modes (a family lists those that apply to it, the first its default):
 - static-int8: activations calibrated on the family's calibration set (an image generator's
-  own latent distribution, drawn from the bundle's latent RNG: seed, size and sha256 go into the
+  own latent distribution, drawn from the bundle's latent RNG; a decoder's windows of the
+  validation split, fed as a prefill and cached decode steps: seed, size and sha256 go into the
   report), QDQ format, int8 weights (per channel by default for images), uint8 activations.
+  The family may choose which nodes are quantized (`Family.static_int8_nodes`: the decoders
+  quantize their weight products only, optimizer/text/calibrate.py) and says so in the report.
 - dynamic-int8: int8 weights ahead of time, activations quantized per run (the decoders).
   ONNX Runtime's recommended pre-processing (`quant_pre_process`: symbolic shape inference and
   graph optimisation) runs first; without it a tied output projection stays in float behind a
