@@ -41,7 +41,7 @@ import onnx
 import onnxruntime as ort
 
 from ..errors import OptimizerError, RecipeError
-from ..graphs import share_tied_int8_embedding
+from ..graphs import share_tied_int8_embedding, share_tied_qdq_embedding
 
 STAGE = "graph"
 FAMILIES = None  # every family: each lists its modes (Family.quantize_modes)
@@ -136,6 +136,12 @@ def _static_int8(src: Path, dst: Path, reader, per_channel: bool, nodes=None) ->
                     per_channel=per_channel, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, **chosen)
     prepared.unlink()
+    if report:  # the family chose the nodes (a decoder): a tied lookup reads the head's copy
+        model = onnx.load(str(dst))
+        tied = share_tied_qdq_embedding(model)
+        if tied:
+            onnx.save(model, str(dst))
+        report["tied_embedding"] = tied or "none found (nothing stored twice)"
     return report
 
 
