@@ -131,7 +131,8 @@ def _static_int8(src: Path, dst: Path, reader, per_channel: bool, nodes=None) ->
 
     prepared = dst.with_suffix(".pre.onnx")
     quant_pre_process(str(src), str(prepared))
-    chosen, report = nodes(onnx.load(str(prepared))) if nodes else ({}, {})
+    chosen, report = (nodes(onnx.load(str(prepared), load_external_data=False)) if nodes
+                      else ({}, {}))
     quantize_static(str(prepared), str(dst), reader, quant_format=QuantFormat.QDQ,
                     per_channel=per_channel, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, **chosen)

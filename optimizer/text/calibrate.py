@@ -29,14 +29,16 @@ import onnx
 from edge_app.generation import TextGeneration
 from edge_app.textgen import Decoder
 
+from ..errors import OptimizerError
+
 BATCH = 16  # windows per graph run
 
 
 def calibration_windows(stream: np.ndarray, samples: int, length: int, seed: int) -> np.ndarray:
     """(samples, length) int64 windows of `stream` at seeded uniform start offsets."""
     if len(stream) < length:
-        raise ValueError(f"the calibration split has {len(stream)} tokens, fewer than one "
-                         f"window of {length}")
+        raise OptimizerError(f"static-int8: the validation split has {len(stream)} tokens, fewer "
+                             f"than one calibration window of {length}")
     starts = np.random.default_rng(seed).integers(0, len(stream) - length + 1, samples)
     return np.stack([stream[s:s + length] for s in starts]).astype(np.int64)
 
@@ -79,9 +81,9 @@ class DecoderReader:
         return next(self.feeds, None)
 
 
-def calibration(graph: Path, spec: TextGeneration, val: "np.ndarray", samples: int, seed: int,
+def calibration(graph: Path, spec: TextGeneration, val, samples: int, seed: int,
                 prefill: int, decode_steps: int) -> tuple[DecoderReader, dict]:
-    """(a fresh reader, the report's calibration section)."""
+    """(a fresh reader, the report's calibration section); `val`: the validation token blocks."""
     stream = np.asarray(val, np.int64).reshape(-1)
     length = min(prefill + decode_steps, spec.context_length)
     windows = calibration_windows(stream, samples, length, seed)

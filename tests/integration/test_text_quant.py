@@ -21,21 +21,21 @@ from optimizer.text.calibrate import calibration
 
 pytestmark = pytest.mark.integration
 POINTS = ("static-int8", "qat-int8", "fp16")
-# the session's baselines as checkpoints; 30 pydoc documents keep the QAT epoch short (~40 steps)
+# the session's baselines as checkpoints; 20 pydoc documents keep the QAT epoch short
 RECIPE = """name: {name}
 family: {family}
 seed: 0
 model: {{checkpoint: '{checkpoint}'}}
-data: {{dataset: pydoc, val_fraction: 0.1, options: {{limit: 30}}}}
+data: {{dataset: pydoc, val_fraction: 0.1, options: {{limit: 20}}}}
 train: {{epochs: 0, batch_size: 32, lr: 1.0e-3, beta1: 0.9, beta2: 0.999, block_size: 64}}
-evaluate: {{ppl_max_tokens: 2048, prompts: 4, prompt_tokens: 16, continuation_tokens: 16}}
+evaluate: {{ppl_max_tokens: 1024, prompts: 4, prompt_tokens: 16, continuation_tokens: 16}}
 gate: {{max_perplexity_increase_pct: 5}}
 points:
   - name: static-int8
-    passes: [{{pass: quantize, mode: static-int8, per_channel: true, calibration_samples: 64}}]
+    passes: [{{pass: quantize, mode: static-int8, per_channel: true, calibration_samples: 32}}]
   - name: qat-int8
     passes: [{{pass: qat, epochs: 1}},
-             {{pass: quantize, mode: static-int8, per_channel: true, calibration_samples: 64}}]
+             {{pass: quantize, mode: static-int8, per_channel: true, calibration_samples: 32}}]
   - name: fp16
     passes: [{{pass: quantize, mode: fp16}}]
 mlflow: false
@@ -92,14 +92,19 @@ def test_static_int8_and_qat_bundles_are_qdq_gated_and_decode(quantized):
         params = _quantize_params(bundle.manifest)
         assert params["mode"] == "static-int8" and params["format"] == "QDQ"
         cal = params["calibration"]
-        assert len(cal["sha256"]) == 64 and cal["seed"] == 0 and cal["samples"] == 64
+        assert len(cal["sha256"]) == 64 and cal["seed"] == 0 and cal["samples"] == 32
         assert cal["prefill_tokens"] == 16 and cal["decode_steps"] == 16
         assert params["nodes"]["quantized_matmuls"] == projections * layers + 1
         assert _qdq_matmuls(bundle.path / "model.onnx") == projections * layers + 1
         assert params["ort_ops"].get("QGemm", 0) + params["ort_ops"].get("QLinearMatMul", 0) \
             + params["ort_ops"].get("MatMulInteger", 0) >= projections * layers
         _decodes(bundle)
-    print({p: {k: m[k] for k in ("perplexity", "file_size_bytes")} for p, m in rows.items()})
+    base = rows["baseline"]
+    for point, ppl, size in (("static-int8", 0.02, 0.45), ("fp16", 0.005, 0.6)):
+        assert rows[point]["perplexity"] / base["perplexity"] - 1 < ppl, (point, rows[point])
+        assert rows[point]["file_size_bytes"] < size * base["file_size_bytes"], point
+    # (measured: static INT8 +0.1 to +0.2 % perplexity, 0.33-0.37x the file with the tied
+    # embedding kept once; FP16 +0.0 %, 0.54x)
     qat = load_bundle(bundles / f"{name}-qat-int8").manifest
     names = [t.name for t in qat.techniques]
     assert names.index("qat") < names.index("quantize")
