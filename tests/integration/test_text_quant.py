@@ -95,6 +95,7 @@ def test_static_int8_and_qat_bundles_are_qdq_gated_and_decode(quantized):
         assert len(cal["sha256"]) == 64 and cal["seed"] == 0 and cal["samples"] == 32
         assert cal["prefill_tokens"] == 16 and cal["decode_steps"] == 16
         assert params["nodes"]["quantized_matmuls"] == projections * layers + 1
+        assert params["tied_embedding"]["bytes_saved"] > 0  # the lookup reads the head's int8
         assert _qdq_matmuls(bundle.path / "model.onnx") == projections * layers + 1
         assert params["ort_ops"].get("QGemm", 0) + params["ort_ops"].get("QLinearMatMul", 0) \
             + params["ort_ops"].get("MatMulInteger", 0) >= projections * layers
