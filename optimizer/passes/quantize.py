@@ -142,7 +142,7 @@ def _static_int8(src: Path, dst: Path, reader, per_channel: bool, nodes=None) ->
         tied = share_tied_qdq_embedding(model)
         if tied:
             onnx.save(model, str(dst))
-        report["tied_embedding"] = tied or "none found (nothing stored twice)"
+        report["tied_embedding"] = tied or "not shared (no int8 head holds the lookup's table)"
     return report
 
 
@@ -195,7 +195,8 @@ def _static(subject, cfg: Config, ctx, workdir: Path, per_channel: bool) -> tupl
         candidates[name] = workdir / f"int8-{name}.onnx"
         nodes = _static_int8(variants[name], candidates[name], reader_of()[0], per_channel,
                              lambda model: family.static_int8_nodes(model, cfg))
-        if nodes:
+        if nodes:  # the family's choice; a tied embedding's sharing as dynamic INT8 records it
+            report["tied_embedding"] = nodes.pop("tied_embedding")
             report["nodes"] = nodes
     if len(candidates) > 1:
         timing = {key: median_latency_ms({"fp32": subject.graph, **candidates}, feed,

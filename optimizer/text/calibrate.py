@@ -15,7 +15,8 @@ and MLP projection, and the output head unless the recipe keeps it in float), wi
 and per-tensor uint8 activations from MinMax calibration. Left in float: the attention products
 (Q·K^T and P·V, two activations; the softmax's probabilities and the cache would each share one
 static range across every position and sequence length), LayerNorm/RMSNorm, Softmax, the
-rotary embedding and the embedding lookup (a Gather reads the table, it computes nothing).
+rotary embedding and the embedding lookup (a Gather reads the table, it computes nothing; a
+tied table is then kept once, the lookup reading the head's int8 copy: optimizer/graphs.py).
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ def quantized_nodes(model: onnx.ModelProto, keep_head: bool) -> tuple[dict, dict
              "float_matmuls": {"attention (two activations)": len(activations),
                                "output head": int(bool(keep_head and head))},
              "output_head": "float (recipe: keep_head)" if keep_head else "int8",
-             "float_ops": "LayerNorm/RMSNorm, Softmax, rotary embedding, embedding Gather"})
+             "float_ops": "LayerNorm/RMSNorm, Softmax, the rotary embedding; the embedding "
+                          "lookup is a Gather (of the head's int8 copy when tied)"})
 
 
 def _head(model: onnx.ModelProto, producers: dict) -> str | None:
