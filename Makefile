@@ -12,12 +12,13 @@ comma   := ,
 # One stamp per set of extras (pyproject.toml), "+"-separated in its name.
 RUN_STAMP := $(VENV)/.extras-serve+optimize
 OPS_STAMP := $(VENV)/.extras-deploy+report
+STUDY_STAMP := $(VENV)/.extras-serve+optimize+report+deploy
 STAMP     := $(VENV)/.extras-serve+optimize+report+deploy+test
 $(VENV)/.extras-%: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
 	    -c constraints.txt -e '.[$(subst +,$(comma),$*)]'
-	@touch $@ $(if $(filter $@,$(STAMP)),$(RUN_STAMP) $(OPS_STAMP))  # every extra: each role's too
+	@touch $@ $(if $(filter $@,$(STAMP)),$(RUN_STAMP) $(OPS_STAMP) $(STUDY_STAMP))  # every extra: each role's too
 
 BUNDLES_DIR ?= bundles
 RUNS_DIR ?= runs
@@ -56,7 +57,7 @@ endef
 $(foreach r,$(RUN_RECIPES),$(eval $(call run_recipe,$(r))))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run bundles optimize serve status images deploy bench report targets monitor monitor-down test test-fast lock wheelhouse image-optimizer bench-images bench-text bench-llama-export bench-serving bench-load apk clean
+.PHONY: help venv run bundles optimize serve status images deploy bench report reproduce targets monitor monitor-down test test-fast lock wheelhouse image-optimizer bench-images bench-text bench-llama-export bench-serving bench-load apk clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -96,7 +97,8 @@ deploy: $(OPS_STAMP) ## roll out to a class: make deploy DEVICE=pi [INVENTORY=..
 # Device benchmark (the paper's method): every bundle x 3 repeats, each in a fresh process,
 # with the idle baseline and a 60 s power window where a sensor exists. Resumable.
 # DEVICE=local measures this machine; DEVICE=<class>|all measures the devices of INVENTORY
-# inside their deployed containers (Ansible) and fetches the results.
+# inside their deployed containers (Ansible), and phones in the companion app (adb), and
+# fetches the results.
 DEVICE ?= local
 BENCH_BUNDLES ?= $(patsubst %/manifest.json,%,$(wildcard $(BUNDLES_DIR)/*/manifest.json))
 BENCH_ARGS ?=
@@ -113,7 +115,16 @@ else
 endif
 
 report: $(OPS_STAMP) ## the paper's tables, figures and one HTML page from $(RESULTS)/bench
-	$(BIN)/python -m fleet report --results $(RESULTS)/bench --out $(RESULTS)/report
+	$(BIN)/python -m fleet report --results $(RESULTS)/bench --out $(RESULTS)/report \
+	    --bundles $(BUNDLES_DIR)
+
+# One of the study's tables end to end (recipes/study/tables.yaml): its recipes, their bundles measured on
+# DEVICE (local, or a class / all of INVENTORY), the report. Resumable: finished steps are kept.
+TABLE ?= quick
+reproduce: $(STUDY_STAMP) ## a study table: make reproduce TABLE=dcgan|beta-vae|gpt2|gpt2-ablation|gpt2-cross-corpus|quick [DEVICE=local|<class>] [INVENTORY=...] [PROFILE=ci]
+	$(BIN)/python -m fleet reproduce $(TABLE) --device $(DEVICE) $(INV) --bundles $(BUNDLES_DIR) \
+	    --runs-dir $(RUNS_DIR) --out $(RESULTS)/reproduce $(if $(PROFILE),--profile $(PROFILE)) \
+	    $(addprefix --set ,$(SET)) $(addprefix --bench-arg=,$(BENCH_ARGS))
 
 targets: $(OPS_STAMP) ## write Prometheus targets for INVENTORY (monitoring/prometheus/targets/edge.json)
 	$(BIN)/python -m fleet targets $(INV) $(if $(LIMIT),--limit $(LIMIT))

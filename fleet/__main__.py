@@ -1,10 +1,11 @@
 """`python -m fleet status --inventory FILE [--limit HOST,...]`: the fleet at a glance.
 `python -m fleet targets --inventory FILE [--out PATH]`: Prometheus file_sd targets.
-`python -m fleet report --results DIR --out DIR`: tables, figures and HTML from measurements.
+`python -m fleet report --results DIR --out DIR [--bundles DIR]`: tables, figures, samples, HTML.
 `python -m fleet measured --results DIR --bundles DIR`: measured figures into bundle manifests.
 `python -m fleet images --device CLASS`: build and save the class's edge server image.
 `python -m fleet deploy --device CLASS --inventory FILE [--limit ...]`: roll it out (Ansible).
 `python -m fleet bench --device CLASS|all --inventory FILE [...]`: benchmark the devices.
+`python -m fleet reproduce TABLE [--device local|CLASS|all]`: one of the study's tables, resumable.
 
 One table of commands (COMMANDS): each command's arguments are defined beside its handler.
 A handler returns the exit status, or raises a FleetError that main() prints as one line,
@@ -120,12 +121,15 @@ def _targets(args) -> int:
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", type=Path, default=Path("results/bench"))
     parser.add_argument("--out", type=Path, default=Path("results/report"))
+    parser.add_argument("--bundles", type=Path, default=Path("bundles"),
+                        help="where the measured bundles are, for their samples (default "
+                             "bundles/); a bundle not there gets a note instead")
 
 
 def _report(args) -> int:
     from .report import build_report
 
-    summary = build_report(args.results, args.out)
+    summary = build_report(args.results, args.out, args.bundles)
     print(f"report for {len(summary['devices'])} device(s), {len(summary['bundles'])} "
           f"bundle(s): {args.out / 'report.md'}, {args.out / 'report.html'}")
     return 0
@@ -262,6 +266,33 @@ def _bench(args) -> int:
                  bundles_dir=args.bundles, vault_password_file=args.vault_password_file or "")
 
 
+# ----------------------------------------------------------------------------------- reproduce
+def _reproduce_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("table", help="a table of recipes/study/tables.yaml, e.g. dcgan, gpt2, quick")
+    parser.add_argument("--device", default="local",
+                        help="local (this machine), or a class / all of --inventory")
+    _inventory(parser)
+    parser.add_argument("--out", type=Path, default=Path("results/reproduce"),
+                        help="the table's results, report and state go to OUT/<table>/")
+    parser.add_argument("--bundles", type=Path, default=Path("bundles"))
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--profile", help="the recipes' profile (e.g. ci: a CI-sized run); "
+                                          "default: $EDGEGEN_PROFILE where a recipe has it")
+    parser.add_argument("--set", action="append", default=[], dest="overrides",
+                        metavar="KEY=VALUE", help="a recipe value for every recipe (repeatable)")
+    parser.add_argument("--bench-arg", action="append", default=[], dest="bench_args",
+                        metavar="ARG", help="passed to the benchmark, e.g. --bench-arg=--repeats=2")
+
+
+def _reproduce(args) -> int:
+    from .reproduce import reproduce
+
+    reproduce(args.table, args.out, bundles_dir=args.bundles, runs_dir=args.runs_dir,
+              device=args.device, inventory=args.inventory, profile=args.profile,
+              overrides=tuple(args.overrides), bench_args=tuple(args.bench_args))
+    return 0
+
+
 COMMANDS = (
     Command("status", "probe /health, /ready and /v1/models on every device",
             _status_arguments, _status, needs_inventory=True),
@@ -275,8 +306,11 @@ COMMANDS = (
             _images_arguments, _images),
     Command("deploy", "roll the class's image and bundles out with Ansible",
             _deploy_arguments, _deploy, needs_inventory=True),
-    Command("bench", "run the benchmark in the server container of every device (Ansible)",
+    Command("bench", "run the benchmark in every device's server container (Ansible) or "
+                     "companion app (phones, adb)",
             _bench_arguments, _bench, needs_inventory=True),
+    Command("reproduce", "one of the study's tables: recipes, device benchmark, report",
+            _reproduce_arguments, _reproduce),
 )
 
 

@@ -135,7 +135,10 @@ def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool =
         out.write(text + "\n")
         out.flush()
 
-    hosts = rollout_hosts(inventory, device_class, limit)
+    # extra variables win over every inventory value in Ansible: the checks below see them too
+    # (e.g. -e edgegen_bundles=[...], as `make reproduce` deploys a table's bundles)
+    hosts = {h: {**s, **(extra_vars or {})}
+             for h, s in rollout_hosts(inventory, device_class, limit).items()}
     settings = next(iter(hosts.values()))
     if "edgegen_dockerfile" not in settings:
         raise DeployError(f"class {device_class!r} does not run the edge server container")

@@ -1,5 +1,6 @@
-"""The report's figures (matplotlib, PNG): latency across devices, power, quality against
-model size, and a Pareto plot of quality against latency, drawn from the report's tables."""
+"""The report's figures (matplotlib, PNG): size and complexity against the baseline (Figure 1),
+latency across devices, power, quality against model size, and a Pareto plot of quality
+against latency, drawn from the report's tables."""
 
 from __future__ import annotations
 
@@ -50,6 +51,45 @@ def _per_family(plt, families: list[str]):
     """One panel per model family, side by side."""
     return plt.subplots(1, max(1, len(families)), figsize=(8 * max(1, len(families)), 4.4),
                         squeeze=False)
+
+
+# Figure 1's bars: the size table's shares of the baseline, and their legend labels.
+SIZE_BARS = (("params_pct_of_baseline", "parameters"), ("flops_pct_of_baseline", "FLOPs per item"),
+             ("file_size_pct_of_baseline", "model file size"))
+
+
+def size_reduction(plt, tables: dict[str, Table]):
+    """Figure 1: parameters, FLOPs and file size of each bundle as a percentage of its
+    baseline's (the baseline itself is 100), one panel per family; each bar is labelled with
+    its value, a missing number gets no bar."""
+    rows = tables["size"].rows
+    fams = sorted({r["family"] for r in rows})
+    most = max((sum(r["family"] == f for r in rows) for f in fams), default=1)
+    fig, axes = plt.subplots(1, max(1, len(fams)), squeeze=False,
+                             figsize=(max(6.0, 2 + 1.4 * most) * max(1, len(fams)), 4.6))
+    width = 0.8 / len(SIZE_BARS)
+    for ax, fam in zip(axes[0], fams):
+        # Each baseline, then the bundles compared with it.
+        mine = sorted((r for r in rows if r["family"] == fam),
+                      key=lambda r: (r["baseline"], r["bundle"] != r["baseline"], r["bundle"]))
+        for i, (key, label) in enumerate(SIZE_BARS):
+            xs = [k + (i - (len(SIZE_BARS) - 1) / 2) * width for k in range(len(mine))]
+            values = [math.nan if r.get(key) is None else r[key] for r in mine]
+            bars = ax.bar(xs, values, width, label=label)
+            ax.bar_label(bars, labels=["" if math.isnan(v) else f"{v:.0f}" for v in values],
+                         fontsize=7, padding=1)
+        ax.axhline(100, color="grey", linewidth=0.8, linestyle="--")
+        ax.set_xticks(range(len(mine)))
+        ax.set_xticklabels([r["bundle"] if r["bundle"] == r["baseline"]
+                            else f"{r['bundle']}\n(vs {r['baseline']})" for r in mine],
+                           rotation=20, ha="right", fontsize=7)
+        ax.set_ylabel("% of baseline (lower is smaller)")
+        # Room above the tallest bar for its label and the legend.
+        ax.set_ylim(0, 1.3 * max([100.0] + [r[k] for r in mine for k, _ in SIZE_BARS
+                                            if r.get(k) is not None]))
+        ax.set_title(f"{fam}: size and complexity vs baseline")
+        ax.legend(fontsize=7, loc="upper right", ncol=len(SIZE_BARS))
+    return fig
 
 
 def latency(plt, tables: dict[str, Table]):
@@ -151,6 +191,7 @@ def _front(pts: list[tuple[float, float, str]]) -> list[tuple[float, float]]:
 # (name, file under figures/, function drawing it), in the report's order: the names are the
 # report's alt texts and captions, the files what report.md links.
 FIGURES = (
+    ("size", "size_reduction.png", size_reduction),
     ("latency", "latency.png", latency),
     ("power", "power.png", power),
     ("quality", "quality_vs_compression.png", quality_vs_size),

@@ -8,9 +8,15 @@ the method). Output, in `--out`:
   and energy, quality; each optimized bundle against its baseline (the shortest other bundle
   name it extends from the same recipe, e.g. `dcgan-digits` for `dcgan-digits-int8`) as a
   paired t-test over matched repeats with the 95% CI of the change;
-- `figures/*.png`: latency across devices, power and energy, quality vs compression, and a
-  Pareto plot of quality vs latency;
-- `report.html`: one self-contained page (tables and figures inline).
+- `figures/*.png`: Figure 1 (parameters, FLOPs and file size of each bundle against its
+  baseline), latency across devices, power and energy, quality vs compression, and a Pareto
+  plot of quality vs latency;
+- samples of what each bundle generates, met early in the report (fleet/samples.py: a seeded
+  grid per image bundle, `figures/samples-<bundle>.png`; greedy completions of fixed prompts
+  per text bundle), drawn through the server's own code from the bundles under `--bundles`;
+  a bundle not there says why it has none;
+- `report.html`: one self-contained page (tables, figures and samples inline);
+- `report.json`: what the report covers, the samples with their method included.
 A cell that could not be measured says why (e.g. "no power sensor on this device").
 """
 
@@ -29,6 +35,9 @@ from edge_app.stats import paired_comparison, summarize
 
 from .errors import FleetError
 from .figures import figures
+from .samples import Sample, samples
+from .samples import html_section as samples_html
+from .samples import markdown as samples_md
 
 
 class ReportError(FleetError):
@@ -131,20 +140,34 @@ def _one_per_bundle(series: list[Series]) -> list[Series]:
     return list(first.values())
 
 
+# Figure 1's numbers: each bundle's size as a share of its baseline's (100 for the baseline).
+SHARES = {"params_pct_of_baseline": "params", "flops_pct_of_baseline": "flops_per_item",
+          "file_size_pct_of_baseline": "file_size_mb"}
+
+
+def _size(m: dict) -> dict:
+    return {"params": m.get("params"),
+            "file_size_mb": m["file_size_bytes"] / 1e6 if "file_size_bytes" in m else None,
+            "flops_per_item": m.get("flops_per_image", m.get("flops_per_token"))}
+
+
 def build_tables(series: list[Series], root: Path) -> list[Table]:
     by = {(s.device, s.bundle): s for s in series}
-    size = Table("size", "Size and complexity (from the bundles' manifests)",
+    size = Table("size", "Size and complexity (from the bundles' manifests); Figure 1 charts "
+                 "the shares of the baseline",
                  ["bundle", "family", "precision", "techniques", "params", "file_size_mb",
-                  "flops_per_item"])
+                  "flops_per_item", "baseline", *SHARES])
     for s in _one_per_bundle(series):
-        m = s.manifest["metrics"]
-        size_mb = m["file_size_bytes"] / 1e6 if "file_size_bytes" in m else None
         size.rows.append({"bundle": s.bundle, "family": s.manifest["family"],
                           "precision": s.manifest["precision"],
                           "techniques": " > ".join(s.manifest["techniques"]),
-                          "params": m.get("params"),
-                          "file_size_mb": size_mb,
-                          "flops_per_item": m.get("flops_per_image", m.get("flops_per_token"))})
+                          **_size(s.manifest["metrics"]), "baseline": s.baseline or s.bundle})
+    sizes = {r["bundle"]: r for r in size.rows}
+    for r in size.rows:
+        base = sizes[r["baseline"]]
+        for share, of in SHARES.items():
+            if r[of] is not None and base[of]:
+                r[share] = 100.0 * r[of] / base[of]
 
     cols = ["device", "bundle", "workload", "repeats", "mean", "std", "change_pct",
             "ci95_low_pct", "ci95_high_pct", "p", "vs_baseline", "sources"]
@@ -214,7 +237,10 @@ def _cell(row: dict, col: str) -> str:
     return _fmt(row.get(col))
 
 
-_SHOWN = {"mean": "mean ± std", "change_pct": "change vs baseline [95% CI]", "p": "p"}
+_SHOWN = {"mean": "mean ± std", "change_pct": "change vs baseline [95% CI]", "p": "p",
+          "params_pct_of_baseline": "params, % of baseline",
+          "flops_pct_of_baseline": "FLOPs, % of baseline",
+          "file_size_pct_of_baseline": "file size, % of baseline"}
 
 
 def _display_columns(t: Table) -> list[str]:
@@ -295,7 +321,9 @@ def _server_traffic(records: list[dict]) -> str:
             f"(they shared the device)")
 
 
-def build_report(results: Path, out: Path) -> dict:
+def build_report(results: Path, out: Path, bundles: Path | None = None) -> dict:
+    """The report of the results store `results` into `out`; samples of the bundles found
+    under `bundles` (none given: each bundle's samples say so)."""
     series = load_results(results)
     tables = build_tables(series, results)
     by_name = {t.name: t for t in tables}
@@ -303,31 +331,60 @@ def build_report(results: Path, out: Path) -> dict:
     for t in tables:
         write_csv(t, out / "tables" / f"{t.name}.csv")
     figs = figures(by_name, out / "figures")
+    size_fig = figs.pop("size")  # Figure 1, met early with the samples
+    made = _samples(series, bundles, out / "figures")
     method = _methods(series)
     md = ["# EdgeGen benchmark report", "", "## Method", "", *method, "",
           "Each optimized bundle is compared with its baseline on the same device by a paired "
           "t-test over matched repeats; changes are relative to the baseline mean, with the "
-          "95% confidence interval.", "", "## Tables", ""]
+          "95% confidence interval.", "", f"## {FIGURE_1}", "",
+          f"![size](figures/{size_fig.name})", "", FIGURE_1_CAPTION, "", f"## {SAMPLES}", "",
+          *samples_md(made), "## Tables", ""]
     md += [markdown(t) + "\n" for t in tables]
     md += ["## Figures", ""] + [f"![{k}](figures/{p.name})" for k, p in figs.items()]
     (out / "report.md").write_text("\n".join(md) + "\n")
-    images = "".join(
-        f'<figure><img alt="{k}" src="data:image/png;base64,'
-        f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{k}</figcaption></figure>'
-        for k, p in figs.items())
+    images = "".join(_html_figure(k, p) for k, p in figs.items())
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>EdgeGen benchmark report</title>
 <link rel="icon" href="data:,">
 <style>body{{font:14px/1.4 system-ui,sans-serif;max-width:80rem;margin:auto;padding:1rem}}
 table{{border-collapse:collapse;margin:.5rem 0 1.5rem}}td,th{{border:1px solid #ccc;padding:2px 6px;
-font-size:12px}}th{{background:#f3f3f3}}img{{max-width:100%}}figure{{margin:1rem 0}}</style>
+font-size:12px}}th{{background:#f3f3f3}}img{{max-width:100%}}figure{{margin:1rem 0}}
+img.samples{{image-rendering:pixelated}}pre.completion{{white-space:pre-wrap;background:#f7f7f7;
+padding:4px 8px;margin:.3rem 0}}.prompt{{font-weight:bold;color:#555}}.note{{color:#666}}</style>
 </head><body><h1>EdgeGen benchmark report</h1><h2>Method</h2><ul>
 {''.join('<li>' + html.escape(line[2:].replace('**', '')) + '</li>' for line in method)}</ul>
+<h2>{FIGURE_1}</h2>{_html_figure("size", size_fig, FIGURE_1_CAPTION)}<h2>{SAMPLES}</h2>{samples_html(made)}
 <h2>Tables</h2>{''.join(html_table(t) for t in tables)}<h2>Figures</h2>{images}</body></html>
 """
     (out / "report.html").write_text(page)
     summary = {"devices": sorted({s.device for s in series}),
                "bundles": sorted({s.bundle for s in series}),
-               "tables": [t.name for t in tables], "figures": [str(p) for p in figs.values()]}
+               "tables": [t.name for t in tables],
+               "figures": [str(p) for p in (size_fig, *figs.values())],
+               "samples": [m.as_json() for m in made]}
     (out / "report.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+FIGURE_1 = "Figure 1: size and complexity against the baseline"
+FIGURE_1_CAPTION = ("Parameters, FLOPs per item (image or token) and model file size of each "
+                    "bundle as a percentage of its baseline's, from the manifests (the size "
+                    "table below has the numbers).")
+SAMPLES = "Samples: what each bundle generates"
+
+
+def _html_figure(name: str, path: Path, caption: str | None = None) -> str:
+    return (f'<figure><img alt="{name}" src="data:image/png;base64,'
+            f'{base64.b64encode(path.read_bytes()).decode()}"><figcaption>'
+            f'{html.escape(caption or name)}</figcaption></figure>')
+
+
+def _samples(series: list[Series], bundles: Path | None, out: Path) -> list[Sample]:
+    """Each reported bundle's samples, from its directory under `bundles`."""
+    facts = [{**s.manifest, "name": s.bundle} for s in _one_per_bundle(series)]
+    if bundles is None:
+        return [Sample(f["name"], f["family"], f["task"],
+                       note="no samples: no bundles directory was given (--bundles DIR)")
+                for f in facts]
+    return samples(facts, bundles, out)

@@ -55,6 +55,10 @@ class EvaluateConfig:
     prompts: int = 16  # held-out prompts for BLEU (greedy) and distinct-n (sampled)
     prompt_tokens: int = 32
     continuation_tokens: int = 32  # generated and reference continuation length
+    # text, cross-corpus: perplexity on this corpus's test split (tokenized with the model's
+    # tokenizer) instead of the training corpus's, e.g. {dataset: wikitext2, root: ...} after
+    # training on openwebtext; the training corpus's own test perplexity is kept beside it
+    corpus: DataConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,7 @@ def _names(types_) -> str:
 
 
 PROFILE_ENV = "EDGEGEN_PROFILE"
+TEXT_FAMILIES = ("gpt2", "llama")
 
 
 def apply_profile(data: Any, profile: str | None) -> Any:
@@ -233,6 +238,9 @@ def load_recipe(path: str | Path, profile: str | None = None,
                           "written in a recipe")
     recipe = _build(Recipe, apply_overrides(apply_profile(data, profile), tuple(overrides)), "")
     recipe.model_config  # the family exists, and its model config is valid (with key paths)
+    if recipe.evaluate.corpus is not None and recipe.family not in TEXT_FAMILIES:
+        raise RecipeError(f"recipe: 'evaluate.corpus' (perplexity on another corpus) applies to "
+                          f"the text families {list(TEXT_FAMILIES)}, not {recipe.family!r}")
     if recipe.bundles not in ("first-seed", "none"):
         raise RecipeError(f"recipe: 'bundles' must be 'first-seed' or 'none', got {recipe.bundles!r}")
     names = [p.name for p in recipe.points]

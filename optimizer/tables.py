@@ -18,6 +18,7 @@ COLUMNS = {
     "memory": [("peak_rss_bytes", "Peak RSS (MB)", 2 ** -20, 1),
                ("model_rss_bytes", "Model RSS (MB)", 2 ** -20, 1)],
     "quality": [("fid", "FID", 1, 2), ("ssim", "SSIM", 1, 4), ("perplexity", "Perplexity", 1, 2),
+                ("perplexity_in_domain", "PPL (train corpus)", 1, 2),
                 ("bleu", "BLEU", 1, 2), ("distinct_1", "distinct-1", 1, 3),
                 ("distinct_2", "distinct-2", 1, 3),
                 ("greedy_agreement_vs_fp32", "Greedy = FP32", 1, 3)],

@@ -185,8 +185,9 @@ class DecoderFamily(Family):
             metrics["greedy_agreement_vs_fp32"] = ev.greedy_agreement(
                 greedy, reference.memo["greedy", reference.path])
         window = ev_cfg.ppl_window or spec.context_length
-        ppl = ev.perplexity(dec, data.test_stream, window, ev_cfg.ppl_stride or window // 2,
-                            ev_cfg.ppl_max_tokens)
+        scored = [data.eval_stream, data.test_stream] if data.eval_stream else [data.test_stream]
+        ppl, *own = [ev.perplexity(dec, stream, window, ev_cfg.ppl_stride or window // 2,
+                                   ev_cfg.ppl_max_tokens) for stream in scored]
         gen = ev.generation_quality(dec, data.tokenizer.decode, data.pairs, greedy)
         sections = {"generation": generation_manifest(spec),
                     "graph": graph_manifest(spec, graph_needs(path))}
@@ -199,6 +200,10 @@ class DecoderFamily(Family):
             "distinct_1": gen["distinct_1"], "distinct_2": gen["distinct_2"]})
         method = {"perplexity": {k: ppl[k] for k in ("window", "stride", "tokens_scored")},
                   "bleu_signature": gen["bleu_signature"], "prompts": gen["prompts"]}
+        if own:  # cross-corpus: the training corpus's own test perplexity beside it
+            metrics["perplexity_in_domain"] = own[0]["perplexity"]
+            method["perplexity_in_domain"] = {k: own[0][k] for k in ("window", "stride",
+                                                                     "tokens_scored")}
         return metrics, {**sections, "method": method}
 
     def gate(self, gate, metrics: dict, baseline: dict) -> list[str]:
@@ -213,6 +218,7 @@ class DecoderFamily(Family):
 
     def manifest(self, subject: Subject, metrics: dict, sections: dict, ctx: Context) -> dict:
         info = ctx.data.info
+        own_split = f"{info['name']} test split ({info['tokens']['test']} tokens)"
         return {
             "graph": sections["graph"], "generation": sections["generation"],
             "metrics": {
@@ -220,12 +226,14 @@ class DecoderFamily(Family):
                 "flops_per_token": metrics["flops_per_token"],
                 "file_size_bytes": metrics["file_size_bytes"],
                 "peak_ram": {k: metrics[k] for k in ("peak_rss_bytes", "model_rss_bytes")},
-                "quality": {k: metrics[k] for k in ("perplexity", "bleu", "distinct_1",
-                                                    "distinct_2", "greedy_agreement_vs_fp32")
+                "quality": {k: metrics[k] for k in ("perplexity", "perplexity_in_domain",
+                                                    "bleu", "distinct_1", "distinct_2",
+                                                    "greedy_agreement_vs_fp32")
                             if k in metrics},
                 "quality_method": {**sections["method"],
-                                   "dataset": f"{info['name']} test split "
-                                              f"({info['tokens']['test']} tokens)",
+                                   "dataset": ctx.data.eval_name or own_split,
+                                   **({"dataset_in_domain": own_split, "bleu_dataset": own_split}
+                                      if ctx.data.eval_name else {}),
                                    "distinct_sampling": dataclasses.asdict(ev.SAMPLING_FOR_DISTINCT),
                                    "graph": "the bundle's ONNX graph in ONNX Runtime (CPU)"},
             },
@@ -240,7 +248,12 @@ class DecoderFamily(Family):
 
     def method(self, recipe, data: TextData) -> dict:
         ev_cfg = recipe.evaluate
+        other = data.info.get("evaluation_corpus")
         return {"dataset": data.info["description"],
+                **({"perplexity_dataset": f"{other['description']}: test split, tokenized with "
+                                          f"the model's tokenizer (cross-corpus); "
+                                          f"perplexity_in_domain is the training corpus's"}
+                   if other else {}),
                 "perplexity": f"sliding window {ev_cfg.ppl_window or 'context'} tokens, stride "
                               f"{ev_cfg.ppl_stride or 'window/2'}, on the exported graph",
                 "bleu": f"sacrebleu corpus BLEU, greedy {ev_cfg.continuation_tokens}-token "

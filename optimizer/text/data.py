@@ -41,17 +41,25 @@ class TextData:
     checkpoint: Path | None = None  # the resolved checkpoint directory
     chat_template: str | None = None
     special_tokens: dict | None = None
+    eval_stream: list[int] | None = None  # evaluate.corpus's test split: perplexity there
+    eval_name: str | None = None  # "<corpus> test split (N tokens)" of eval_stream
+
+
+def _corpus(data, where: str):
+    opts = dict(data.options)
+    limit = opts.pop("limit", None)
+    if opts:
+        raise RecipeError(f"recipe: unknown {where}.options {sorted(opts)} for a text dataset; "
+                          f"known: ['limit']")
+    return load_corpus(data.dataset, data.root, data.val_fraction, limit)
 
 
 def prepare(recipe, runs_dir: Path, vocabulary: Vocabulary) -> TextData:
     spec = recipe.model_config
-    opts = dict(recipe.data.options)
-    limit = opts.pop("limit", None)
-    if opts:
-        raise RecipeError(f"recipe: unknown data.options {sorted(opts)} for a text dataset; "
-                          f"known: ['limit']")
     checkpoint = ckpt.resolve(spec.checkpoint, spec.revision) if spec.checkpoint else None
-    corpus = load_corpus(recipe.data.dataset, recipe.data.root, recipe.data.val_fraction, limit)
+    corpus = _corpus(recipe.data, "data")
+    other = _corpus(recipe.evaluate.corpus, "evaluate.corpus") if recipe.evaluate.corpus \
+        else None
     if checkpoint is not None:
         tok = load_checkpoint_tokenizer(checkpoint)
         ends = ckpt.end_ids(checkpoint) or [eos_id(tok)]
@@ -82,5 +90,12 @@ def prepare(recipe, runs_dir: Path, vocabulary: Vocabulary) -> TextData:
         tok.save(str(tokenizer_file))
     info = {**corpus.info(), "tokens": {"train": len(train), "validation": len(val),
                                         "test": len(test)}, "tokenizer": tok_info}
+    eval_stream = eval_name = None
+    if other is not None:  # cross-corpus: the other corpus's test split, this model's tokenizer
+        eval_stream = encode_documents(tok, other.test, ends[0])
+        eval_name = f"{other.name} test split ({len(eval_stream)} tokens)"
+        info["evaluation_corpus"] = {**other.info(), "tokens": {"test": len(eval_stream)},
+                                     "scored": "perplexity on its test split"}
     return TextData(tok, tuple(ends), ends[0] if bos is None else bos, train_blocks, val_blocks,
-                    test, info, tokenizer_file, checkpoint, template, specials)
+                    test, info, tokenizer_file, checkpoint, template, specials, eval_stream,
+                    eval_name)

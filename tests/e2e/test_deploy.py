@@ -193,7 +193,8 @@ def test_bench_measures_every_device_inside_its_container_and_resumes(fleet, tmp
     assert first.stat().st_mtime_ns == before
 
     # The report from the fleet's results: every number traces to a fetched raw file.
-    ok(run_cmd(["make", "--no-print-directory", "report", f"RESULTS={results}"]))
+    ok(run_cmd(["make", "--no-print-directory", "report", f"RESULTS={results}",
+                f"BUNDLES_DIR={bundles}"]))
     report = results / "report"
     checked, unmeasured = trace_report(report, results / "bench")
     assert checked == 2 * 3 + 2 * 1 + 2 * 1  # latency and throughput per batch, memory; 2 devices
@@ -201,6 +202,7 @@ def test_bench_measures_every_device_inside_its_container_and_resumes(fleet, tmp
     md = (report / "report.md").read_text()
     assert "pi-sim" in md and "jetson-sim" in md
     assert md.count("its server answered no generation requests during the measurements") == 2
+    assert "![samples of tiny-dcgan](figures/samples-tiny-dcgan.png)" in md  # from BUNDLES_DIR
 
 
 def _signal_bench(pid: int, name: str, check: bool = True) -> None:

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.docker_images("fleet")]
 NANO_IMAGE = f"edgegen-edge:{__version__}-jetson_nano-amd64"
 GOOD_JETSON = f"edgegen-edge:{__version__}-jetson-amd64"
 SLOW_JETSON = f"edgegen-edge:{__version__}-slow-jetson-amd64"
-LOAD_DELAY_S = 20  # the simulated engine build: longer than the liveness gate the test sets
+LOAD_DELAY_S = 12  # the simulated engine build: longer than the liveness gate the test sets
 
 
 @pytest.fixture(scope="module", autouse=True)

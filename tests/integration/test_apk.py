@@ -49,13 +49,16 @@ def test_apk_holds_the_page_onnxruntime_web_and_the_bundles(companion_apk, ort_w
     with zipfile.ZipFile(companion_apk) as apk:
         info = {i.filename: i for i in apk.infolist()}
         index = json.loads(apk.read("assets/bundles/index.json"))
+        dex = apk.read("classes.dex")
         assert apk.read("assets/companion/ort-wasm-simd-threaded.wasm") == \
             (ort_web_dir / "ort-wasm-simd-threaded.wasm").read_bytes()
     assert {"classes.dex", "AndroidManifest.xml", "resources.arsc",
             "assets/companion/index.html", "assets/companion/engine.js",
+            "assets/companion/bench.js",
             "assets/companion/ort.wasm.min.mjs", "assets/companion/chat.js",
             "assets/companion/huggingface-jinja.mjs", "assets/bundles/tiny-dcgan/model.onnx",
             "assets/bundles/tiny-gpt2/tokenizer.json"} <= set(info)
+    assert b"Lnet/edgegen/companion/BenchBridge;" in dex  # the bench mode's bridge
     assert [b["name"] for b in index["bundles"]] == ["tiny-dcgan", "tiny-gpt2", "tiny-llama"]
     assert [b["chat"] for b in index["bundles"]] == [False, False, True]
     # wasm and models are stored (streamed by AssetManager without inflating).

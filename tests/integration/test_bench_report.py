@@ -4,7 +4,10 @@ resumed without re-measuring, and every number of the report traced back to a ra
 
 from __future__ import annotations
 
+import base64
 import csv
+import html
+import io
 import json
 import os
 import shutil
@@ -14,8 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
+
+from edge_app.bundle import load_bundle
 
 from ..conftest import REPO
 from ..reportcheck import trace_report
@@ -43,9 +49,12 @@ def measured(gpt2_run, dcgan_bundle, tmp_path_factory):
     assert jetson.returncode == 0, jetson.stderr
     plain = _bench(bundles, out, "no-sensor", "--sensor", "none")
     assert plain.returncode == 0, plain.stderr
+    here = tmp / "bundles"  # as under the operator's bundles/: the report draws samples there
+    for b in bundles:
+        shutil.copytree(b, here / Path(b).name)
     report = subprocess.run([sys.executable, "-m", "fleet", "report", "--results", str(out),
-                             "--out", str(tmp / "report")], cwd=REPO, capture_output=True,
-                            text=True, timeout=300)
+                             "--out", str(tmp / "report"), "--bundles", str(here)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr
     return bundles, out, tmp / "report", jetson.stdout
 
@@ -98,6 +107,103 @@ def test_every_number_of_the_report_traces_to_a_raw_measurement(measured):
         assert data.startswith(b"\x89PNG") and len(data) > 10_000
 
 
+def _embedded(png: Path, page: str) -> bool:
+    return f"data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}" in page
+
+
+def test_figure_1_charts_each_bundles_size_against_its_baseline(measured):
+    _, _, report, _ = measured
+    with open(report / "tables" / "size.csv") as f:
+        size = {r["bundle"]: r for r in csv.DictReader(f)}
+    int8, fp32 = size["tiny-gpt2-int8"], size["tiny-gpt2"]
+    assert (int8["baseline"], fp32["baseline"]) == ("tiny-gpt2", "tiny-gpt2")
+    assert float(int8["params_pct_of_baseline"]) == 100.0  # quantized, not pruned
+    assert float(int8["file_size_pct_of_baseline"]) == pytest.approx(
+        100 * float(int8["file_size_mb"]) / float(fp32["file_size_mb"]), rel=1e-12)
+    assert float(int8["file_size_pct_of_baseline"]) < 50
+    assert float(fp32["flops_pct_of_baseline"]) == 100.0
+    chart = report / "figures" / "size_reduction.png"
+    assert chart.read_bytes().startswith(b"\x89PNG") and chart.stat().st_size > 10_000
+    md, page = (report / "report.md").read_text(), (report / "report.html").read_text()
+    # Met before the tables, with the samples.
+    assert md.index("![size](figures/size_reduction.png)") < md.index("## Samples") < \
+        md.index("## Tables")
+    assert _embedded(chart, page) and page.index("Figure 1") < page.index("<h2>Tables")
+
+
+def test_the_report_shows_what_each_bundle_generated_as_the_server_does(measured):
+    from PIL import Image
+
+    from edge_app import create_app
+    from fleet.samples import GRID, IMAGE_SEED, NEW_TOKENS, PROMPTS
+
+    bundles, _, report, _ = measured
+    md, page = (report / "report.md").read_text(), (report / "report.html").read_text()
+    samples = {s["bundle"]: s for s in json.loads((report / "report.json").read_text())["samples"]}
+    assert sorted(samples) == ["tiny-dcgan", "tiny-gpt2", "tiny-gpt2-int8"]
+    assert not any(s["note"] for s in samples.values())
+    client = create_app({"bundles": [str(b) for b in bundles],
+                         "power_sensor": "none"}).test_client()
+    # The image bundle: a GRID x GRID grid whose tile i is the server's image i for the seed.
+    grid_png = report / "figures" / "samples-tiny-dcgan.png"
+    assert f"![samples of tiny-dcgan](figures/{grid_png.name})" in md and _embedded(grid_png, page)
+    grid = np.asarray(Image.open(grid_png))
+    image = load_bundle(bundles[0]).manifest.generation.image
+    assert grid.shape[:2] == (GRID * image.height, GRID * image.width)
+    assert grid.min() < grid.max()
+    r = client.post("/v1/images/generations",
+                    json={"model": "tiny-dcgan", "seed": IMAGE_SEED, "n": GRID * GRID})
+    assert r.status_code == 200, r.get_json()
+    for i, item in enumerate(r.get_json()["data"]):
+        row, col = divmod(i, GRID)
+        tile = grid[row * image.height:(row + 1) * image.height,
+                    col * image.width:(col + 1) * image.width]
+        served = np.asarray(Image.open(io.BytesIO(base64.b64decode(item["b64_json"]))))
+        assert np.array_equal(tile, served), f"tile {i}"
+    assert f"seed {IMAGE_SEED}" in samples["tiny-dcgan"]["method"]
+    assert "splitmix64-box-muller-v1" in samples["tiny-dcgan"]["method"]
+    # The text bundles: each prompt's completion is the server's at temperature 0, escaped.
+    for name in ("tiny-gpt2", "tiny-gpt2-int8"):
+        done = samples[name]["completions"]
+        assert [c["prompt"] for c in done] == list(PROMPTS)
+        for c in done:
+            r = client.post("/v1/completions", json={"model": name, "prompt": c["prompt"],
+                                                     "max_tokens": NEW_TOKENS,
+                                                     "temperature": 0})
+            assert r.status_code == 200, r.get_json()
+            assert c["completion"] == r.get_json()["choices"][0]["text"]
+            assert (f'<span class="prompt">{html.escape(c["prompt"])}</span>'
+                    f'{html.escape(c["completion"])}</pre>') in page
+            assert c["prompt"] + c["completion"] in md
+    assert "if a &lt; b and" in page and "if a < b" not in page
+
+
+def test_a_bundle_not_here_says_why_it_has_no_samples(measured, tmp_path, monkeypatch):
+    from fleet.report import build_report
+
+    bundles, out, _, _ = measured
+    here = tmp_path / "bundles"  # tiny-dcgan missing, tiny-gpt2-int8 rebuilt (another model)
+    shutil.copytree(bundles[1], here / "tiny-gpt2")
+    shutil.copytree(bundles[1], here / "tiny-gpt2-int8")
+
+    def notes(bundles_dir):
+        summary = build_report(out, tmp_path / "report", bundles_dir)
+        return {s["bundle"]: s["note"] for s in summary["samples"]}
+
+    got = notes(here)
+    assert got["tiny-gpt2"] == ""
+    assert got["tiny-dcgan"].startswith(f"no samples: the bundle is not under {here}")
+    assert "has another model file than the one measured" in got["tiny-gpt2-int8"]
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert f"#### tiny-dcgan\n\n{got['tiny-dcgan']}." in md
+    assert not (tmp_path / "report" / "figures" / "samples-tiny-dcgan.png").exists()
+    assert set(notes(None).values()) == {
+        "no samples: no bundles directory was given (--bundles DIR)"}
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as in an install without it
+    assert notes(here)["tiny-gpt2"] == \
+        "no samples: ONNX Runtime is not installed here (pip install 'edgegen[report]')"
+
+
 @pytest.mark.browser
 def test_the_html_report_opens_in_chromium_without_errors(measured, browser):
     from selenium.webdriver.common.by import By
@@ -106,7 +212,7 @@ def test_the_html_report_opens_in_chromium_without_errors(measured, browser):
     browser.get((report / "report.html").as_uri())
     assert browser.title == "EdgeGen benchmark report"
     images = browser.find_elements(By.TAG_NAME, "img")
-    assert len(images) == 4
+    assert len(images) == 6  # Figure 1, the sample grid of tiny-dcgan, four figures
     assert all(browser.execute_script("return arguments[0].complete && "
                                       "arguments[0].naturalWidth > 0", i) for i in images)
     assert len(browser.find_elements(By.TAG_NAME, "table")) == 8
@@ -125,8 +231,6 @@ def test_bad_bench_input_is_one_line(tmp_path):
 
 
 def test_measured_figures_go_into_the_manifests_of_the_bundles_measured(measured, tmp_path):
-    from edge_app.bundle import load_bundle
-
     bundles, out, report, _ = measured
     copies = tmp_path / "bundles"
     for b in bundles:

@@ -67,6 +67,15 @@ def test_deploy_refuses_a_bundle_the_class_runtime_cannot_load(tmp_path, dcgan_b
                    ">= 1.14.0 (ONNX opset 18, IR 8); this class runs onnxruntime-gpu 1.11.0, "
                    "which implements opsets up to 16 (IR 8): export it at opset 16 for this "
                    "class (SET=export.opset=16)")
+    # -e edgegen_bundles wins over the inventory in Ansible, so the check reads it too (as
+    # `make reproduce` deploys a table's bundles): the inventory's opset-16 bundle is not deployed
+    device["edgegen_bundles"] = ["dcgan-digits-opset16"]
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"jetson_nano": {
+        "hosts": {"nano-1": device}}}}}))
+    rc = main(["deploy", "--device", "jetson_nano", "--inventory", str(inventory),
+               "--archive", str(archive), "--bundles", str(bundles),
+               "-e", 'edgegen_bundles=["dcgan-digits"]'])
+    assert rc == 2 and capsys.readouterr().err.strip() == err
     # The bundle exported at opset 16 passes the same check (the rollout would go on).
     hosts = {"nano-1": {"edgegen_bundles": ["dcgan-digits-opset16"]}}
     log = io.StringIO()

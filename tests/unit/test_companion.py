@@ -55,8 +55,8 @@ def test_page_and_its_files(companion):
     html = page.get_data(as_text=True)
     assert '<script type="module" src="companion.js">' in html
     assert not re.findall(r'(?:src|href)\s*=\s*["\'](?:https?:)?//', html)
-    for name in ("companion.js", "engine.js", "tokenizer.js", "chat.js", "ort.wasm.min.mjs",
-                 "huggingface-jinja.mjs"):
+    for name in ("companion.js", "engine.js", "tokenizer.js", "chat.js", "bench.js",
+                 "ort.wasm.min.mjs", "huggingface-jinja.mjs"):
         r = get(companion, f"/companion/{name}")
         assert r.status_code == 200 and r.mimetype == "text/javascript", name
     wasm = get(companion, "/companion/ort-wasm-simd-threaded.wasm")

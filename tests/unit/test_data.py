@@ -20,22 +20,15 @@ from PIL import Image
 from optimizer.data.images import LOADERS, ImageData, load_cifar10, load_images
 from optimizer.errors import DatasetError
 
+from ..datasets import crop, sample_photos, write_cifar10, write_pickle
+
 PER_BATCH = 2  # images per CIFAR batch file: 5 train batches -> 10 images, test_batch -> 2
 
 
 @pytest.fixture(scope="module")
 def photos() -> list[np.ndarray]:
     """The two bundled sample photos, each (427, 640, 3) uint8."""
-    from sklearn.datasets import load_sample_images
-
-    return [np.asarray(im, dtype=np.uint8) for im in load_sample_images().images]
-
-
-def _crop(photos, k: int, height: int = 32, width: int = 32) -> np.ndarray:
-    """The k-th distinct (height, width, 3) uint8 crop, alternating photos and offsets."""
-    photo = photos[k % 2]
-    top, left = 40 + 23 * k, 60 + 31 * k
-    return np.ascontiguousarray(photo[top:top + height, left:left + width])
+    return sample_photos()
 
 
 def _scaled(crop: np.ndarray) -> torch.Tensor:
@@ -43,34 +36,11 @@ def _scaled(crop: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(crop.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1)
 
 
-def _cifar_batch(crops: list[np.ndarray], first: int, label: bytes) -> dict:
-    """A batch dict exactly as the official files hold it (Python 2 str keys -> bytes)."""
-    return {
-        b"batch_label": label,
-        b"labels": [(first + i) % 10 for i in range(len(crops))],
-        # each row: the R plane, then G, then B, each 32x32 row-major
-        b"data": np.stack([c.transpose(2, 0, 1).reshape(3072) for c in crops]),
-        b"filenames": [f"crop_{first + i:05d}.png".encode() for i in range(len(crops))],
-    }
-
-
-def _write_pickle(path: Path, obj: object, protocol: int = 2) -> None:
-    with path.open("wb") as f:
-        pickle.dump(obj, f, protocol=protocol)
-
-
 @pytest.fixture(scope="module")
 def cifar(photos, tmp_path_factory) -> tuple[Path, list[np.ndarray]]:
     """cifar-10-batches-py/ with 5 train batches and a test batch; returns (dir, crops)."""
     folder = tmp_path_factory.mktemp("cifar") / "cifar-10-batches-py"
-    folder.mkdir()
-    crops = [_crop(photos, k) for k in range(6 * PER_BATCH)]
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for b, name in enumerate(names):
-        chunk = crops[b * PER_BATCH:(b + 1) * PER_BATCH]
-        label = f"training batch {b + 1} of 5".encode() if b < 5 else b"testing batch 1 of 1"
-        _write_pickle(folder / name, _cifar_batch(chunk, b * PER_BATCH, label))
-    return folder, crops
+    return folder, write_cifar10(folder, PER_BATCH, photos)
 
 
 def _one_line_error(excinfo) -> str:
@@ -88,8 +58,8 @@ def test_cifar_round_trips_known_crops_in_file_order(cifar):
     assert isinstance(data, ImageData) and data.name == "cifar10"
     assert data.images.shape == (5 * PER_BATCH, 3, 32, 32)
     assert data.images.dtype == torch.float32
-    for i, crop in enumerate(crops[:5 * PER_BATCH]):
-        assert torch.allclose(data.images[i], _scaled(crop), atol=1e-6, rtol=0)
+    for i, want in enumerate(crops[:5 * PER_BATCH]):
+        assert torch.allclose(data.images[i], _scaled(want), atol=1e-6, rtol=0)
     assert str(folder) in data.description and "10 images" in data.description
     again = load_images("cifar10", 32, 3, root=str(folder))
     assert torch.equal(data.images, again.images) and data.sha256 == again.sha256
@@ -130,8 +100,8 @@ def test_cifar_reads_numpy1_and_protocol5_pickles(cifar, tmp_path):
         (tmp_path / name).write_bytes(legacy if name != "data_batch_5" else
                                       pickle.dumps(batch, protocol=5))
     data = load_cifar10(32, 3, root=tmp_path)
-    for i, crop in enumerate(crops[:5 * PER_BATCH]):
-        assert torch.allclose(data.images[i], _scaled(crop), atol=1e-6, rtol=0)
+    for i, want in enumerate(crops[:5 * PER_BATCH]):
+        assert torch.allclose(data.images[i], _scaled(want), atol=1e-6, rtol=0)
 
 
 class _RunsShellCommand:
@@ -150,7 +120,7 @@ def test_cifar_refuses_forbidden_global_without_executing_it(cifar, tmp_path):
         (tmp_path / name).write_bytes((folder / name).read_bytes())
     marker = tmp_path / "executed"
     evil = {b"data": _RunsShellCommand(f"touch {marker}"), b"labels": [0]}
-    _write_pickle(tmp_path / "data_batch_1", evil)
+    write_pickle(tmp_path / "data_batch_1", evil)
     with pytest.raises(DatasetError) as excinfo:
         load_cifar10(32, 3, root=tmp_path)
     message = _one_line_error(excinfo)
@@ -194,7 +164,7 @@ def test_cifar_malformed_batches_are_refused(cifar, tmp_path, content, found):
     if isinstance(content, bytes):
         target.write_bytes(content)
     else:
-        _write_pickle(target, content)
+        write_pickle(target, content)
     with pytest.raises(DatasetError) as excinfo:
         load_cifar10(32, 3, root=tmp_path)
     message = _one_line_error(excinfo)
@@ -224,12 +194,12 @@ def folder(photos, tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
     root = tmp_path_factory.mktemp("images")
     (root / "sub" / "deeper").mkdir(parents=True)
     crops = {
-        "a_tall": _crop(photos, 0, height=48, width=32),  # center square: rows 8..40
-        "c_square": _crop(photos, 1),
-        "d_square": _crop(photos, 2),
+        "a_tall": crop(photos, 0, height=48, width=32),  # center square: rows 8..40
+        "c_square": crop(photos, 1),
+        "d_square": crop(photos, 2),
     }
     Image.fromarray(crops["a_tall"]).save(root / "a_tall.png")
-    Image.fromarray(_crop(photos, 3, height=60, width=90)).save(root / "b_wide.jpg", quality=90)
+    Image.fromarray(crop(photos, 3, height=60, width=90)).save(root / "b_wide.jpg", quality=90)
     (root / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
     (root / "notes.txt").write_text("not an image, not counted")
     Image.fromarray(crops["c_square"]).save(root / "sub" / "c_square.png")

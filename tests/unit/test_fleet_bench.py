@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from fleet.bench import BenchError, fleet_hosts, render_table
+from fleet.bench import BenchError, fleet_hosts, is_phone, render_table
 from fleet.playbook import Display, reports
 
 from ..conftest import REPO
@@ -18,20 +18,19 @@ from ..conftest import REPO
 EXAMPLE = REPO / "ansible" / "inventory" / "example.yml"
 
 
-def test_all_measures_every_container_class_and_names_the_phones_it_skips():
+def test_all_measures_every_container_class_and_the_phones():
     notes = []
     hosts = fleet_hosts(EXAMPLE, "all", log=notes.append)
     assert {h: c for h, (c, _) in hosts.items()} == {
         "workstation": "local", "pi-lab-01": "pi", "pi-lab-02": "pi", "orin-nano-01": "jetson",
-        "nano-01": "jetson_nano"}
+        "nano-01": "jetson_nano", "pixel6-01": "pixel"}
     assert hosts["orin-nano-01"][1]["edgegen_container_name"] == "edgegen-edge"
-    assert notes == ["skipped: class pixel (pixel6-01): no server container to measure in "
-                     "(phones run the companion app)"]
+    assert is_phone(hosts["pixel6-01"][1]) and not is_phone(hosts["pi-lab-01"][1])
+    assert notes == []
     assert list(fleet_hosts(EXAMPLE, "all", "pi-lab-02,orin-nano-01")) == ["pi-lab-02",
                                                                           "orin-nano-01"]
     assert list(fleet_hosts(EXAMPLE, "pi")) == ["pi-lab-01", "pi-lab-02"]
-    with pytest.raises(BenchError, match="class 'pixel' runs no server container"):
-        fleet_hosts(EXAMPLE, "pixel")
+    assert list(fleet_hosts(EXAMPLE, "pixel")) == ["pixel6-01"]
     with pytest.raises(BenchError, match="no device to measure matching --limit nowhere"):
         fleet_hosts(EXAMPLE, "all", "nowhere")
 
@@ -77,7 +76,7 @@ def test_summary_table_of_a_bench_run():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--device", "pixel"], "class 'pixel' runs no server container"),
+    (["--device", "pixel", "--sensor", "rapl"], "a phone's power sensor is one of"),
     (["--device", "toaster"], "unknown device class 'toaster'"),
     (["--device", "pi", "--runs", "0"], "--runs must be at least 1"),
     (["--device", "pi", "--batches", "1,x"], "--batches: expected sizes like 1,8"),
@@ -88,3 +87,21 @@ def test_bench_cli_errors_are_one_line(args, message):
                              *args], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_phone_is_measured_over_adb_and_says_when_adb_is_missing(tmp_path, monkeypatch):
+    """DEVICE=pixel goes to the phone path (fleet/phonebench.py), not Ansible; with no adb on
+    this machine it names the phone that failed and why, and exits 1."""
+    from fleet.bench import bench
+
+    monkeypatch.setenv("ADB", str(tmp_path / "no-adb"))
+    out = io.StringIO()
+    rc = bench("pixel", EXAMPLE, results=tmp_path / "results", out=out,
+               workload_args=["--repeats", "2", "--runs", "3"], bundles_dir=tmp_path)
+    lines = out.getvalue().splitlines()
+    assert rc == 1, lines
+    assert lines == [
+        "benchmarking 1 phone(s) over adb: pixel6-01",
+        "pixel6-01: benchmarking dcgan-digits over adb (1A2B3C4D5E6F)",
+        f"pixel6-01: failed: adb is not installed ({tmp_path / 'no-adb'}): apt-get install adb",
+        "1 of 1 phone(s) failed: pixel6-01"]

@@ -13,6 +13,7 @@ from fleet.errors import FleetError
 from fleet.images import ImageError
 from fleet.inventory import InventoryError, device_class
 from fleet.report import ReportError
+from fleet.reproduce import ReproduceError
 
 from ..conftest import REPO
 
@@ -21,13 +22,14 @@ EXAMPLE = REPO / "ansible" / "inventory" / "example.yml"
 
 def test_the_table_holds_every_command_the_makefile_calls():
     assert [c.name for c in cli.COMMANDS] == ["status", "targets", "report", "measured",
-                                              "images", "deploy", "bench"]
+                                              "images", "deploy", "bench", "reproduce"]
     assert {c.name for c in cli.COMMANDS if c.needs_inventory} == {"status", "targets",
                                                                    "deploy", "bench"}
 
 
 def test_every_command_error_is_a_fleet_error():
-    for error in (InventoryError, DeployError, BenchError, ImageError, ReportError):
+    for error in (InventoryError, DeployError, BenchError, ImageError, ReportError,
+                  ReproduceError):
         assert issubclass(error, FleetError), error
 
 

@@ -2,7 +2,8 @@
 // tokens/s per run, push the figures when a fleet address is set. A text bundle with a chat
 // template chats (chat.js renders the conversation); one without completes a prompt. Settings
 // come from the query string (the APK passes its intent extras that way) or localStorage.
-// window.companion.last holds the latest run's raw results (tests read them).
+// window.companion.last holds the latest run's raw results (tests read them). With ?bench=
+// the page runs the fleet's benchmark instead (bench.js).
 
 import { Conversation, chatPromptIds } from "./chat.js";
 import { configure, generateImages, generateText, loadModel, ortVersion, promptIds } from "./engine.js";
@@ -260,5 +261,12 @@ $("settings").addEventListener("submit", (event) => {
 
 configure({ threads });
 $("runtime").textContent = `onnxruntime-web ${ortVersion}, wasm backend, ${threads} thread${threads > 1 ? "s" : ""}`;
-listBundles().catch((err) => show($("status"), err.message, true))
-  .finally(() => { document.body.dataset.ready = "1"; });
+if (query.has("bench")) {
+  // Bench mode (bench.js): the fleet's benchmark, driven by `make bench DEVICE=pixel`.
+  import("./bench.js").then(({ runBench }) => runBench(query, {
+    bundles: BUNDLES, threads, show: (text) => show($("status"), text) }))
+    .finally(() => { document.body.dataset.ready = "1"; });
+} else {
+  listBundles().catch((err) => show($("status"), err.message, true))
+    .finally(() => { document.body.dataset.ready = "1"; });
+}

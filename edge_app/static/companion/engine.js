@@ -166,9 +166,10 @@ export function promptIds(model, prompt) {
 }
 
 // Decode with the KV cache, one graph run per token after the prompt (edge_app/textgen.py
-// Decoder.stream). onToken(id) is called as each token is chosen. Returns the tokens, the
-// finish reason and the timings the server reports.
-export async function generateText(model, prompt, maxTokens, sampling, onToken = () => {}) {
+// Decoder.stream). onToken(id) is called as each token is chosen; stopAtEos false keeps going
+// past an end token (the benchmark's fixed-length runs). Returns the tokens, the finish reason
+// and the timings the server reports.
+export async function generateText(model, prompt, maxTokens, sampling, onToken = () => {}, { stopAtEos = true } = {}) {
   const gen = model.gen;
   if (prompt.length === 0) throw new Error("the prompt is empty: at least one token is needed");
   if (prompt.length + maxTokens > gen.context_length) {
@@ -194,7 +195,7 @@ export async function generateText(model, prompt, maxTokens, sampling, onToken =
     const token = sample(toFloat32(out[gen.logits_output]));  // (1, 1, vocab)
     const now = performance.now();
     if (step === 0) { result.promptMs = now - started; decodeStart = now; } else { result.decodeMs = now - decodeStart; }
-    if (ends.has(token)) { result.finishReason = "stop"; break; }
+    if (stopAtEos && ends.has(token)) { result.finishReason = "stop"; break; }
     result.tokens.push(token);
     onToken(token);
     for (const layer of cache.layers) {  // this step's present is the next step's past

@@ -3,6 +3,7 @@ package net.edgegen.companion;
 import android.app.Activity;
 import android.net.Uri;
 import android.os.Bundle;
+import android.view.WindowManager;
 import android.webkit.WebSettings;
 import android.webkit.WebView;
 
@@ -14,10 +15,12 @@ import android.webkit.WebView;
  *
  * Intent extras become the page's query string, so a fleet can be set from adb:
  * {@code am start -n net.edgegen.companion/.MainActivity --es pushgateway http://10.0.0.5:9091
- * --es device pixel6-01} (the page keeps them in localStorage).
+ * --es device pixel6-01} (the page keeps them in localStorage). With a {@code bench} extra (the
+ * spec fleet/phonebench.py makes) the page runs its bench mode: the {@link BenchBridge} is
+ * added for it, and the screen is kept on while it measures.
  */
 public class MainActivity extends Activity {
-    static final String[] EXTRAS = {"pushgateway", "device", "threads"};
+    static final String[] EXTRAS = {"pushgateway", "device", "threads", "bench"};
 
     private WebView web;
 
@@ -34,6 +37,10 @@ public class MainActivity extends Activity {
         // on the LAN. Only the page's own metrics push is such a request.
         settings.setMixedContentMode(WebSettings.MIXED_CONTENT_ALWAYS_ALLOW);
         web.setWebViewClient(new AssetServer(getAssets()));
+        if (getIntent().getStringExtra("bench") != null) {
+            web.addJavascriptInterface(new BenchBridge(this), BenchBridge.NAME);
+            getWindow().addFlags(WindowManager.LayoutParams.FLAG_KEEP_SCREEN_ON);
+        }
         setContentView(web);
         if (state != null) {
             web.restoreState(state);
