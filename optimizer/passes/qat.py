@@ -42,7 +42,7 @@ class Config:
 def fake_quant_weight(weight: torch.Tensor, axis: int = 0) -> torch.Tensor:
     """Symmetric INT8 per output channel (`axis`): scale = max|w| / 127."""
     scale = weight.detach().abs().movedim(axis, 0).flatten(1).amax(1).clamp_min(1e-8) / 127.0
-    zero = torch.zeros(len(scale), dtype=torch.int32)
+    zero = torch.zeros(len(scale), dtype=torch.int32, device=weight.device)  # on the GPU too
     return torch.fake_quantize_per_channel_affine(weight, scale, zero, axis, -127, 127)
 
 
