@@ -156,8 +156,48 @@ def share_tied_int8_embedding(model: onnx.ModelProto) -> dict | None:
     return None
 
 
+def share_tied_qdq_embedding(model: onnx.ModelProto) -> dict | None:
+    """The static (QDQ) twin of share_tied_int8_embedding: a tied decoder's head reads an int8
+    [D, V] copy through DequantizeLinear, and the token lookup (Gather) the float [V, D] table,
+    stored beside it at four times the size. The lookup is rewritten to read the head's int8
+    copy (per-token scale where the head is per channel) and the float table is dropped; taken
+    only when the two agree within half the head's rounding step, which bounds the change."""
+    graph = model.graph
+    inits, users = _initializers(graph), _consumers(graph)
+    heads = [n for n in graph.node if n.op_type == "DequantizeLinear" and len(n.input) == 3
+             and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT8
+             and _attr(n, "axis", 1) == 1
+             and all(u.op_type in ("MatMul", "Gemm") for u in users.get(n.output[0], []))]
+    ranks = {v.name: len(v.type.tensor_type.shape.dim)
+             for v in [*graph.input, *onnx.shape_inference.infer_shapes(model).graph.value_info]
+             if v.type.tensor_type.HasField("shape")}
+    for gather in [n for n in graph.node if n.op_type == "Gather" and n.input[0] in inits
+                   and inits[n.input[0]].data_type == onnx.TensorProto.FLOAT
+                   and _attr(n, "axis", 0) == 0 and n.input[1] in ranks]:
+        table = numpy_helper.to_array(inits[gather.input[0]])
+        for deq in heads:
+            weight, scale, zero = deq.input
+            head = _dequantized(inits, weight, scale, zero)
+            if head is None or table.ndim != 2 or head.shape != table.shape[::-1]:
+                continue
+            step = numpy_helper.to_array(inits[scale])
+            change = float(np.abs(head.T - table).max())
+            if change > 0.5 * float(step.max()) * 1.001 + 1e-7:
+                continue
+            dropped, saved = gather.input[0], inits[gather.input[0]].ByteSize()
+            _lookup_from_head(graph, gather, None, ranks[gather.input[1]], weight, scale, zero,
+                              per_channel=step.ndim == 1)
+            drop_unused_initializers(model)
+            return {"lookup_reads": weight, "dropped": dropped, "bytes_saved": saved,
+                    "max_abs_change": round(change, 8)}
+    return None
+
+
 def _lookup_from_head(graph, gather, deq, rank, weight, scale, zero, per_channel):
-    ids, out, base = gather.input[1], deq.output[0], gather.output[0]
+    """Replace `gather` (and the DequantizeLinear `deq` after it, if any) by a lookup of the
+    head's int8 [D, V] weight, dequantized: the same output name."""
+    ids, base = gather.input[1], gather.output[0]
+    out = deq.output[0] if deq is not None else base
     nodes = [helper.make_node("Gather", [weight, ids], [base + "_t"], axis=1),
              helper.make_node("Transpose", [base + "_t"], [base + "_q"],
                               perm=[*range(1, rank + 1), 0])]
@@ -175,7 +215,8 @@ def _lookup_from_head(graph, gather, deq, rank, weight, scale, zero, per_channel
         nodes.append(helper.make_node("DequantizeLinear", [base + "_q", scale, zero], [out]))
     at = list(graph.node).index(gather)
     graph.node.remove(gather)
-    graph.node.remove(deq)
+    if deq is not None:
+        graph.node.remove(deq)
     for offset, node in enumerate(nodes):
         graph.node.insert(at + offset, node)
 

@@ -132,6 +132,12 @@ class Family:
         raise RecipeError(f"static-int8 needs calibration data, which family {self.name!r} "
                           f"does not provide; use one of {list(self.quantize_modes)}")
 
+    def static_int8_nodes(self, prepared, cfg) -> tuple[dict, dict]:
+        """(quantize_static keyword arguments that choose the nodes to quantize, their
+        description for the report) for the pre-processed graph; by default every node ORT
+        quantizes."""
+        return {}, {}
+
     def compare_graphs(self, reference: Path, other: Path, subject: Subject) -> dict:
         """How a derived graph's outputs compare with the FP32 graph's (into its report)."""
         return {}

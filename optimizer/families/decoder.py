@@ -25,6 +25,7 @@ from ..errors import OptimizerError, RecipeError
 from ..export import run_checks
 from ..graphs import graph_needs
 from ..models.dcgan import count_parameters
+from ..text import calibrate
 from ..text import evaluate as ev
 from ..text.data import TextData, Vocabulary, prepare
 from ..text.export import (CHECKS, DECODER, GraphProbe, Layout, export_decoder,
@@ -39,7 +40,7 @@ def nonzero_parameters(model: nn.Module) -> int:
 
 class DecoderFamily(Family):
     task = "text-generation"
-    quantize_modes = ("dynamic-int8", "fp16")
+    quantize_modes = ("dynamic-int8", "static-int8", "fp16")
     quantize_per_channel = False  # per-tensor was 1.3x faster than per-channel at batch 1
     spec = DECODER
     layers_attr: str  # state-dict prefix of the blocks: "transformer.h", "model.layers"
@@ -159,6 +160,18 @@ class DecoderFamily(Family):
         reference.memo["decoder", subject.graph] = dec
         probe = GraphProbe(dec, ctx.data.pairs[0][0], greedy[0])
         return run_checks(self.spec.graph_checks, CHECKS, probe, subject.graph.name)
+
+    def calibration(self, subject: Subject, cfg, ctx: Context):
+        """Windows of the validation split, each a prefill of the evaluation's prompt length
+        then its continuation length in cached decode steps (optimizer/text/calibrate.py)."""
+        ev_cfg = ctx.recipe.evaluate
+        spec = self.generation(subject.model.eval(), ctx.data)
+        return calibrate.calibration(subject.graph, spec, ctx.data.val, cfg.calibration_samples,
+                                     cfg.calibration_seed, ev_cfg.prompt_tokens,
+                                     ev_cfg.continuation_tokens)
+
+    def static_int8_nodes(self, prepared, cfg) -> tuple[dict, dict]:
+        return calibrate.quantized_nodes(prepared, cfg.keep_head)
 
     # ---------------------------------------------------------------- results
     def evaluate(self, subject: Subject, reference: Exported, ctx: Context) -> tuple[dict, dict]:

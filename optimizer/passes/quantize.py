@@ -2,8 +2,11 @@
 
 Modes (a family lists those that apply to it, the first its default):
 - static-int8: activations calibrated on the family's calibration set (an image generator's
-  own latent distribution, drawn from the bundle's latent RNG: seed, size and sha256 go into the
+  own latent distribution, drawn from the bundle's latent RNG; a decoder's windows of the
+  validation split, fed as a prefill and cached decode steps: seed, size and sha256 go into the
   report), QDQ format, int8 weights (per channel by default for images), uint8 activations.
+  The family may choose which nodes are quantized (`Family.static_int8_nodes`: the decoders
+  quantize their weight products only, optimizer/text/calibrate.py) and says so in the report.
 - dynamic-int8: int8 weights ahead of time, activations quantized per run (the decoders).
   ONNX Runtime's recommended pre-processing (`quant_pre_process`: symbolic shape inference and
   graph optimisation) runs first; without it a tied output projection stays in float behind a
@@ -38,7 +41,7 @@ import onnx
 import onnxruntime as ort
 
 from ..errors import OptimizerError, RecipeError
-from ..graphs import share_tied_int8_embedding
+from ..graphs import share_tied_int8_embedding, share_tied_qdq_embedding
 
 STAGE = "graph"
 FAMILIES = None  # every family: each lists its modes (Family.quantize_modes)
@@ -49,7 +52,7 @@ FLOAT_COMPUTE_OPS = ("ConvTranspose", "Conv", "NchwcConv", "FusedConv", "MatMul"
                      "FusedGemm")
 # The parameters each mode reads (the manifest records these, resolved)
 APPLIES = {"static-int8": ("per_channel", "graph", "calibration_samples", "calibration_seed",
-                           "timing_repeats"),
+                           "timing_repeats", "keep_head"),
            "dynamic-int8": ("per_channel", "preprocess", "reduce_range"), "fp16": ()}
 
 
@@ -62,6 +65,7 @@ class Config:
     calibration_samples: int = 256
     calibration_seed: int = 0
     timing_repeats: int = 30  # timed runs per variant and batch size when graph is auto
+    keep_head: bool = False  # decoders: the output projection (logits) stays in float
     # dynamic-int8
     preprocess: bool = True  # onnxruntime quant_pre_process first
     reduce_range: bool = False  # 7-bit weights, for CPUs without VNNI (avoids saturation)
@@ -119,16 +123,27 @@ def median_latency_ms(paths: dict[str, Path], feed: dict, repeats: int) -> dict[
     return {k: round(statistics.median(v), 4) for k, v in times.items()}
 
 
-def _static_int8(src: Path, dst: Path, reader, per_channel: bool) -> None:
+def _static_int8(src: Path, dst: Path, reader, per_channel: bool, nodes=None) -> dict:
+    """QDQ static INT8 of `src`; `nodes(prepared ModelProto)` may choose what is quantized
+    (quantize_static's op_types_to_quantize / nodes_to_exclude) and says so in its report."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = dst.with_suffix(".pre.onnx")
     quant_pre_process(str(src), str(prepared))
+    chosen, report = (nodes(onnx.load(str(prepared), load_external_data=False)) if nodes
+                      else ({}, {}))
     quantize_static(str(prepared), str(dst), reader, quant_format=QuantFormat.QDQ,
                     per_channel=per_channel, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
+                    weight_type=QuantType.QInt8, **chosen)
     prepared.unlink()
+    if report:  # the family chose the nodes (a decoder): a tied lookup reads the head's copy
+        model = onnx.load(str(dst))
+        tied = share_tied_qdq_embedding(model)
+        if tied:
+            onnx.save(model, str(dst))
+        report["tied_embedding"] = tied or "not shared (no int8 head holds the lookup's table)"
+    return report
 
 
 def _dynamic_int8(src: Path, dst: Path, cfg: Config, per_channel: bool) -> dict:
@@ -178,7 +193,11 @@ def _static(subject, cfg: Config, ctx, workdir: Path, per_channel: bool) -> tupl
     candidates = {}
     for name in names:
         candidates[name] = workdir / f"int8-{name}.onnx"
-        _static_int8(variants[name], candidates[name], reader_of()[0], per_channel)
+        nodes = _static_int8(variants[name], candidates[name], reader_of()[0], per_channel,
+                             lambda model: family.static_int8_nodes(model, cfg))
+        if nodes:  # the family's choice; a tied embedding's sharing as dynamic INT8 records it
+            report["tied_embedding"] = nodes.pop("tied_embedding")
+            report["nodes"] = nodes
     if len(candidates) > 1:
         timing = {key: median_latency_ms({"fp32": subject.graph, **candidates}, feed,
                                          cfg.timing_repeats)
@@ -221,6 +240,7 @@ def run(subject, cfg: Config, ctx):
                                                    "ConvTranspose") if k in before}
     report["ops_after"] = {k: v for k, v in after.items()
                            if k in ("MatMul", "Gemm", "Gather", "MatMulInteger", "QLinearConv",
+                                    "QuantizeLinear",
                                     "DynamicQuantizeLinear", "DequantizeLinear", "Cast")}
     report["ort_ops"] = ort_op_counts(out)
     if mode != "fp16":  # compute ops ORT still runs in float in the INT8 graph

@@ -244,7 +244,7 @@ def test_llama_recipe_names_its_mistakes_before_training(tmp_path):
         ("bits: 4, block_size: 32", "bits: 8", "embeddings: true needs bits 4"),
         ("bits: 8, embeddings: false", "bits: 8, embeddings: false, pass2: x",
          r"unknown parameter\(s\) \['pass2'\]"),
-        ("[{pass: quantize_weights, bits: 8", "[{pass: qat}, {pass: quantize_weights, bits: 8",
+        ("[{pass: quantize_weights, bits: 8", "[{pass: subpixel}, {pass: quantize_weights, bits: 8",
          "applies to"),
     ]:
         bad.write_text(base.replace(old, new))

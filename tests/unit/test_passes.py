@@ -232,3 +232,40 @@ def test_qat_trains_the_subpixel_form_and_snaps_weights_to_the_int8_grid(tmp_pat
     assert result.info["chosen_by"] == "the only variant"
     assert result.info["ort_ops"].get("QLinearConv", 0) == 3
     assert result.info["psnr_vs_fp32_db"] > 30
+
+
+def _on_int8_grid(weight: torch.Tensor, axis: int) -> None:
+    w = weight.detach().movedim(axis, 0).flatten(1)
+    steps = w / (w.abs().amax(1, keepdim=True) / 127)
+    torch.testing.assert_close(steps, steps.round(), rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_qat_wraps_a_decoders_projections_and_head_and_snaps_them_per_output_channel(arch):
+    from transformers import GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    from optimizer.families import get_family
+    from optimizer.families.gpt2 import gpt2_config
+
+    qat = get_pass("qat")
+    torch.manual_seed(0)
+    model = (GPT2LMHeadModel(gpt2_config(2, 32, 2, 64, 96, 0, 0.0)) if arch == "gpt2" else
+             LlamaForCausalLM(LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=48,
+                                          num_hidden_layers=2, num_attention_heads=4,
+                                          num_key_value_heads=2, max_position_embeddings=64,
+                                          tie_word_embeddings=True)))
+    ids = torch.randint(0, 96, (2, 12))
+    layers, _ = get_family(arch).magnitude_layers(model)
+    names = qat.wrap(model, layers + [model.get_output_embeddings()], ema=0.01)
+    assert len(names) == (4 if arch == "gpt2" else 7) * 2 + 1
+    model.train()
+    model(input_ids=ids).logits.sum().backward()  # fake quant trains (straight through)
+    wrapped = [m for m in model.modules() if isinstance(m, qat.QuantLayer)]
+    assert all(bool(m.act.seen) and m.layer.weight.grad is not None for m in wrapped)
+    qat.unwrap(model)
+    assert not any(isinstance(m, qat.QuantLayer) for m in model.modules())
+    for layer in layers:  # GPT-2's Conv1D is [in, out]: its output channels are axis 1
+        _on_int8_grid(layer.weight, qat.output_axis(layer))
+    assert qat.output_axis(layers[0]) == (1 if arch == "gpt2" else 0)
+    _on_int8_grid(model.get_output_embeddings().weight, 0)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied
