@@ -18,7 +18,7 @@ import torch
 from edge_app.bundle import BundleError, load_bundle, read_manifest
 from edge_app.textgen import GREEDY, Decoder, PromptTooLong, Sampler, Sampling, TextModel
 from optimizer.errors import ExportError, OptimizerError, RecipeError
-from optimizer.families import Context, Subject
+from optimizer.families import Context, Subject, get_family
 from optimizer.families.gpt2 import FAMILY as GPT2
 from optimizer.families.gpt2 import keep_heads
 from optimizer.passes import get_pass, make_config
@@ -28,7 +28,7 @@ from optimizer.text.export import export_decoder, generation_spec, validate
 from optimizer.text.tokenizer import encode_documents, load_checkpoint_tokenizer, train_tokenizer
 from optimizer.text.train import blocks, distill_loss, lm_loss
 
-from ..conftest import TINY_TEXT_RECIPE
+from ..conftest import TINY_RECIPE, TINY_TEXT_RECIPE
 
 
 def spec_of(model):
@@ -336,9 +336,14 @@ def test_text_recipe_mistakes_are_refused_before_training(tmp_path):
     bad.write_text(base.replace("mode: dynamic-int8", "mode: int3"))
     with pytest.raises(RecipeError, match="mode must be"):
         check_points(load_recipe(bad), GPT2)
+    # every quantize mode applies to text now (static INT8 calibrates on text); a mode of
+    # another family's is refused by name
     bad.write_text(base.replace("mode: dynamic-int8", "mode: static-int8"))
-    with pytest.raises(RecipeError, match="mode 'static-int8' does not apply to family 'gpt2'"):
-        check_points(load_recipe(bad), GPT2)
+    check_points(load_recipe(bad), GPT2)
+    image = load_recipe(TINY_RECIPE, "", ("points=[{name: q, passes: [{pass: quantize, "
+                                          "mode: dynamic-int8}]}]",))
+    with pytest.raises(RecipeError, match="mode 'dynamic-int8' does not apply to family 'dcgan'"):
+        check_points(image, get_family("dcgan"))
     bad.write_text(base.replace("[{pass: quantize, mode: dynamic-int8}]",
                                 "[{pass: quantize}, {pass: finetune}]"))
     with pytest.raises(RecipeError, match="model pass 'finetune' follows graph pass 'quantize'"):
