@@ -125,23 +125,15 @@ class QatGenerator(nn.Module):
         super().__init__()
         self.model = copy.deepcopy(float_model)
         self.cfg = float_model.cfg
-        self.model.stem = QuantLayer(self.model.stem, ema)
-        self.model.body = nn.Sequential(*[QuantLayer(m, ema) if isinstance(m, nn.Conv2d) else m
-                                          for m in self.model.body])
+        wrap(self.model, [self.model.stem, *(m for m in self.model.body
+                                             if isinstance(m, nn.Conv2d))], ema)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.model(z)
 
     def to_float(self) -> subpixel.SubPixelGenerator:
         """The float model with weights snapped to their INT8 grid (what ORT will quantize)."""
-        out = copy.deepcopy(self.model)
-        out.stem = out.stem.layer
-        out.body = nn.Sequential(*[m.layer if isinstance(m, QuantLayer) else m for m in out.body])
-        with torch.no_grad():
-            for m in [out.stem, *out.body]:
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    m.weight.copy_(fake_quant_weight(m.weight))
-        return out.eval()
+        return unwrap(copy.deepcopy(self.model)).eval()
 
 
 STAGE = "model"
