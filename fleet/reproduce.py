@@ -197,10 +197,7 @@ class Reproduction:
             if self._run(step, argv) != 0:
                 raise ReproduceError(f"{step} failed (its error is above); run again to resume: "
                                      f"finished repeats are kept")
-        else:
-            if self.inventory is None:
-                raise ReproduceError(f"DEVICE={self.device} measures the devices of an "
-                                     f"inventory: pass INVENTORY=FILE (or DEVICE=local)")
+        else:  # run() refused a fleet device without an inventory before any step
             names = [b.name for b in bundles]
             fleet = ["--inventory", str(self.inventory), "--bundles", str(self.bundles_dir)]
             if self.device != "all":  # deploy exactly this table's bundles to the class
@@ -217,7 +214,7 @@ class Reproduction:
                                      f"finished repeats are kept")
         state.record(step, key, results=str(results))
 
-    def report(self, state: State, bundles: list[Path]) -> Path:
+    def report(self, state: State) -> Path:
         from .report import build_report
 
         out = self.out / "report"
@@ -253,7 +250,7 @@ class Reproduction:
                                  f"pass INVENTORY=FILE (or DEVICE=local)")
         bundles = self.optimize(state)
         self.bench(state, bundles)
-        return self.readme(state, self.report(state, bundles))
+        return self.readme(state, self.report(state))
 
 
 def reproduce(table: str, out_root: Path, *, bundles_dir: Path, runs_dir: Path,
