@@ -118,8 +118,8 @@ report: $(OPS_STAMP) ## the paper's tables, figures and one HTML page from $(RES
 	$(BIN)/python -m fleet report --results $(RESULTS)/bench --out $(RESULTS)/report \
 	    --bundles $(BUNDLES_DIR)
 
-# One of the study's tables end to end (recipes/study/tables.yaml): its recipes, their bundles measured on
-# DEVICE (local, or a class / all of INVENTORY), the report. Resumable: finished steps are kept.
+# One of the study's tables end to end (recipes/study/tables.yaml): its recipes, their bundles
+# measured on DEVICE (local, or a class / all of INVENTORY), the report. Resumable.
 TABLE ?= quick
 reproduce: $(STUDY_STAMP) ## a study table: make reproduce TABLE=dcgan|beta-vae|gpt2|gpt2-ablation|gpt2-cross-corpus|quick [DEVICE=local|<class>] [INVENTORY=...] [PROFILE=ci]
 	$(BIN)/python -m fleet reproduce $(TABLE) --device $(DEVICE) $(INV) --bundles $(BUNDLES_DIR) \
