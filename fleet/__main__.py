@@ -124,12 +124,15 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundles", type=Path, default=Path("bundles"),
                         help="where the measured bundles are, for their samples (default "
                              "bundles/); a bundle not there gets a note instead")
+    parser.add_argument("--deployments", type=Path, default=Path("build/deploy"),
+                        help="the deploy records whose bundle choices the report marks "
+                             "(default build/deploy/)")
 
 
 def _report(args) -> int:
     from .report import build_report
 
-    summary = build_report(args.results, args.out, args.bundles)
+    summary = build_report(args.results, args.out, args.bundles, args.deployments)
     print(f"report for {len(summary['devices'])} device(s), {len(summary['bundles'])} "
           f"bundle(s): {args.out / 'report.md'}, {args.out / 'report.html'}")
     return 0
@@ -189,6 +192,10 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
                              ".json); needs no Docker engine here")
     parser.add_argument("--bundles", type=Path, default=Path("bundles"),
                         help="directory holding the bundles (default bundles/)")
+    parser.add_argument("--allow-unmeasured", action="store_true",
+                        help="a class with edgegen_candidates but no measurements yet: deploy "
+                             "its declared default bundles and ship the candidates for "
+                             "`make bench` (otherwise refused)")
     _extra_vars_option(parser, "Ansible extra variable (repeatable)")
     _vault_option(parser)
 
@@ -200,6 +207,7 @@ def _deploy_container(args) -> int:
     return deploy(args.device, args.inventory, limit=args.limit or "", check=args.check,
                   image=args.image or "", archive_path=args.archive, bundles_dir=args.bundles,
                   extra_vars=_extra_vars(args.extra_vars),
+                  allow_unmeasured=args.allow_unmeasured,
                   vault_password_file=args.vault_password_file or "")
 
 

@@ -7,11 +7,12 @@ summary.json beside ansible-runner's artifacts, and a non-zero exit when any hos
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import images, playbook
+from . import images, playbook, slo
 from .errors import FleetError
 from .inventory import rollout_hosts
 from .paths import REPO
@@ -34,6 +35,10 @@ def _check_bundles(device_class: str, hosts: dict[str, dict[str, Any]], bundles_
 
     wanted = {(name, str(s.get("edgegen_precision", "")))
               for s in hosts.values() for name in s.get("edgegen_bundles") or []}
+    # candidates are shipped too (make bench measures them there): they must load as well
+    served = {name for name, _ in wanted}
+    wanted |= {(name, "") for s in hosts.values()
+               for name in s.get("edgegen_candidate_bundles") or [] if name not in served}
     for name, precision in sorted(wanted):
         manifest = bundles_dir / name / "manifest.json"
         if not manifest.is_file():
@@ -126,11 +131,48 @@ def _preflight(device_class: str, inventory: Path, hosts: list[str], extravars: 
     return passed, playbook.conclude(runner, rows, summary, "preflight ok", log)
 
 
+def _select(device_class: str, settings: dict[str, Any], bundles_dir: Path,
+            allow_unmeasured: bool, explicit: bool, log) -> tuple[dict[str, Any], dict | None]:
+    """A class with `edgegen_candidates`: the bundles to serve, chosen by its measurements
+    against its `edgegen_slo` (fleet/slo.py), and the candidates to ship beside them (so that
+    `make bench` can measure them). Returns (extra vars, the choice's record) - ({}, None) for
+    a class that names no candidates, or when the operator named the bundles (-e)."""
+    candidates = slo.candidates_of(settings, device_class)
+    if not candidates:
+        return {}, None
+    shipped = list(dict.fromkeys(b for names in candidates.values() for b in names))
+    if explicit:
+        log(f"class {device_class}: edgegen_bundles given on the command line; its candidates "
+            f"are shipped but not chosen by measurement")
+        return {"edgegen_candidate_bundles": shipped}, None
+    objective = slo.Slo.parse(settings.get("edgegen_slo") or {}, device_class)
+    try:
+        selection = slo.choose(device_class, candidates, objective, bundles_dir)
+    except slo.SloError as exc:
+        if exc.selection is None and allow_unmeasured:
+            default = list(settings.get("edgegen_bundles") or [])
+            log(f"class {device_class}: no measurements of its candidates; deploying the declared "
+                f"default {', '.join(default)} (--allow-unmeasured) and shipping "
+                f"{', '.join(shipped)} for `make bench DEVICE={device_class}`")
+            return {"edgegen_candidate_bundles": shipped}, {
+                "class": device_class, "chosen": None, "unmeasured": True, "served": default}
+        if exc.selection is not None:
+            log(slo.render(exc.selection))
+            log("")
+        raise
+    log(slo.render(selection))
+    log("")
+    served = list(selection.chosen.values()) + [
+        b for b in settings.get("edgegen_bundles") or [] if b not in shipped]
+    return ({"edgegen_bundles": served, "edgegen_candidate_bundles": shipped},
+            {**selection.record(), "served": served})
+
+
 def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool = False,
            image: str = "", archive_path: Path | None = None,
            bundles_dir: Path = REPO / "bundles", extra_vars: dict | None = None,
-           vault_password_file: str = "", artifacts: Path = ARTIFACTS,
-           out: TextIO = sys.stdout) -> int:
+           allow_unmeasured: bool = False, vault_password_file: str = "",
+           artifacts: Path = ARTIFACTS, out: TextIO = sys.stdout) -> int:
     def log(text: str) -> None:
         out.write(text + "\n")
         out.flush()
@@ -142,6 +184,11 @@ def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool =
     settings = next(iter(hosts.values()))
     if "edgegen_dockerfile" not in settings:
         raise DeployError(f"class {device_class!r} does not run the edge server container")
+    # which bundles to serve: measured against the class's SLO, when it names candidates
+    chosen_vars, choice = _select(device_class, settings, bundles_dir, allow_unmeasured,
+                                  "edgegen_bundles" in (extra_vars or {}), log)
+    extra_vars = {**chosen_vars, **(extra_vars or {})}
+    hosts = {h: {**s, **extra_vars} for h, s in hosts.items()}
     rollout = {"edgegen_class": device_class,
                "edgegen_serial": settings.get("edgegen_serial", "25%"),
                "edgegen_max_fail_percentage": settings.get("edgegen_max_fail_percentage", 0)}
@@ -180,7 +227,12 @@ def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool =
     changes = sum(r.changed for r in rows)
     summary = {"class": device_class, "image": tag, "image_id": archive.image_id,
                "check": check, "status": runner.status, "rc": runner.rc,
-               "changes": changes, "hosts": [r.__dict__ for r in rows]}
+               "changes": changes, "hosts": [r.__dict__ for r in rows],
+               **({"selection": choice} if choice else {})}
+    if choice and not check and runner.status == "successful":
+        # what the class serves and why, beside the deployment's summary: the report marks it
+        path = artifacts / device_class / "selection.json"
+        path.write_text(json.dumps(choice, indent=2) + "\n")
     log("")
     return playbook.conclude(runner, rows, summary, f"{len(rows)} host(s) ok; " + (
         f"{changes} change(s)" if changes else "no changes"), log)

@@ -153,10 +153,14 @@ def quality_vs_size(plt, tables: dict[str, Table]):
 
 def pareto(plt, tables: dict[str, Table]):
     """Quality against batch-1 (or one generation's) latency per device, with each device's
-    Pareto front, one panel per family."""
+    Pareto front, one panel per family; the bundle chosen for a device's class is ringed."""
     lat = _latency_rows(tables)
     devices = sorted({r["device"] for r in lat})
     size, quality, fams = _quality(tables)
+    chosen: dict[str, dict[str, str]] = {}  # device -> {bundle chosen for it: its class}
+    for r in tables["choices"].rows if "choices" in tables else []:
+        for dev in r["devices"].split(", ") if r["chosen"] else []:
+            chosen.setdefault(dev, {})[r["bundle"]] = r["class"]
     fig, axes = _per_family(plt, fams)
     for ax, fam in zip(axes[0], fams):
         numbers = _numbering(b for b in quality if size[b]["family"] == fam)
@@ -171,10 +175,17 @@ def pareto(plt, tables: dict[str, Table]):
             _label(ax, pts, numbers)
             front = _front(pts)
             ax.step([p[0] for p in front], [p[1] for p in front], where="post", alpha=0.6)
+            # the bundle `make deploy` chose for this device's class, ringed
+            mine = [p for p in pts if p[2] in chosen.get(dev, ())]
+            if mine:
+                ax.scatter([p[0] for p in mine], [p[1] for p in mine], s=260,
+                           facecolors="none", edgecolors="black", linewidths=1.5,
+                           label=f"chosen for {chosen[dev][mine[0][2]]}")
         ax.set_xlabel("p50 latency (ms, batch 1 / one generation)")
         ax.set_ylabel("quality metric (lower is better)")
         ax.set_title(f"{fam}: Pareto front of quality vs latency")
-        ax.legend(title="device", fontsize=7, loc="upper right")
+        # "best": the legend keeps off the points (and the rings of the chosen ones)
+        ax.legend(title="device", fontsize=7, loc="best", markerscale=0.6)
     return fig
 
 

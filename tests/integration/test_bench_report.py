@@ -10,6 +10,7 @@ import html
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -261,6 +262,46 @@ def test_measured_figures_go_into_the_manifests_of_the_bundles_measured(measured
                            timeout=120)
     assert again.returncode == 0 and "4 measured entries" in again.stdout
     assert "measured" not in json.loads((dcgan / "manifest.json").read_text())["metrics"]
+
+
+def test_real_measurements_choose_a_bundle_and_the_report_marks_it(measured, tmp_path):
+    from fleet.slo import Slo, SloError, choose
+
+    bundles, out, _, _ = measured
+    copies = tmp_path / "bundles"
+    for b in bundles:
+        shutil.copytree(b, copies / Path(b).name)
+    run = subprocess.run([sys.executable, "-m", "fleet", "measured", "--results", str(out),
+                          "--bundles", str(copies)], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    candidates = {"tiny-gpt2": ["tiny-gpt2", "tiny-gpt2-int8"]}
+    # The recorded Jetson sensor gives energy per token: the lower one is chosen.
+    sel = choose("jetson-sim", candidates, Slo.parse({"objective": "energy_per_item"}, "x"),
+                 copies)
+    energy = {r.figures.bundle: r.figures.energy_j for r in sel.rows}
+    assert sel.chosen == {"tiny-gpt2": min(energy, key=energy.get)}, energy
+    # No sensor on the other device: an energy objective cannot be met there.
+    with pytest.raises(SloError, match=r"energy per item unknown \(no power sensor"):
+        choose("no-sensor", candidates, Slo.parse({"objective": "energy_per_item"}, "x"),
+               copies)
+    deployments = tmp_path / "deploy"
+    (deployments / "jetson-sim").mkdir(parents=True)
+    (deployments / "jetson-sim" / "selection.json").write_text(json.dumps(sel.record()))
+    report = subprocess.run([sys.executable, "-m", "fleet", "report", "--results", str(out),
+                             "--out", str(tmp_path / "report"), "--bundles", str(copies),
+                             "--deployments", str(deployments)], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "### Bundles chosen per device class (SLO and measurements)" in md
+    winner = sel.chosen["tiny-gpt2"]
+    assert re.search(rf"^\| jetson-sim \| tiny-gpt2 \| {winner} \| yes \| jetson-sim \|", md,
+                     re.M), md
+    with open(tmp_path / "report" / "tables" / "choices.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["chosen"] for r in rows if r["bundle"] == winner] == ["yes"] and len(rows) == 2
+    assert (tmp_path / "report" / "figures" / "pareto.png").stat().st_size > 0
 
 
 def _status(out: Path) -> dict:
