@@ -196,6 +196,9 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a class with edgegen_candidates but no measurements yet: deploy "
                              "its declared default bundles and ship the candidates for "
                              "`make bench` (otherwise refused)")
+    parser.add_argument("--resume", action="store_true",
+                        help="carry a halted rollout on: the same release, to the devices "
+                             "that did not finish it (build/deploy/<class>/rollout.json)")
     _extra_vars_option(parser, "Ansible extra variable (repeatable)")
     _vault_option(parser)
 
@@ -207,7 +210,7 @@ def _deploy_container(args) -> int:
     return deploy(args.device, args.inventory, limit=args.limit or "", check=args.check,
                   image=args.image or "", archive_path=args.archive, bundles_dir=args.bundles,
                   extra_vars=_extra_vars(args.extra_vars),
-                  allow_unmeasured=args.allow_unmeasured,
+                  allow_unmeasured=args.allow_unmeasured, resume=args.resume,
                   vault_password_file=args.vault_password_file or "")
 
 

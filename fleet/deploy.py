@@ -12,13 +12,14 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import images, playbook, slo
+from . import images, playbook, rollout, slo
 from .errors import FleetError
 from .inventory import rollout_hosts
 from .paths import REPO
 from .playbook import Display, HostReport, reports
 
 ARTIFACTS = REPO / "build" / "deploy"
+CANARY = [1, "25%", "100%"]  # the rollout's batches when a class names none
 
 
 class DeployError(FleetError):
@@ -98,20 +99,20 @@ def _percentage(value: Any) -> float:
 
 
 def _preflight(device_class: str, inventory: Path, hosts: list[str], extravars: dict[str, Any],
-               limit: str, cmdline: list[str], private_dir: Path, out: TextIO, log
+               limit: str, cmdline: list[str], private_dir: Path, out: TextIO, log, forks: int
                ) -> tuple[list[str], int | None]:
     """ansible/preflight.yml on the hosts of the rollout before the image build (minutes): a
     device on which sudo would stop for a password fails now, in one line. Returns the hosts
     that passed, and the exit status when the rollout must not start: more hosts failed than
     edgegen_max_fail_percentage allows (by default, any), or the run itself failed."""
-    display = Display(out)
+    display = Display(out, compact=len(hosts) > rollout.COMPACT_HOSTS)
     log(f"checking sudo on {len(hosts)} {device_class} device(s) before the build "
         f"(ansible/preflight.yml)")
     max_fail = extravars.get("edgegen_max_fail_percentage", 0)
     runner = playbook.run("preflight.yml", inventory, private_dir, {
         "edgegen_preflight_hosts": device_class,
         "edgegen_preflight_max_fail_percentage": max_fail, **extravars}, display,
-        limit=limit or None, cmdline=cmdline)
+        limit=limit or None, cmdline=cmdline, forks=forks)
     rows = reports(runner.stats or {}, display, hosts,
                    stopped="not checked: the preflight stopped before this host")
     failed = [r.host for r in rows if r.status in playbook.FAILED]
@@ -171,8 +172,9 @@ def _select(device_class: str, settings: dict[str, Any], bundles_dir: Path,
 def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool = False,
            image: str = "", archive_path: Path | None = None,
            bundles_dir: Path = REPO / "bundles", extra_vars: dict | None = None,
-           allow_unmeasured: bool = False, vault_password_file: str = "",
-           artifacts: Path = ARTIFACTS, out: TextIO = sys.stdout) -> int:
+           allow_unmeasured: bool = False, resume: bool = False,
+           vault_password_file: str = "", artifacts: Path = ARTIFACTS,
+           out: TextIO = sys.stdout) -> int:
     def log(text: str) -> None:
         out.write(text + "\n")
         out.flush()
@@ -189,24 +191,40 @@ def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool =
                                   "edgegen_bundles" in (extra_vars or {}), log)
     extra_vars = {**chosen_vars, **(extra_vars or {})}
     hosts = {h: {**s, **extra_vars} for h, s in hosts.items()}
-    rollout = {"edgegen_class": device_class,
-               "edgegen_serial": settings.get("edgegen_serial", "25%"),
-               "edgegen_max_fail_percentage": settings.get("edgegen_max_fail_percentage", 0)}
+    record = None
+    if resume:  # the hosts that did not finish the last rollout, and only those
+        record = rollout.load(artifacts / device_class)
+        todo = rollout.pending(record, device_class, list(hosts))
+        if not todo:
+            log(f"nothing to resume: every {device_class} device finished the rollout of "
+                f"{record.get('tag')}")
+            return 0
+        log(f"resuming the rollout of {record.get('tag')} on {len(todo)} of {len(hosts)} "
+            f"device(s): {', '.join(todo)}")
+        hosts = {h: hosts[h] for h in todo}
+        limit = ",".join(todo)
+    plan = {"edgegen_class": device_class,
+            "edgegen_serial": settings.get("edgegen_serial", CANARY),
+            "edgegen_max_fail_percentage": settings.get("edgegen_max_fail_percentage", 0)}
+    forks = rollout.forks_for(len(hosts))
     cmdline = playbook.cmdline(check=check, vault_password_file=vault_password_file)
     passed, stop = _preflight(device_class, inventory, list(hosts),
-                              {**rollout, **(extra_vars or {})}, limit, cmdline,
-                              artifacts / device_class / "preflight", out, log)
+                              {**plan, **(extra_vars or {})}, limit, cmdline,
+                              artifacts / device_class / "preflight", out, log, forks)
     if stop is not None:
         return stop
     archive = _archive(device_class, hosts, image, archive_path, log)
     tag = archive.tag
+    served = list(next(iter(hosts.values())).get("edgegen_bundles") or [])
+    if record is not None:
+        rollout.check_same_release(record, archive.image_id, served, device_class)
     if not archive.runtime:
         log(f"note: image {tag} does not say which ONNX Runtime it has (no {images.RUNTIME_LABEL} "
             f"label): bundles are not checked against it")
     _check_bundles(device_class, hosts, bundles_dir, log, archive.runtime)
 
     extravars = {
-        **rollout,
+        **plan,
         "edge_node_image_tag": tag, "edge_node_image_id": archive.image_id,
         "edge_node_image_archive": str(archive.path.resolve()),
         "edge_node_image_sha256": archive.sha256,
@@ -214,20 +232,35 @@ def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool =
         # deploy.yml's own preflight play asks only the hosts that did not pass just now.
         "edgegen_preflight_passed": passed,
         **(extra_vars or {})}
-    display = Display(out)
-    log(f"deploying {tag} to {len(hosts)} {device_class} device(s)"
-        f"{' (check mode: nothing changes)' if check else ''}")
+    display = Display(out, compact=len(hosts) > rollout.COMPACT_HOSTS)
+    log(f"deploying {tag} to {len(hosts)} {device_class} device(s) in batches of "
+        f"{rollout.batches(plan['edgegen_serial'])}, halting past "
+        f"{plan['edgegen_max_fail_percentage']}% failed, {forks} at a time"
+        f"{' (check mode: nothing changes)' if check else ''}"
+        + (" (only changes and failures are shown live)" if display.compact else ""))
     # The monitoring play runs too, so its targets list the devices just deployed.
     runner = playbook.run("deploy.yml", inventory, artifacts / device_class, extravars, display,
-                          limit=f"{limit},monitoring" if limit else None, cmdline=cmdline)
+                          limit=f"{limit},monitoring" if limit else None, cmdline=cmdline,
+                          forks=forks)
     stats = runner.stats or {}
-    rows = reports(stats, display, list(hosts))
+    rows = reports(stats, display, list(hosts), play="Deploy the edge server")
+    devices = [r for r in rows if r.host in hosts]  # not the monitoring host
     log("")
     log(render_table(rows))
+    log(rollout.tally([r.status for r in devices]))
+    if not check:
+        done = rollout.save(artifacts / device_class,
+                            {"tag": tag, "image_id": archive.image_id}, served,
+                            {r.host: r.status for r in devices}, record)
+        if not done["finished"]:
+            log(f"the rollout did not finish: once the faults are fixed, "
+                f"`make deploy DEVICE={device_class} DEPLOY_ARGS=--resume` carries it on to "
+                f"the devices that did not get it")
     changes = sum(r.changed for r in rows)
     summary = {"class": device_class, "image": tag, "image_id": archive.image_id,
                "check": check, "status": runner.status, "rc": runner.rc,
-               "changes": changes, "hosts": [r.__dict__ for r in rows],
+               "changes": changes, "serial": plan["edgegen_serial"], "forks": forks,
+               "resumed": record is not None, "hosts": [r.__dict__ for r in rows],
                **({"selection": choice} if choice else {})}
     if choice and not check and runner.status == "successful":
         # what the class serves and why, beside the deployment's summary: the report marks it

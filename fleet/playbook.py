@@ -36,26 +36,32 @@ class HostReport:
 
 
 class Display:
-    """One line per task result and host as events arrive (ansible-runner event_handler).
+    """One line per task result and host as events arrive (ansible-runner event_handler); in
+    `compact` mode (a large rollout), only the results that changed, waited or failed.
     A task polled with `until` whose output is JSON with a "progress" key (the device-side
     benchmark's --status) shows that line when it changes, not every poll."""
 
     SHOWN = {"runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_unreachable":
              "unreachable", "runner_retry": "waiting", "runner_item_on_failed": "failed"}
 
-    def __init__(self, out: TextIO):
+    def __init__(self, out: TextIO, compact: bool = False):
         self.out = out
+        self.compact = compact  # many hosts: leave out the unchanged "ok" lines
         self.results: dict[str, dict[str, Any]] = {}
         self.failures: dict[str, str] = {}
         self.started = time.monotonic()
         self._progress: dict[str, tuple[str, float]] = {}
+        self.play = ""
+        self.plays: dict[str, set[str]] = {}  # play name -> the hosts it ran a task on
 
     def __call__(self, event: dict[str, Any]) -> bool:
         kind, data = event.get("event", ""), event.get("event_data") or {}
         if kind == "playbook_on_play_start":
-            self._line(f"PLAY {data.get('play', '')}")
+            self.play = data.get("play", "")
+            self._line(f"PLAY {self.play}")
         elif kind in self.SHOWN:
             host, res = data.get("host", "?"), data.get("res") or {}
+            self.plays.setdefault(self.play, set()).add(host)
             status = self.SHOWN[kind]
             if kind == "runner_on_ok" and res.get("changed"):
                 status = "changed"
@@ -80,6 +86,8 @@ class Display:
             for name in RESULT_FACTS:
                 if name in facts:
                     self.results[host] = facts[name]
+            if self.compact and status == "ok":
+                return True
             self._line(f"  {host:<18} {status:<9} {data.get('task', '')}{note}")
         return True  # keep the event in the artifacts
 
@@ -111,8 +119,14 @@ def _message(res: dict[str, Any]) -> str:
 
 
 def reports(stats: dict[str, dict[str, int]], display: Display, hosts: list[str],
-            stopped: str = "the rollout stopped before this host (max_fail_percentage)"
-            ) -> list[HostReport]:
+            stopped: str = "the rollout stopped before this host (max_fail_percentage)",
+            play: str = "") -> list[HostReport]:
+    """Each host's outcome from the run's stats: `hosts`, then any other host the run reached
+    (the monitoring host). `play`: the play (name prefix) that does the work; one of `hosts`
+    that did not fail and ran none of its tasks was not run (a halted rollout), though an
+    earlier play (the preflight) reached it."""
+    ran = set().union(*(h for name, h in display.plays.items() if name.startswith(play))) \
+        if play else None
     out = []
     seen = set()
     for key in ("ok", "changed", "failures", "dark", "skipped", "rescued", "processed"):
@@ -124,7 +138,7 @@ def reports(stats: dict[str, dict[str, int]], display: Display, hosts: list[str]
             r.status, r.message = "unreachable", display.failures.get(host, "")
         elif host in (stats.get("failures") or {}):
             r.status, r.message = "failed", display.failures.get(host, "")
-        elif host not in seen:
+        elif host not in seen or (ran is not None and host in hosts and host not in ran):
             r.status, r.message = "not run", stopped
         elif r.changed:
             r.status = "changed"
@@ -151,7 +165,8 @@ def cmdline(*, check: bool = False, vault_password_file: str = "") -> list[str]:
 
 
 def run(playbook: str, inventory: Path, private_dir: Path, extravars: dict[str, Any],
-        display: Display, *, limit: str | None = None, cmdline: list[str] | None = None):
+        display: Display, *, limit: str | None = None, cmdline: list[str] | None = None,
+        forks: int | None = None):
     """ansible-runner on ansible/<playbook>; returns its Runner (status, rc, stats, config)."""
     import ansible_runner  # the deploy extra; imported here so `fleet status` needs none of it
 
@@ -166,6 +181,7 @@ def run(playbook: str, inventory: Path, private_dir: Path, extravars: dict[str, 
         private_data_dir=str(private_dir), project_dir=str(ANSIBLE_DIR), playbook=playbook,
         inventory=str(Path(inventory).resolve()), extravars=extravars, limit=limit,
         cmdline=" ".join(cmdline or []) or None, event_handler=display, quiet=True,
+        **({"forks": forks} if forks else {}),
         rotate_artifacts=KEEP_RUNS, ident=time.strftime("%Y%m%dT%H%M%S"),
         envvars={"PATH": path, "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
                  "ANSIBLE_FORCE_COLOR": "0"})
