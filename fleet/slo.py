@@ -149,9 +149,11 @@ class Selection:
 
 def candidates_of(settings: dict[str, Any], device_class: str) -> dict[str, list[str]]:
     """The class's `edgegen_candidates` ({} when it names none), checked."""
+    from edge_app.bundle import NAME
+
     raw = settings.get("edgegen_candidates") or {}
     if not isinstance(raw, dict) or not all(
-            isinstance(v, list) and v and all(isinstance(b, str) and b for b in v)
+            isinstance(v, list) and v and all(isinstance(b, str) and NAME.fullmatch(b) for b in v)
             for v in raw.values()):
         raise SloError(f"class {device_class}: edgegen_candidates must map each model to a "
                        f"non-empty list of bundle names (the reference first)")
@@ -166,6 +168,14 @@ def _manifest(bundles_dir: Path, name: str) -> dict:
         raise SloError(f"candidate bundle {name!r} is not built ({path} missing)") from None
     except (OSError, ValueError) as exc:
         raise SloError(f"{path}: cannot read it ({exc})") from None
+
+
+def _figures(bundles_dir: Path, name: str, device_class: str) -> Figures:
+    try:
+        return figures(name, _manifest(bundles_dir, name), device_class)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise SloError(f"{bundles_dir / name / 'manifest.json'}: its metrics cannot be read "
+                       f"({type(exc).__name__}: {exc})") from None
 
 
 def _mean(entry: dict | None) -> float | None:
@@ -244,7 +254,7 @@ def choose(device_class: str, candidates: dict[str, list[str]], slo: Slo,
     """Per model, the candidate that meets every limit with the lowest objective. Raises
     SloError when the class has no measurements of any candidate (run `make bench`), or when
     no candidate of a model meets the SLO (naming the closest and what it missed)."""
-    rows_by_model = {model: [Row(model, figures(name, _manifest(bundles_dir, name), device_class))
+    rows_by_model = {model: [Row(model, _figures(bundles_dir, name, device_class))
                              for name in names]
                      for model, names in candidates.items()}
     every = [r for rows in rows_by_model.values() for r in rows]

@@ -5,14 +5,16 @@ with the class's canary batches `[1, "50%", "100%"]` and no failure tolerated:
 - a device whose server cannot start (its port is taken) fails in the second batch: the
   rollout halts there, the devices after it are not touched, the table and its tally say so,
   and `--resume` carries the same release on to exactly the devices that did not get it;
-- a release that fails its health check is stopped by the canary: the canary gets its previous
-  container back and keeps serving, and no other device receives the release.
+- a release that fails its health check (a bundle whose model file was cut short, its manifest
+  consistent with it) is stopped by the canary: the canary gets its previous container back and
+  keeps serving, and no other device receives the release.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,13 +24,13 @@ import requests
 import yaml
 
 from edge_app import __version__
+from edge_app.bundle import write_bundle
 
 from ..conftest import free_port
 from .devices import deploy_summary, generate, ok, run_cmd
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker_images("fleet")]
 GOOD = f"edgegen-edge:{__version__}-jetson-amd64"
-BAD = f"edgegen-edge:{__version__}-unhealthy-jetson-amd64"
 HOSTS = [f"jet-{i}" for i in range(1, 5)]
 
 
@@ -49,14 +51,23 @@ def four(fleet, tmp_path_factory):
     inventory = root / "inventory.yml"
     inventory.write_text(yaml.safe_dump({"all": {"vars": data["vars"], "children": {
         "jetson": {"hosts": hosts}}}}, sort_keys=False))
-    yield inventory, ports, fleet
+    # The bad release's bundle: the model file cut in half at build time, the manifest made
+    # from it (checksums hold: only loading it fails).
+    bundles = root / "bundles"
+    shutil.copytree(fleet.bundles / "tiny-dcgan", bundles / "tiny-dcgan")
+    manifest = json.loads((bundles / "tiny-dcgan" / "manifest.json").read_text())
+    model = (bundles / "tiny-dcgan" / "model.onnx").read_bytes()
+    (root / "model.onnx").write_bytes(model[:len(model) // 2])
+    write_bundle(bundles / "tiny-dcgan-cut", {
+        **{k: v for k, v in manifest.items() if k not in ("files", "schema_version")},
+        "name": "tiny-dcgan-cut"}, {"model.onnx": root / "model.onnx"})
+    yield inventory, ports, fleet, bundles
     subprocess.run(["docker", "rm", "-f", *(f"edgegen-{h}" for h in HOSTS)], capture_output=True)
-    subprocess.run(["docker", "rmi", BAD], capture_output=True)
 
 
-def _deploy(inventory, fleet, *extra: str) -> subprocess.CompletedProcess:
+def _deploy(inventory, bundles, *extra: str) -> subprocess.CompletedProcess:
     return run_cmd([sys.executable, "-m", "fleet", "deploy", "--device", "jetson", "--inventory",
-                    str(inventory), "--bundles", str(fleet.bundles), *extra])
+                    str(inventory), "--bundles", str(bundles), *extra])
 
 
 def _rows(out: str) -> dict[str, str]:
@@ -75,9 +86,9 @@ def _image(host: str) -> str:
 
 
 def test_a_failed_batch_halts_the_rollout_and_resume_finishes_it(four):
-    inventory, ports, fleet = four
+    inventory, ports, fleet, bundles = four
     with socket.create_server(("127.0.0.1", ports["jet-2"])):  # taken, and never answers
-        result = _deploy(inventory, fleet)
+        result = _deploy(inventory, bundles)
     out = result.stdout
     assert result.returncode == 1, out[-5000:]
     assert "in batches of 1, 50%, 100%, halting past 0% failed" in out
@@ -91,27 +102,25 @@ def test_a_failed_batch_halts_the_rollout_and_resume_finishes_it(four):
     assert {h for h in HOSTS if _serving(ports[h])} == {"jet-1", "jet-3"}
     good = _image("jet-1")
 
-    result = _deploy(inventory, fleet, "--resume")
+    result = _deploy(inventory, bundles, "--resume")
     out = ok(result)
     assert "resuming the rollout of " + GOOD + " on 2 of 4 device(s): jet-2, jet-4" in out
     assert _rows(out) == {"jet-2": "changed", "jet-4": "changed"}, out[-4000:]
     assert deploy_summary(out)["resumed"] is True
     assert all(_serving(ports[h]) for h in HOSTS)
-    again = ok(_deploy(inventory, fleet, "--resume"))
+    again = ok(_deploy(inventory, bundles, "--resume"))
     assert "nothing to resume: every jetson device finished the rollout of " + GOOD in again
 
-    # A release whose server cannot start: the canary takes it, fails, and is rolled back.
-    ok(run_cmd(["docker", "build", "--quiet", "-t", BAD, "-"],
-               input=f'FROM {GOOD}\nCMD ["serve", "--bundle", "/bundles/missing"]\n'))
-    result = _deploy(inventory, fleet, "--image", BAD,
-                     "-e", "edgegen_health_retries=8", "-e", "edgegen_health_delay=1",
-                     "-e", "edgegen_ready_retries=8", "-e", "edgegen_ready_delay=1")
+    # A release whose bundle does not load: the canary takes it, fails, and is rolled back.
+    result = _deploy(inventory, bundles, "-e", 'edgegen_bundles=["tiny-dcgan-cut"]',
+                     "-e", "edgegen_health_retries=3", "-e", "edgegen_health_delay=1",
+                     "-e", "edgegen_ready_retries=3", "-e", "edgegen_ready_delay=1")
     out = result.stdout
     assert result.returncode == 1, out[-4000:]
     assert _rows(out) == {"jet-1": "failed", "jet-2": "not run", "jet-3": "not run",
                           "jet-4": "not run"}, out[-4000:]
-    assert f"jet-1: {BAD} failed its health check" in out and f"rolled back to {GOOD}" in out
+    assert f"jet-1: {GOOD} failed its health check" in out and f"rolled back to {GOOD}" in out
     assert all(_serving(ports[h]) for h in HOSTS) and {_image(h) for h in HOSTS} == {good}
-    generate(ports["jet-1"])  # the canary's restored server generates again
+    generate(ports["jet-1"])  # the canary's restored server generates again, its old bundle
     state = json.loads((fleet.root / "jetson-sim/opt/jet-1/state/current.json").read_text())
     assert state["tag"] == GOOD

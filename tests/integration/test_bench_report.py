@@ -231,8 +231,10 @@ def test_bad_bench_input_is_one_line(tmp_path):
     assert run.returncode == 2 and "no manifest.json" in run.stderr
 
 
-def test_measured_figures_go_into_the_manifests_of_the_bundles_measured(measured, tmp_path):
-    bundles, out, report, _ = measured
+def _with_measured_figures(measured, tmp_path) -> tuple[Path, str]:
+    """Copies of the measured bundles with `fleet measured` run on them: (their directory,
+    its output)."""
+    bundles, out, _, _ = measured
     copies = tmp_path / "bundles"
     for b in bundles:
         shutil.copytree(b, copies / Path(b).name)
@@ -240,7 +242,13 @@ def test_measured_figures_go_into_the_manifests_of_the_bundles_measured(measured
                           "--bundles", str(copies)], cwd=REPO, capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 0, run.stderr
-    assert "6 measured entries written" in run.stdout  # 3 bundles x 2 devices
+    return copies, run.stdout
+
+
+def test_measured_figures_go_into_the_manifests_of_the_bundles_measured(measured, tmp_path):
+    _, out, report, _ = measured
+    copies, written = _with_measured_figures(measured, tmp_path)
+    assert "6 measured entries written" in written  # 3 bundles x 2 devices
     gpt2 = load_bundle(copies / "tiny-gpt2")  # still a valid bundle: file checksums hold
     entry = gpt2.manifest.metrics["measured"]["jetson-sim"]["jetson-sim"]
     with open(report / "tables" / "latency.csv") as f:
@@ -267,14 +275,8 @@ def test_measured_figures_go_into_the_manifests_of_the_bundles_measured(measured
 def test_real_measurements_choose_a_bundle_and_the_report_marks_it(measured, tmp_path):
     from fleet.slo import Slo, SloError, choose
 
-    bundles, out, _, _ = measured
-    copies = tmp_path / "bundles"
-    for b in bundles:
-        shutil.copytree(b, copies / Path(b).name)
-    run = subprocess.run([sys.executable, "-m", "fleet", "measured", "--results", str(out),
-                          "--bundles", str(copies)], cwd=REPO, capture_output=True, text=True,
-                         timeout=120)
-    assert run.returncode == 0, run.stderr
+    out = measured[1]
+    copies, _ = _with_measured_figures(measured, tmp_path)
     candidates = {"tiny-gpt2": ["tiny-gpt2", "tiny-gpt2-int8"]}
     # The recorded Jetson sensor gives energy per token: the lower one is chosen.
     sel = choose("jetson-sim", candidates, Slo.parse({"objective": "energy_per_item"}, "x"),

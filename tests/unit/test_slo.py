@@ -104,6 +104,10 @@ def test_quality_only_compares_when_measured_the_same_way(bundles):
         choose("pi", {"gen": ["gen", "gen-alien"]}, Slo.parse({}, "pi"), bundles)
     with pytest.raises(SloError, match=r"candidate bundle 'nope' is not built"):
         choose("pi", {"gen": ["gen", "nope"]}, Slo.parse({}, "pi"), bundles)
+    _bundle(bundles, "gen-odd", fid="high", measured={"pi": {"pi-a": _measured(5, 6, 50)}})
+    with pytest.raises(SloError, match=r"gen-odd/manifest.json: its metrics cannot be read "
+                                       r"\(ValueError"):
+        choose("pi", {"gen": ["gen", "gen-odd"]}, Slo.parse({}, "pi"), bundles)
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -122,7 +126,7 @@ def test_a_bad_slo_is_one_line(raw, message):
 def test_candidates_must_be_lists_of_names():
     assert candidates_of({}, "pi") == {}
     assert candidates_of({"edgegen_candidates": {"m": ["a", "b", "a"]}}, "pi") == {"m": ["a", "b"]}
-    for bad in (["a"], {"m": []}, {"m": "a"}, {"m": [1]}):
+    for bad in (["a"], {"m": []}, {"m": "a"}, {"m": [1]}, {"m": ["../etc"]}):
         with pytest.raises(SloError, match="edgegen_candidates must map each model"):
             candidates_of({"edgegen_candidates": bad}, "pi")
 
