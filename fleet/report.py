@@ -33,6 +33,7 @@ from pathlib import Path
 from edge_app.power import NO_SENSOR
 from edge_app.stats import paired_comparison, summarize
 
+from . import slo
 from .errors import FleetError
 from .figures import figures
 from .samples import Sample, samples
@@ -322,36 +323,6 @@ def _server_traffic(records: list[dict]) -> str:
             f"(they shared the device)")
 
 
-def choices_table(deployments: Path) -> Table | None:
-    """The bundles each class was given by measurement (`make deploy` of a class with
-    candidates and an SLO keeps its choice in <deployments>/<class>/selection.json), every
-    candidate with the reason it won or lost; None when no class chose."""
-    rows = []
-    for path in sorted(Path(deployments).glob("*/selection.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ReportError(f"{path}: cannot read it ({exc})") from None
-        if not record.get("chosen"):
-            continue  # deployed unmeasured (--allow-unmeasured): nothing was chosen
-        slo = ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
-                        for k, v in record.get("slo", {}).items())
-        for c in record.get("candidates", []):
-            rows.append({"class": record["class"], "model": c["model"],
-                         "bundle": c["bundle"], "devices": ", ".join(c.get("devices", [])),
-                         "chosen": "yes" if record["chosen"].get(c["model"]) == c["bundle"]
-                         else "", "p50_ms": c.get("p50_ms"), "p95_ms": c.get("p95_ms"),
-                         "peak_rss_mb": c.get("peak_rss_mb"), "energy_j": c.get("energy_j"),
-                         "verdict": c.get("verdict", ""), "slo": slo})
-    if not rows:
-        return None
-    return Table("choices", "Bundles chosen per device class (SLO and measurements)",
-                 ["class", "model", "bundle", "chosen", "devices", "p50_ms", "p95_ms",
-                  "peak_rss_mb", "energy_j", "verdict", "slo"], rows,
-                 ["Each figure is the worst of the class's measured devices; the chosen bundle "
-                  "meets every limit of the SLO with the best objective (fleet/slo.py)."])
-
-
 def build_report(results: Path, out: Path, bundles: Path | None = None,
                  deployments: Path | None = None) -> dict:
     """The report of the results store `results` into `out`; samples of the bundles found
@@ -359,7 +330,7 @@ def build_report(results: Path, out: Path, bundles: Path | None = None,
     from the deploy records under `deployments` (marked in the Pareto figure)."""
     series = load_results(results)
     tables = build_tables(series, results)
-    choices = choices_table(deployments) if deployments is not None else None
+    choices = slo.choices_table(deployments) if deployments is not None else None
     if choices is not None:
         tables.append(choices)
     by_name = {t.name: t for t in tables}

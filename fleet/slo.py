@@ -269,22 +269,20 @@ def choose(device_class: str, candidates: dict[str, list[str]], slo: Slo,
         _quality_increase(rows, model)
         for row in rows:
             _judge(row, slo)
+            if row.misses:
+                row.verdict = "misses: " + "; ".join(row.misses)
         fit = [r for r in rows if not r.misses]
         if not fit:
             closest = min(rows, key=lambda r: r.shortfall)
-            for r in rows:
-                r.verdict = "misses: " + "; ".join(r.misses)
             failures.append(f"{model}: no candidate meets the SLO; the closest, "
                             f"{closest.figures.bundle}, misses {'; '.join(closest.misses)}")
             continue
         best = min(fit, key=lambda r: getattr(r.figures, key))  # the first of equals
         chosen[model] = best.figures.bundle
         what = OBJECTIVES[slo.objective][1]
-        for r in rows:
+        for r in fit:
             if r is best:
                 r.verdict = f"chosen: meets the SLO, lowest {what}"
-            elif r.misses:
-                r.verdict = "misses: " + "; ".join(r.misses)
             else:
                 r.verdict = (f"meets the SLO; {what} {getattr(r.figures, key):.4g} > "
                              f"{getattr(best.figures, key):.4g} of {best.figures.bundle}")
@@ -317,3 +315,35 @@ def render(selection: Selection) -> str:
     head = (f"class {selection.device_class}: SLO {selection.slo.describe()} "
             f"(each figure the worst of the class's measured devices)")
     return head + "\n" + table(header, lines, [])
+
+
+def choices_table(deployments: Path):
+    """The bundles each class was given by measurement (`make deploy` of a class with
+    candidates and an SLO keeps its choice in <deployments>/<class>/selection.json), every
+    candidate with the reason it won or lost, as a report table; None when no class chose."""
+    from .report import ReportError, Table
+
+    rows = []
+    for path in sorted(Path(deployments).glob("*/selection.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ReportError(f"{path}: cannot read it ({exc})") from None
+        if not record.get("chosen"):
+            continue  # deployed unmeasured (--allow-unmeasured): nothing was chosen
+        slo = ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
+                        for k, v in record.get("slo", {}).items())
+        for c in record.get("candidates", []):
+            rows.append({"class": record["class"], "model": c["model"],
+                         "bundle": c["bundle"], "devices": ", ".join(c.get("devices", [])),
+                         "chosen": "yes" if record["chosen"].get(c["model"]) == c["bundle"]
+                         else "", "p50_ms": c.get("p50_ms"), "p95_ms": c.get("p95_ms"),
+                         "peak_rss_mb": c.get("peak_rss_mb"), "energy_j": c.get("energy_j"),
+                         "verdict": c.get("verdict", ""), "slo": slo})
+    if not rows:
+        return None
+    return Table("choices", "Bundles chosen per device class (SLO and measurements)",
+                 ["class", "model", "bundle", "chosen", "devices", "p50_ms", "p95_ms",
+                  "peak_rss_mb", "energy_j", "verdict", "slo"], rows,
+                 ["Each figure is the worst of the class's measured devices; the chosen bundle "
+                  "meets every limit of the SLO with the best objective (fleet/slo.py)."])

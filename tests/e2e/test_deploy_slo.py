@@ -29,7 +29,7 @@ import yaml
 from fleet.slo import Slo, choose
 
 from ..conftest import REPO, TINY_RECIPE, free_port
-from .devices import deploy_summary, ok, run_cmd
+from .devices import deploy_summary, fleet_deploy, ok, run_cmd
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker_images("fleet")]
 REF, LEAN = "slo-dcgan", "slo-dcgan-lean"
@@ -78,14 +78,9 @@ def slo(fleet, recipe_runs, fid_extractors, tmp_path_factory):
             for group in CLASSES}}}, sort_keys=False))
         return str(path)
 
-    yield root, run.bundles, inventory, ports
+    yield fleet, root, run.bundles, inventory, ports
     subprocess.run(["docker", "rm", "-f", *(f"edgegen-slo-{h}" for h in CLASSES.values())],
                    capture_output=True)
-
-
-def _deploy(group: str, inventory: str, bundles, *extra: str) -> subprocess.CompletedProcess:
-    return run_cmd([sys.executable, "-m", "fleet", "deploy", "--device", group, "--inventory",
-                    inventory, "--bundles", str(bundles), *extra])
 
 
 def _served(port: int) -> list[str]:
@@ -94,10 +89,10 @@ def _served(port: int) -> list[str]:
 
 
 def test_classes_serve_the_candidate_their_slo_and_measurements_dictate(slo):
-    root, bundles, inventory, ports = slo
+    fleet, root, bundles, inventory, ports = slo
     inv = inventory()
     # 1. Nothing measured yet: refused in one line, before anything is built or changed.
-    refused = _deploy("jetson", inv, bundles)
+    refused = fleet_deploy(fleet, "jetson", inventory=inv, bundles=bundles)
     assert refused.returncode == 2, refused.stdout[-3000:]
     (line,) = refused.stderr.strip().splitlines()
     assert "none of its candidate bundles has been measured" in line
@@ -105,7 +100,7 @@ def test_classes_serve_the_candidate_their_slo_and_measurements_dictate(slo):
 
     # 2. The declared default is served; the candidates travel beside it.
     for group, host in CLASSES.items():
-        out = ok(_deploy(group, inv, bundles, "--allow-unmeasured"))
+        out = ok(fleet_deploy(fleet, group, "--allow-unmeasured", inventory=inv, bundles=bundles))
         assert "no measurements of its candidates" in out
         assert deploy_summary(out)["selection"]["unmeasured"] is True
         assert _served(ports[group]) == [REF]
@@ -117,7 +112,8 @@ def test_classes_serve_the_candidate_their_slo_and_measurements_dictate(slo):
     out = ok(run_cmd([sys.executable, "-m", "fleet", "bench", "--device", "all",
                       "--inventory", inv, "--results", str(results), "--bundles", str(bundles),
                       "--repeats", "1", "--runs", "5", "--warmup", "1", "--batches", "1",
-                      "--window", "0", "--baseline", "0.5", "--serial", "1", "-e", "edgegen_bench_poll_delay=1"]))
+                      "--window", "0", "--baseline", "0.5", "--serial", "1",
+                      "-e", "edgegen_bench_poll_delay=1"]))
     manifests = {b: json.loads((bundles / b / "manifest.json").read_text()) for b in (REF, LEAN)}
     for group, host in CLASSES.items():
         for m in manifests.values():
@@ -139,7 +135,7 @@ def test_classes_serve_the_candidate_their_slo_and_measurements_dictate(slo):
     inv = inventory(**slos)
     chosen = {}
     for group in CLASSES:
-        out = ok(_deploy(group, inv, bundles))
+        out = ok(fleet_deploy(fleet, group, inventory=inv, bundles=bundles))
         expected = choose(group, {"slo-dcgan": [REF, LEAN]}, Slo.parse(slos[group], group),
                           bundles).chosen["slo-dcgan"]
         summary = deploy_summary(out)
@@ -157,7 +153,8 @@ def test_classes_serve_the_candidate_their_slo_and_measurements_dictate(slo):
     assert chosen == {"jetson": REF, "jetson_nano": LEAN}
 
     # 5. An SLO no candidate meets: refused, naming the closest and what it missed.
-    refused = _deploy("jetson_nano", inventory(jetson_nano={"p95_latency_ms": 0.001}), bundles)
+    refused = fleet_deploy(fleet, "jetson_nano", bundles=bundles,
+                           inventory=inventory(jetson_nano={"p95_latency_ms": 0.001}))
     assert refused.returncode == 2, refused.stdout[-3000:]
     line = refused.stderr.strip().splitlines()[-1]
     assert re.search(r"slo-dcgan: no candidate meets the SLO; the closest, slo-dcgan(-lean)?, "
@@ -165,7 +162,7 @@ def test_classes_serve_the_candidate_their_slo_and_measurements_dictate(slo):
     assert _served(ports["jetson_nano"]) == [LEAN]  # still serving what it served
 
     # 6. Unchanged measurements: nothing changes.
-    out = ok(_deploy("jetson", inventory(**slos), bundles))
+    out = ok(fleet_deploy(fleet, "jetson", inventory=inventory(**slos), bundles=bundles))
     summary = deploy_summary(out)
     assert summary["changes"] == 0 and summary["selection"]["chosen"] == {"slo-dcgan": REF}, \
         out[-4000:]

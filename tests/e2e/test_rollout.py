@@ -17,7 +17,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 
 import pytest
 import requests
@@ -27,7 +26,7 @@ from edge_app import __version__
 from edge_app.bundle import write_bundle
 
 from ..conftest import free_port
-from .devices import deploy_summary, generate, ok, run_cmd
+from .devices import deploy_summary, fleet_deploy, generate, ok, run_cmd
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker_images("fleet")]
 GOOD = f"edgegen-edge:{__version__}-jetson-amd64"
@@ -65,11 +64,6 @@ def four(fleet, tmp_path_factory):
     subprocess.run(["docker", "rm", "-f", *(f"edgegen-{h}" for h in HOSTS)], capture_output=True)
 
 
-def _deploy(inventory, bundles, *extra: str) -> subprocess.CompletedProcess:
-    return run_cmd([sys.executable, "-m", "fleet", "deploy", "--device", "jetson", "--inventory",
-                    str(inventory), "--bundles", str(bundles), *extra])
-
-
 def _rows(out: str) -> dict[str, str]:
     return dict(re.findall(r"^(jet-\d)\s+(changed|ok|failed|unreachable|not run)\s", out, re.M))
 
@@ -88,7 +82,7 @@ def _image(host: str) -> str:
 def test_a_failed_batch_halts_the_rollout_and_resume_finishes_it(four):
     inventory, ports, fleet, bundles = four
     with socket.create_server(("127.0.0.1", ports["jet-2"])):  # taken, and never answers
-        result = _deploy(inventory, bundles)
+        result = fleet_deploy(fleet, "jetson", inventory=inventory, bundles=bundles)
     out = result.stdout
     assert result.returncode == 1, out[-5000:]
     assert "in batches of 1, 50%, 100%, halting past 0% failed" in out
@@ -102,19 +96,20 @@ def test_a_failed_batch_halts_the_rollout_and_resume_finishes_it(four):
     assert {h for h in HOSTS if _serving(ports[h])} == {"jet-1", "jet-3"}
     good = _image("jet-1")
 
-    result = _deploy(inventory, bundles, "--resume")
+    result = fleet_deploy(fleet, "jetson", "--resume", inventory=inventory, bundles=bundles)
     out = ok(result)
     assert "resuming the rollout of " + GOOD + " on 2 of 4 device(s): jet-2, jet-4" in out
     assert _rows(out) == {"jet-2": "changed", "jet-4": "changed"}, out[-4000:]
     assert deploy_summary(out)["resumed"] is True
     assert all(_serving(ports[h]) for h in HOSTS)
-    again = ok(_deploy(inventory, bundles, "--resume"))
+    again = ok(fleet_deploy(fleet, "jetson", "--resume", inventory=inventory, bundles=bundles))
     assert "nothing to resume: every jetson device finished the rollout of " + GOOD in again
 
     # A release whose bundle does not load: the canary takes it, fails, and is rolled back.
-    result = _deploy(inventory, bundles, "-e", 'edgegen_bundles=["tiny-dcgan-cut"]',
-                     "-e", "edgegen_health_retries=3", "-e", "edgegen_health_delay=1",
-                     "-e", "edgegen_ready_retries=3", "-e", "edgegen_ready_delay=1")
+    result = fleet_deploy(fleet, "jetson", "-e", 'edgegen_bundles=["tiny-dcgan-cut"]',
+                          "-e", "edgegen_health_retries=3", "-e", "edgegen_health_delay=1",
+                          "-e", "edgegen_ready_retries=3", "-e", "edgegen_ready_delay=1",
+                          inventory=inventory, bundles=bundles)
     out = result.stdout
     assert result.returncode == 1, out[-4000:]
     assert _rows(out) == {"jet-1": "failed", "jet-2": "not run", "jet-3": "not run",
