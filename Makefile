@@ -14,10 +14,12 @@ RUN_STAMP := $(VENV)/.extras-serve+optimize
 OPS_STAMP := $(VENV)/.extras-deploy+report
 STUDY_STAMP := $(VENV)/.extras-serve+optimize+report+deploy
 STAMP     := $(VENV)/.extras-serve+optimize+report+deploy+test
-$(VENV)/.extras-%: pyproject.toml constraints.txt
+$(VENV)/.extras-%: pyproject.toml constraints.txt litert-build.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
 	    -c constraints.txt -e '.[$(subst +,$(comma),$*)]'
+	$(if $(findstring optimize,$*),$(BIN)/python -m pip install --quiet \
+	    --disable-pip-version-check --no-deps -r litert-build.txt)
 	@touch $@ $(if $(filter $@,$(STAMP)),$(RUN_STAMP) $(OPS_STAMP) $(STUDY_STAMP))  # every extra: each role's too
 
 BUNDLES_DIR ?= bundles

@@ -8,14 +8,18 @@ Usage (from the repo root):
 Variants, all built in this one run from the same randomly initialised generator
 (DCGANConfig(latent_dim=100, image_size=64, channels=3, ngf=64), DCGAN init; weights do not
 matter for speed): eager PyTorch FP32 (reference), ONNX Runtime FP32, the channel-pruned
-generator (prune_channels ratio 0.5) eager and ORT FP32, and ORT INT8 / FP16 made by the
+generator (prune_channels ratio 0.5) eager and ORT FP32, ORT INT8 / FP16 made by the
 `quantize` pass (INT8 with the ConvTranspose graph, the sub-pixel graph, `auto`, and `auto` of
-the pruned generator).
+the pruned generator), and LiteRT (XNNPACK) FP32 and full-integer INT8 made by the `litert`
+pass (FP32 `auto`: the faster of the two exact graphs; INT8: the sub-pixel graph). LiteRT
+graphs run one image at a time (edge_app/litert.py), so batch 16 is 16 runs, as the server
+does it.
 
 Method: BatchNorm gets non-trivial running statistics before eval so that BN folding is
 exercised. Every ORT session uses CPUExecutionProvider with intra_op_num_threads = --threads
 and session.force_spinning_stop=1 (idle pool threads stop spinning after a Run, so the eight
-sessions and torch sharing the cores do not slow each other); eager PyTorch runs under
+sessions and torch sharing the cores do not slow each other); LiteRT interpreters use
+num_threads = --threads; eager PyTorch runs under
 torch.no_grad() with torch.set_num_threads(--threads). After warm-up, R rounds (--rounds)
 time every variant interleaved round-robin; one measurement is the median of K runs
 (--runs at batch 1, --runs-b16 at batch 16). Per variant: the median over rounds of ms per
@@ -51,6 +55,7 @@ from optimizer.families.dcgan import FAMILY as DCGAN  # noqa: E402
 from optimizer.families.image import export_generator  # noqa: E402
 from optimizer.models.dcgan import (  # noqa: E402
     DCGANConfig, Generator, count_parameters, with_random_bn_statistics)
+from edge_app.litert import LiteRTSession, litert_version  # noqa: E402
 from optimizer.passes import apply, get_pass, make_config  # noqa: E402
 
 logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed"
@@ -59,6 +64,7 @@ BATCHES = (1, 16)
 REF_ORT, REF_EAGER = "ORT FP32", "eager FP32"
 PRUNED_ORT = "ORT pruned-0.5 FP32"
 INT8_AUTO = "ORT INT8 auto"
+LITERT_FP32, LITERT_INT8 = "LiteRT FP32 auto", "LiteRT INT8"
 # Reference: half-width pruning measured 2.6-2.9x over ORT FP32 on this kind of machine; a
 # faster result is not a failure, so the check is the low end of that range.
 PRUNE_TARGET = 2.6  # pruned-0.5 vs ORT FP32, at least
@@ -86,6 +92,11 @@ def ort_runner(path: Path, threads: int):
     options.add_session_config_entry("session.force_spinning_stop", "1")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda z: session.run(None, {"z": z})
+
+
+def litert_runner(path: Path, threads: int):
+    session = LiteRTSession(path, threads)
+    return lambda z: session.run(["image"], {"z": z})
 
 
 def eager_runner(model: torch.nn.Module):
@@ -130,6 +141,13 @@ def build_variants(seed: int, threads: int, workdir: Path) -> list[dict]:
     for i, (name, gen, params) in enumerate(specs):
         path, report = quantized(gen, params, workdir / f"q{i}")
         out.append(variant(name, ort_runner(path, threads), count_parameters(gen), path, report))
+    for name, params in ((LITERT_FP32, {"precision": "fp32"}),
+                         (LITERT_INT8, {"precision": "int8", "graph": "subpixel"})):
+        work = workdir / name.replace(" ", "-")
+        work.mkdir()
+        result = apply("litert", params, Subject(base, paths["base"]), DCGAN, work)
+        out.append(variant(name, litert_runner(result.graph, threads), n_base, result.graph,
+                           result.info))
     return out
 
 
@@ -175,6 +193,12 @@ def display_name(v: dict) -> str:
     return f"{v['name']} (picked {graph})" if "auto" in v["name"] and graph else v["name"]
 
 
+def psnr_of(v: dict) -> float | None:
+    """The quantize pass's PSNR against the FP32 graph, or the litert pass's against PyTorch."""
+    report = v["report"] or {}
+    return report.get("psnr_vs_fp32_db", report.get("validation", {}).get("psnr_db"))
+
+
 def print_table(variants: list[dict], summary: dict) -> None:
     head = ["variant", "params", "MB"]
     for b in BATCHES:
@@ -188,12 +212,12 @@ def print_table(variants: list[dict], summary: dict) -> None:
             s = summary[b][v["name"]]
             row += [f"{s['ms']:.2f}", f"{s['img_s']:.0f}", f"{s['vs_ort']:.2f}x",
                     f"{s['vs_eager']:.2f}x"]
-        psnr = (v["report"] or {}).get("psnr_vs_fp32_db")
+        psnr = psnr_of(v)
         row.append(f"{psnr:.1f}" if psnr is not None else "-")
         print("| " + " | ".join(row) + " |")
 
 
-def checks(summary: dict, variants: list[dict]) -> list[str]:
+def checks(summary: dict, variants: list[dict], raw: dict) -> list[str]:
     lines = []
     for label, variant, target in (("pruned-0.5 vs baseline (ORT FP32)", PRUNED_ORT, PRUNE_TARGET),
                                    ("INT8 auto vs FP32 (ORT)", INT8_AUTO, INT8_TARGET)):
@@ -201,6 +225,12 @@ def checks(summary: dict, variants: list[dict]) -> list[str]:
             r = summary[b][variant]["vs_ort"]
             lines.append(f"{label}, batch {b}: {r:.2f}x (target >= {target}x): "
                          f"{'PASS' if r >= target else 'FAIL'}")
+    for label, variant, ref in (("LiteRT FP32 vs ORT FP32", LITERT_FP32, REF_ORT),
+                                ("LiteRT INT8 vs ORT INT8 auto", LITERT_INT8, INT8_AUTO)):
+        for b in BATCHES:  # no target: which runtime wins here is what the row measures
+            pairs = zip(raw[b][ref]["round_median_ms"], raw[b][variant]["round_median_ms"])
+            lines.append(f"{label}, batch {b}: "
+                         f"{statistics.median(r / m for r, m in pairs):.2f}x (info)")
     picked = next(v["report"]["graph"] for v in variants if v["name"] == INT8_AUTO)
     for b in BATCHES:  # the same graph measured twice: how far apart identical models land
         same = summary[b][INT8_AUTO]["ms"] / summary[b][f"ORT INT8 {picked}"]["ms"]
@@ -211,7 +241,8 @@ def checks(summary: dict, variants: list[dict]) -> list[str]:
 
 def method(args) -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "onnxruntime": ort.__version__, "numpy": np.__version__, "cpu": cpu_info(),
+            "onnxruntime": ort.__version__, "ai-edge-litert": litert_version(),
+            "numpy": np.__version__, "cpu": cpu_info(),
             "threads": args.threads, "rounds": args.rounds,
             "runs": {"batch1": args.runs, "batch16": args.runs_b16}, "warmup": args.warmup,
             "seed": args.seed, "model": "DCGAN 64x64 generator, nz 100, ngf 64, nc 3, random "
@@ -232,18 +263,20 @@ def print_header(args, info: dict) -> None:
           f"each measurement the median of {args.runs} runs (batch 1) / {args.runs_b16} runs "
           f"(batch 16);\nratios = median of per-round ratios (speed-up, >1 is faster). "
           f"seed={args.seed}.\nCPU: {cpu['model']} ({cpu['logical_cpus']} logical), avx512_vnni="
-          f"{cpu['avx512_vnni']}, avx_vnni={cpu['avx_vnni'] or cpu['avxvnni']}; torch "
-          f"{torch.__version__}, onnxruntime {ort.__version__}, numpy {np.__version__}, python "
+          f"{cpu['avx512_vnni']}, avx_vnni={cpu['avx_vnni']}, avx2={cpu['avx2']}; torch "
+          f"{torch.__version__}, onnxruntime {ort.__version__}, ai-edge-litert "
+          f"{litert_version()}, numpy {np.__version__}, python "
           f"{info['python']}\nmachine load before/after timing: {info['load_before_after']}\n")
 
 
 def print_quantize_reports(variants: list[dict]) -> None:
-    print("\nPSNR vs FP32 (quantize report; random-init weights, so not a quality claim for "
-          "a trained generator), and the pass's own timing behind each auto pick:")
+    print("\nPSNR vs FP32 (quantize report: vs the FP32 graph; litert report: vs PyTorch; "
+          "random-init weights, so not a quality claim for a trained generator), and the "
+          "pass's own timing behind each auto pick:")
     for v in variants:
         if v["report"]:
-            timing = v["report"].get("speedup_vs_fp32")
-            print(f"  {display_name(v)}: {v['report']['psnr_vs_fp32_db']} dB"
+            timing = v["report"].get("speedup_vs_fp32") or v["report"].get("timings")
+            print(f"  {display_name(v)}: {psnr_of(v)} dB"
                   + (f"; pass timing speed-up {timing}" if timing else ""))
 
 
@@ -259,7 +292,7 @@ def main(argv=None) -> int:
     info = {**method(args), "load_before_after": [load_before, cpu_load()]}
     print_header(args, info)
     print_table(variants, summary)
-    lines = checks(summary, variants)
+    lines = checks(summary, variants, raw)
     print("\nChecks against targets:\n" + "\n".join("  " + ln for ln in lines))
     print_quantize_reports(variants)
     variants_json = [{k: v[k] for k in ("name", "params", "size_mb", "report")}

@@ -35,6 +35,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import __version__
+from .litert import litert_version
 from .benchrun import exclusive, now, start_background, status
 from .bundle import MANIFEST, BundleError, Manifest, load_bundle
 from .config import ConfigError, load_config
@@ -156,6 +157,7 @@ def _method(w: Workload, sensor, baseline_w: float | None, repeats: int) -> dict
         "peak_rss": "VmHWM of a fresh process per bundle and repeat",
         "runtime": {"onnxruntime": onnxruntime.__version__,
                     "available_providers": onnxruntime.get_available_providers(),
+                    **({"ai-edge-litert": litert_version()} if litert_version() else {}),
                     "python": platform.python_version()},
         "cpu": cpu_info(),
     }

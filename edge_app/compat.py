@@ -99,3 +99,16 @@ def refusal(name: str, opset: int, needs: str, runtime: str, runtime_version: st
         fix = "rebuild it without the newer operators, or update the runtime"
     return (f"bundle {name} needs {runtime} >= {needs} ({graph}); {who} runs {runtime} "
             f"{runtime_version}, which implements opsets up to {can} (IR {reads}): {fix}")
+
+
+def litert_refusal(name: str, needs: str, have: str, who: str = "this class",
+                   fix: str = "install edgegen[litert]") -> str | None:
+    """Why a LiteRT bundle cannot run on `who`, whose ai-edge-litert is `have` ("" = none), in
+    one line, or None when it can."""
+    if have and parse_version(needs) <= parse_version(have):
+        return None
+    if not have:
+        return (f"bundle {name} is a LiteRT graph (ai-edge-litert >= {needs}); {who} has no "
+                f"LiteRT: {fix}, or serve the model's ONNX bundle")
+    return (f"bundle {name} needs ai-edge-litert >= {needs}; {who} runs {have}: update it, or "
+            f"rebuild the bundle with that release")

@@ -16,9 +16,10 @@ import numpy as np
 import onnxruntime as ort
 
 from .bundle import Bundle, BundleError, load_bundle
-from .compat import bundle_needs, refusal
+from .compat import bundle_needs, litert_refusal, refusal
 from .config import Config, ConfigError
 from .latent import normal_latents
+from .litert import LiteRTError, LiteRTSession, litert_version
 from .tensorrt import TRT, engine_dir, is_qdq, tensorrt_version, trt_profile
 from .textgen import ServedModel, TextModel, session_options
 
@@ -83,7 +84,7 @@ def load_stage(bundle: Bundle, config: Config) -> str:
     line): TensorRT's first engine build for a bundle takes minutes on a Jetson."""
     name = bundle.manifest.name
     chain, _ = provider_chain(config.execution_providers)
-    if TRT not in chain:
+    if TRT not in chain or bundle.manifest.graph.runtime != "onnxruntime":
         return f"loading {name}"
     engines = engine_dir(bundle, config)
     if engines.is_dir() and any(engines.glob("*.engine")):
@@ -97,8 +98,11 @@ def open_session(bundle: Bundle, threads: int = 0, config: Config | None = None,
     """The bundle's graph in ONNX Runtime on the configured provider chain, its I/O checked
     against the manifest. Each fallback (a provider missing from the build, or one that failed
     to initialise, e.g. CUDA without a GPU) is logged. `placement`: profile the runs until
-    `placement_of(session)` (the warm-up), to count the nodes each provider ran."""
+    `placement_of(session)` (the warm-up), to count the nodes each provider ran.
+    A LiteRT bundle (graph.runtime "litert") opens in LiteRT's interpreter instead."""
     graph = bundle.manifest.graph
+    if graph.runtime == "litert":
+        return open_litert(bundle, threads)
     why = refusal(bundle.manifest.name, graph.opset, bundle_needs(bundle.manifest), "onnxruntime",
                   ort.__version__, graph.ir_version, who="this server")
     if why:  # said before ONNX Runtime's own "Unsupported model IR version" or opset error
@@ -125,6 +129,23 @@ def open_session(bundle: Bundle, threads: int = 0, config: Config | None = None,
     log.info("%s: execution providers %s (requested %s)", bundle.manifest.name, active,
              list(config.execution_providers) if config and config.execution_providers
              else "auto")
+    check_graph_io(bundle, session.get_inputs() + session.get_outputs())
+    return session
+
+
+def open_litert(bundle: Bundle, threads: int = 0) -> LiteRTSession:
+    """A LiteRT bundle's graph in LiteRT's interpreter (edge_app/litert.py), its I/O checked
+    against the manifest, refused in one line when this server's LiteRT is missing or older
+    than the release the optimizer validated the graph with."""
+    name, needs = bundle.manifest.name, bundle.manifest.graph.min_litert
+    why = litert_refusal(name, needs, litert_version(), who="this server")
+    if why:
+        raise BundleError(f"bundle {bundle.path}: {why}")
+    try:
+        session = LiteRTSession(bundle.model_path, threads)
+    except LiteRTError as exc:
+        raise BundleError(f"bundle {bundle.path}: LiteRT cannot load "
+                          f"'{bundle.manifest.model_file}': {exc}") from None
     check_graph_io(bundle, session.get_inputs() + session.get_outputs())
     return session
 
@@ -190,6 +211,12 @@ def load_model(bundle: Bundle, config: Config, placement: bool = True) -> "Image
     TensorRT, builds or loads the engines). `placement`: also count the nodes each provider
     runs (the server logs it and lists it in /v1/models; a benchmark does not need it)."""
     counts = None
+    if placement and bundle.manifest.graph.runtime == "litert":
+        model = _warmed(bundle, open_litert(bundle, config.intra_op_threads))
+        model.placement = model.session.placement()  # what the delegate took: no profiling
+        log.info("%s: LiteRT %s, ops per provider at warm-up: %s", bundle.manifest.name,
+                 litert_version(), model.placement)
+        return model
     if placement:
         # Counted on a session of its own, warmed the same way and dropped: a session made with
         # ONNX Runtime's profiler on keeps serving differently even once profiling has stopped

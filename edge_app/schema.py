@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 DTYPES = ("float32", "float16", "int64", "int32", "uint8", "int8", "bool")
+RUNTIMES = ("onnxruntime", "litert")  # what runs a bundle's graph file
 
 
 class BundleError(Exception):
@@ -31,6 +32,11 @@ class GraphSpec:
     # before the optimizer recorded it (then derived from the opset)
     min_onnxruntime: str = ""
     ir_version: int = 0  # the file's ONNX IR version; 0 where not recorded
+    # what runs the graph file: "onnxruntime" (a .onnx graph) or "litert" (a .tflite graph,
+    # edge_app/litert.py); a LiteRT graph has no ONNX opset (0) and names the oldest
+    # ai-edge-litert that ran it instead
+    runtime: str = "onnxruntime"
+    min_litert: str = ""
 
 
 # --------------------------------------------------------------------------- validation
@@ -125,11 +131,19 @@ def graph_spec(obj: Obj) -> GraphSpec:
     outputs = tuple(tensor_spec(w, v, obj.origin) for w, v in obj.items("outputs"))
     if not inputs or not outputs:
         raise BundleError(f"{obj.origin}: 'graph' needs at least one input and one output")
-    needs = obj.get("min_onnxruntime", str, default="")
-    if needs and not re.fullmatch(r"\d+\.\d+\.\d+", needs):
-        raise BundleError(f"{obj.origin}: 'graph.min_onnxruntime' must be a version like "
-                          f"1.20.0, got {needs!r}")
+    runtime = obj.get("runtime", str, default="onnxruntime", choices=RUNTIMES)
+    versions = {key: obj.get(key, str, default="") for key in ("min_onnxruntime", "min_litert")}
+    for key, version in versions.items():
+        if version and not re.fullmatch(r"\d+\.\d+\.\d+", version):
+            raise BundleError(f"{obj.origin}: 'graph.{key}' must be a version like 1.20.0, got "
+                              f"{version!r}")
+    if runtime == "litert":
+        if not versions["min_litert"]:
+            raise BundleError(f"{obj.origin}: a LiteRT graph needs 'graph.min_litert' (the "
+                              f"ai-edge-litert release it was validated with)")
+        return GraphSpec(inputs, outputs, 0, runtime=runtime, min_litert=versions["min_litert"])
     ir_version = obj.get("ir_version", int, default=0)
     if ir_version < 0:
         raise BundleError(f"{obj.origin}: 'graph.ir_version' must be >= 0, got {ir_version}")
-    return GraphSpec(inputs, outputs, obj.positive("opset"), needs, ir_version)
+    return GraphSpec(inputs, outputs, obj.positive("opset"), versions["min_onnxruntime"],
+                     ir_version)

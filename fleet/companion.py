@@ -35,7 +35,8 @@ def deploy_companion(device_class: str, inventory: Path, *, limit: str = "",
     for host, settings in hosts.items():
         names = list(settings.get("edgegen_bundles") or [])
         _check_bundles(device_class, {host: settings}, bundles_dir,
-                       lambda text: out.write(text + "\n"), ort_web_runtime())
+                       lambda text: out.write(text + "\n"), ort_web_runtime(), litert="",
+                       litert_fix="the companion runs ONNX graphs (onnxruntime-web)")
         env = {**os.environ, "PHONE_NAME": host}
         for var, key in (("ANDROID_SERIAL", "edgegen_phone_serial"),
                          ("PUSHGATEWAY", "edgegen_pushgateway_url")):

@@ -26,31 +26,60 @@ class DeployError(FleetError):
     """The rollout cannot start; the message says what to fix."""
 
 
-def _check_bundles(device_class: str, hosts: dict[str, dict[str, Any]], bundles_dir: Path,
-                   log, runtime: str = "") -> None:
-    """Every bundle the hosts serve is built and loads on the class's `runtime` ("onnxruntime
-    1.32.0": its image's label, a phone's onnxruntime-web; "" = unknown, not checked); a note
-    for those of another precision than their class prefers."""
-    from edge_app.bundle import BundleError, read_manifest
-    from edge_app.compat import CompatError, bundle_needs, refusal
-
+def _wanted(hosts: dict[str, dict[str, Any]]) -> set[tuple[str, str]]:
+    """(bundle, the precision its class prefers) of every bundle the hosts serve, and ("") of
+    the candidates shipped beside them (make bench measures them there: they must load too)."""
     wanted = {(name, str(s.get("edgegen_precision", "")))
               for s in hosts.values() for name in s.get("edgegen_bundles") or []}
-    # candidates are shipped too (make bench measures them there): they must load as well
     served = {name for name, _ in wanted}
-    wanted |= {(name, "") for s in hosts.values()
-               for name in s.get("edgegen_candidate_bundles") or [] if name not in served}
-    for name, precision in sorted(wanted):
+    return wanted | {(name, "") for s in hosts.values()
+                     for name in s.get("edgegen_candidate_bundles") or [] if name not in served}
+
+
+def with_runtimes(hosts: dict[str, dict[str, Any]], bundles_dir: Path) -> dict:
+    """The hosts' settings with edgegen_litert set when any bundle they serve or ship is a
+    LiteRT graph: their image then carries LiteRT (fleet/images.py), and only then."""
+    from edge_app.bundle import BundleError, read_manifest
+
+    def runtime(name: str) -> str:
+        try:
+            return read_manifest(bundles_dir / name).graph.runtime
+        except (BundleError, OSError):
+            return ""  # _check_bundles says what is wrong with it
+
+    if not any(runtime(name) == "litert" for name, _ in _wanted(hosts)):
+        return hosts
+    return {host: {**s, "edgegen_litert": True} for host, s in hosts.items()}
+
+
+def _check_bundles(device_class: str, hosts: dict[str, dict[str, Any]], bundles_dir: Path,
+                   log, runtime: str = "", litert: str | None = None,
+                   litert_fix: str = "rebuild its image (a deploy that builds it adds LiteRT "
+                                     "for LiteRT bundles)") -> None:
+    """Every bundle the hosts serve is built and loads on the class's `runtime` ("onnxruntime
+    1.32.0": its image's label, a phone's onnxruntime-web; "" = unknown, not checked), LiteRT
+    bundles on its `litert` ("ai-edge-litert 2.3.0"; "" = the image has none; None = not
+    known, not checked); a note for those of another precision than their class prefers."""
+    from edge_app.bundle import BundleError, read_manifest
+    from edge_app.compat import CompatError, bundle_needs, litert_refusal, refusal
+
+    for name, precision in sorted(_wanted(hosts)):
         manifest = bundles_dir / name / "manifest.json"
         if not manifest.is_file():
             raise DeployError(f"bundle {name!r} is not built ({manifest} missing): `make bundles` "
                               f"builds the default one, `make optimize RECIPE=...` others")
         try:  # the schema the server reads, and what it needs (edge_app/compat.py)
             m = read_manifest(manifest.parent)
-            needs = bundle_needs(m)
+            needs = bundle_needs(m) if m.graph.runtime == "onnxruntime" else ""
         except (BundleError, CompatError) as exc:
             raise DeployError(f"{manifest}: cannot read what it needs ({exc})") from None
-        if runtime:
+        if m.graph.runtime == "litert":
+            why = litert is not None and litert_refusal(
+                name, m.graph.min_litert, litert.partition(" ")[2], f"class {device_class}",
+                fix=litert_fix)
+            if why:
+                raise DeployError(why)
+        elif runtime:
             package, _, version = runtime.partition(" ")
             why = refusal(name, m.graph.opset, needs, package, version, m.graph.ir_version)
             if why:
@@ -213,6 +242,7 @@ def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool =
                               artifacts / device_class / "preflight", out, log, forks)
     if stop is not None:
         return stop
+    hosts = with_runtimes(hosts, bundles_dir)
     archive = _archive(device_class, hosts, image, archive_path, log)
     tag = archive.tag
     served = list(next(iter(hosts.values())).get("edgegen_bundles") or [])
@@ -221,7 +251,8 @@ def deploy(device_class: str, inventory: Path, *, limit: str = "", check: bool =
     if not archive.runtime:
         log(f"note: image {tag} does not say which ONNX Runtime it has (no {images.RUNTIME_LABEL} "
             f"label): bundles are not checked against it")
-    _check_bundles(device_class, hosts, bundles_dir, log, archive.runtime)
+    _check_bundles(device_class, hosts, bundles_dir, log, archive.runtime,
+                   archive.litert if archive.runtime else None)
 
     extravars = {
         **plan,

@@ -41,25 +41,30 @@ IMAGE_NAME = "edgegen-edge"
 # pip's platform tags per container platform (newest glibc first); Debian bookworm has glibc
 # 2.36, L4T r36 (Ubuntu 22.04) 2.35.
 WHEEL_PLATFORMS = {
-    "linux/amd64": ("manylinux_2_35_x86_64", "manylinux_2_28_x86_64", "manylinux_2_17_x86_64",
-                    "manylinux2014_x86_64"),
+    "linux/amd64": ("manylinux_2_35_x86_64", "manylinux_2_28_x86_64", "manylinux_2_27_x86_64",
+                    "manylinux_2_17_x86_64", "manylinux2014_x86_64"),
     # linux_aarch64 last: NVIDIA's Jetson wheels (onnxruntime-gpu) carry that plain tag; PyPI
     # takes no such uploads, so it only matters for wheels from a Jetson index or find-links.
-    "linux/arm64": ("manylinux_2_35_aarch64", "manylinux_2_28_aarch64", "manylinux_2_17_aarch64",
-                    "manylinux2014_aarch64", "linux_aarch64"),
+    "linux/arm64": ("manylinux_2_35_aarch64", "manylinux_2_28_aarch64", "manylinux_2_27_aarch64",
+                    "manylinux_2_17_aarch64", "manylinux2014_aarch64", "linux_aarch64"),
 }
 # The image label naming the ONNX Runtime build inside ("onnxruntime-gpu 1.23.0"): a deploy
 # checks each bundle's needs against it (edge_app/compat.py).
 RUNTIME_LABEL = "io.edgegen.onnxruntime"
+# Its LiteRT ("ai-edge-litert 2.3.0"), in images of classes that serve LiteRT bundles only.
+LITERT_LABEL = "io.edgegen.litert"
+LITERT_PACKAGE = "ai-edge-litert"
 # tokenizers goes in without its dependencies: huggingface_hub (and hf_xet, ~20 MB) serve only
 # Tokenizer.from_pretrained downloads; bundles carry their tokenizer.json.
 NODEPS_REQUIREMENTS = ("tokenizers",)
 
 
-def serve_requirements(ort_package: str) -> list[str]:
-    """pyproject's dependencies plus its `serve` extra, with the class's ONNX Runtime build."""
+def serve_requirements(ort_package: str, litert: bool = False) -> list[str]:
+    """pyproject's dependencies plus its `serve` extra, with the class's ONNX Runtime build,
+    and its `litert` extra when the class serves LiteRT bundles."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    names = project["dependencies"] + project["optional-dependencies"]["serve"]
+    extras = project["optional-dependencies"]
+    names = project["dependencies"] + extras["serve"] + (extras["litert"] if litert else [])
     return [ort_package if n == "onnxruntime" else n for n in names
             if n not in NODEPS_REQUIREMENTS]
 
@@ -80,6 +85,9 @@ class ImageSpec:
     find_links: str = ""  # a controller directory of wheels the operator supplies
     pins: tuple[tuple[str, str], ...] = ()  # constraints.txt pins replaced for this class
     version: str = __version__
+    # LiteRT beside ONNX Runtime: set by a deploy when the class's bundles include LiteRT ones
+    # (edgegen_litert), so an image carries the runtimes its bundles need, no more
+    litert: bool = False
 
     @property
     def arch(self) -> str:
@@ -90,7 +98,7 @@ class ImageSpec:
         """edge-<arch>-<ort package>, plus a digest of the class's pins when it has any: classes
         pinning different versions (an older ONNX Runtime) never share a wheelhouse, whose
         wheels (and SHA256SUMS) are then one consistent set, the image label's runtime too."""
-        base = f"edge-{self.arch}-{self.ort_package}"
+        base = f"edge-{self.arch}-{self.ort_package}" + ("-litert" if self.litert else "")
         if not self.pins:
             return base
         return f"{base}-{hashlib.sha256(repr(self.pins).encode()).hexdigest()[:8]}"
@@ -131,7 +139,8 @@ class ImageSpec:
                    str(settings.get("edgegen_ort_package", "onnxruntime")),
                    tuple(str(p) for p in pythons), str(settings.get("edgegen_extra_index_url", "")),
                    str(settings.get("edgegen_find_links") or ""),
-                   tuple(sorted((str(k).lower(), str(v)) for k, v in pins.items())))
+                   tuple(sorted((str(k).lower(), str(v)) for k, v in pins.items())),
+                   litert=bool(settings.get("edgegen_litert")))
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,7 @@ class Archive:
     image_bytes: int  # the image's unpacked size (docker image inspect .Size)
     archive_bytes: int
     runtime: str = ""  # its RUNTIME_LABEL ("onnxruntime 1.32.0"); "" when it has none
+    litert: str = ""  # its LITERT_LABEL ("ai-edge-litert 2.3.0"); "" when it has no LiteRT
 
 
 def _run(cmd: list[str], what: str, explain=None, **kwargs) -> subprocess.CompletedProcess:
@@ -202,7 +212,7 @@ def wheelhouse(spec: ImageSpec, log=print) -> Path:
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     _edgegen_wheel(out, pip)
     _companion_files(out / "web", log)
-    requirements = serve_requirements(spec.ort_package)
+    requirements = serve_requirements(spec.ort_package, spec.litert)
     _write_if_changed(out / "requirements.txt", ("\n".join(requirements) + "\n").encode())
     _write_if_changed(out / "requirements-nodeps.txt",
                       ("\n".join(NODEPS_REQUIREMENTS) + "\n").encode())
@@ -449,15 +459,22 @@ def build(spec: ImageSpec, log=print) -> str:
     ensure_base(spec, log)
     context = wheelhouse(spec, log)
     log(f"building {spec.tag} ({spec.platform}, FROM {spec.base_image})")
+    litert = wheel_runtime(context, LITERT_PACKAGE) if spec.litert else ""
     _run(["docker", "build", "--network", "host", "--platform", spec.platform, "--quiet",
           "-f", str(spec.dockerfile), "-t", spec.tag,
           "--label", f"{RUNTIME_LABEL}={wheel_runtime(context, spec.ort_package)}",
+          "--label", f"{LITERT_LABEL}={litert}",
           "--build-arg", f"BASE_IMAGE={spec.base_image}",
           "--build-arg", f"EDGEGEN_VERSION={spec.version}",
           "--build-arg", f"DEVICE_CLASS={spec.device_class}",
           "--build-arg", f"ORT_PACKAGE={spec.ort_package}", str(context)],
          f"docker build {spec.tag}", capture_output=True)
     return image_id(spec.tag)
+
+
+def _label(tag: str, label: str) -> str:
+    value = _inspect(tag, f'{{{{index .Config.Labels "{label}"}}}}')
+    return "" if value == "<no value>" else value
 
 
 def save(tag: str, out_dir: Path = BUILD / "images", log=print) -> Archive:
@@ -471,13 +488,12 @@ def save(tag: str, out_dir: Path = BUILD / "images", log=print) -> Archive:
     path = out_dir / (tag.replace("/", "_").replace(":", "_") + ".tar.gz")
     meta_path = path.with_name(path.name + ".json")
     size = int(_inspect(tag, "{{.Size}}"))
-    runtime = _inspect(tag, f'{{{{index .Config.Labels "{RUNTIME_LABEL}"}}}}')
-    runtime = "" if runtime == "<no value>" else runtime
+    runtime, litert = (_label(tag, label) for label in (RUNTIME_LABEL, LITERT_LABEL))
     if path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("image_id") == ident and meta.get("archive_bytes") == path.stat().st_size:
             return Archive(tag, ident, path, meta["sha256"], size, meta["archive_bytes"],
-                           runtime)
+                           runtime, litert)
     log(f"saving {tag} -> {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
     tmp = path.with_name(path.name + ".part")
     digest = hashlib.sha256()
@@ -493,10 +509,12 @@ def save(tag: str, out_dir: Path = BUILD / "images", log=print) -> Archive:
         tmp.unlink(missing_ok=True)
         raise ImageError(f"docker save {tag} failed: {err.strip()}")
     os.replace(tmp, path)
-    archive = Archive(tag, ident, path, digest.hexdigest(), size, path.stat().st_size, runtime)
+    archive = Archive(tag, ident, path, digest.hexdigest(), size, path.stat().st_size, runtime,
+                      litert)
     meta_path.write_text(json.dumps({"tag": tag, "image_id": ident, "sha256": archive.sha256,
                                      "archive_bytes": archive.archive_bytes,
-                                     "image_bytes": size, "runtime": runtime}, indent=2) + "\n")
+                                     "image_bytes": size, "runtime": runtime, "litert": litert},
+                                    indent=2) + "\n")
     return archive
 
 
@@ -519,7 +537,7 @@ def load_archive(path: Path) -> Archive:
         raise ImageError(f"{path}: sha256 {actual} differs from {meta_path.name} "
                          f"({expected}): the archive is damaged or was replaced")
     return Archive(tag, ident, path, expected, int(meta.get("image_bytes", 0)),
-                   path.stat().st_size, str(meta.get("runtime", "")))
+                   path.stat().st_size, str(meta.get("runtime", "")), str(meta.get("litert", "")))
 
 
 class _Hashing:

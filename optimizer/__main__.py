@@ -39,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     from .recipe import load_recipe
     from .run import run_recipe  # imports torch, which configures its own loggers
 
-    for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "onnxruntime", "root"):
+    # torchao (the litert pass's converter needs it; transformers imports it once installed)
+    # reports its missing CUDA kernels and torch's pytree deprecations at import: not ours.
+    for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "onnxruntime", "root", "torchao",
+                  "torch.utils._pytree"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         recipe = load_recipe(args.recipe, args.profile, tuple(args.overrides))

@@ -139,11 +139,17 @@ def ssim(reference: torch.Tensor, other: torch.Tensor) -> float:
                                                      data_range=2.0))
 
 
-class OnnxGenerator:
-    """A bundle's graph run as the server runs it: seeded latents -> images in [-1, 1]."""
+class GraphGenerator:
+    """A bundle's graph run as the server runs it (ONNX Runtime, or LiteRT for a .tflite):
+    seeded latents -> images in [-1, 1]."""
 
     def __init__(self, path: Path, latent_dim: int):
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        if Path(path).suffix == ".tflite":
+            from edge_app.litert import LiteRTSession
+
+            self.session = LiteRTSession(path)
+        else:
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self.latent_dim = latent_dim
 
     def decode(self, z: np.ndarray) -> torch.Tensor:
@@ -155,15 +161,17 @@ class OnnxGenerator:
 
 
 def peak_ram(path: Path, latent_dim: int, batch: int = 16) -> dict:
-    """Peak RSS of a fresh process that loads the model in ONNX Runtime and runs `batch`.
+    """Peak RSS of a fresh process that loads the model in ONNX Runtime (LiteRT for a .tflite)
+    and runs `batch`.
 
     `peak_rss_bytes` is the process's high-water mark (VmHWM); `model_rss_bytes` is that minus
     the resident size with numpy and onnxruntime imported: what the model and its runtime
     buffers add. (Not ru_maxrss: Linux carries it across exec, so a child started from this
     torch-laden process would report the parent's peak.)
     """
+    runtime = "LiteRT" if Path(path).suffix == ".tflite" else "ONNX Runtime"
     return {**rss_probe(["image", str(path), str(latent_dim), str(batch)]), "batch": batch,
-            "method": "VmHWM of a fresh ONNX Runtime process"}
+            "method": f"VmHWM of a fresh {runtime} process"}
 
 
 def rss_probe(args: list[str]) -> dict:

@@ -4,6 +4,8 @@ quantized graph keep a tied embedding once."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -234,9 +236,14 @@ def _default_opset(model: onnx.ModelProto) -> int:
 def graph_needs(path) -> dict:
     """The manifest's record of what loading the graph takes: its opset, IR version, and the
     oldest ONNX Runtime implementing those and the contrib ops it uses (edge_app/compat.py),
-    which a deploy checks against each device class's runtime."""
+    which a deploy checks against each device class's runtime. A LiteRT graph (.tflite) needs
+    the ai-edge-litert release that validated it, or a newer one."""
     from edge_app.compat import min_onnxruntime
 
+    if Path(path).suffix == ".tflite":
+        from edge_app.litert import litert_version
+
+        return {"runtime": "litert", "min_litert": litert_version()}
     model = onnx.load(str(path), load_external_data=False)
     opset = _default_opset(model)
     contrib = {n.op_type for n in model.graph.node if n.domain == "com.microsoft"}

@@ -1,10 +1,10 @@
 """`python -m optimizer.rss_probe image MODEL LATENT_DIM BATCH` or
 `python -m optimizer.rss_probe text MODEL SPEC_JSON PROMPT_TOKENS NEW_TOKENS`: peak memory of a
-fresh process that loads a graph in ONNX Runtime and runs it as the server would (an image
-batch three times; a text generation through the KV cache).
+fresh process that loads a graph in ONNX Runtime (LiteRT for a .tflite image graph) and runs it
+as the server would (an image batch three times; a text generation through the KV cache).
 
 Prints JSON: `peak_rss_bytes` (VmHWM, the high-water mark of this process image) and
-`model_rss_bytes` (that minus the resident size once numpy and onnxruntime are imported).
+`model_rss_bytes` (that minus the resident size once numpy and the runtime are imported).
 Not ru_maxrss: Linux carries it across exec, so a child of a torch-laden parent would report
 the parent's peak. Imports no torch.
 """
@@ -14,13 +14,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from edge_app.system import memory
 
+if sys.argv[1:2] == ["image"] and sys.argv[2].endswith(".tflite"):
+    from edge_app.litert import LiteRTSession as _Session
+else:
+    import onnxruntime as ort
+
 
 def run_image(model: str, latent_dim: str, batch: str) -> None:
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    if model.endswith(".tflite"):
+        session = _Session(model)
+    else:
+        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     z = np.zeros((int(batch), int(latent_dim)), np.float32)
     for _ in range(3):
         session.run(None, {"z": z})

@@ -33,6 +33,7 @@ from edge_app.bundle import Bundle, write_bundle
 from . import distributed
 from .errors import RecipeError
 from .families import Context, Exported, Subject, get_family
+from .families.base import MODEL_FILES
 from .passes import plan
 from .recipe import Recipe
 from .tables import write_tables
@@ -168,8 +169,13 @@ class _Seed:
             subject = module.run(subject, cfg, ctx)
             techniques.append(_technique(pass_name, module, cfg, subject.info))
             checks.update(family.check_graph(subject, reference, ctx))
-        export = {**family.spec.describe(), "opset": ctx.recipe.export.opset or family.spec.opset,
-                  **reference.validation, **checks}
+        if subject.runtime == "litert":  # converted from the model, validated in LiteRT
+            export = {"format": "tflite", "exporter": subject.info["converter"],
+                      "validation": subject.info["validation"]}
+        else:
+            export = {**family.spec.describe(),
+                      "opset": ctx.recipe.export.opset or family.spec.opset,
+                      **reference.validation, **checks}
         return Point(name, subject, techniques + [{"name": "export", "params": export}],
                      reference)
 
@@ -193,8 +199,11 @@ def _write(ctx: Context, out: Path, point: Point, metrics: dict, sections: dict,
                        "created_at": now.isoformat(timespec="seconds"),
                        "created_unix": int(now.timestamp())},
     }
+    files = family.files(point.subject, ctx)
+    if point.subject.runtime != "onnxruntime":
+        manifest["model_file"] = MODEL_FILES[point.subject.runtime]
     target = out if point.name == "baseline" else out.parent / name
-    return write_bundle(target, manifest, family.files(point.subject, ctx))
+    return write_bundle(target, manifest, files)
 
 
 def run_recipe(recipe: Recipe, recipe_path: Path, out: Path | None = None,

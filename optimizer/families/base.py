@@ -27,6 +27,9 @@ from typing import Any
 
 from ..errors import RecipeError
 
+# the graph file of a bundle, by the runtime that runs it (the manifest's model_file)
+MODEL_FILES = {"onnxruntime": "model.onnx", "litert": "model.tflite"}
+
 
 @dataclass(frozen=True)
 class Subject:
@@ -35,6 +38,7 @@ class Subject:
     model: Any  # the family's PyTorch model (for graph passes: the model the graph came from)
     graph: Path | None = None  # the current ONNX graph, once the chain reached the graph stage
     precision: str = "fp32"  # of the graph: fp32 | fp16 | int8 | int4
+    runtime: str = "onnxruntime"  # what runs the graph: onnxruntime (.onnx) or litert (.tflite)
     info: dict = field(default_factory=dict)  # what the last pass measured (manifest technique)
 
 
@@ -155,7 +159,7 @@ class Family:
         raise NotImplementedError
 
     def files(self, subject: Subject, ctx: Context) -> dict[str, Path]:
-        return {"model.onnx": subject.graph}
+        return {MODEL_FILES[subject.runtime]: subject.graph}
 
     def method(self, recipe, data) -> dict:
         """How the tables' figures were obtained (the method line of results.md)."""

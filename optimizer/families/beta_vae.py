@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..evaluate import OnnxGenerator, ssim
+from ..evaluate import GraphGenerator, ssim
 from ..models.beta_vae import BetaVAE, BetaVAEConfig
 from ..models.dcgan import Generator
 from ..train_vae import train_beta_vae
@@ -50,7 +50,7 @@ class BetaVAEFamily(ImageFamily):
 
     def quality(self, model: BetaVAE, path: Path, ctx: Context) -> dict:
         """FID of prior samples, and SSIM of reconstructions decoded by the exported graph."""
-        decoder = OnnxGenerator(path, model.cfg.latent_dim)
+        decoder = GraphGenerator(path, model.cfg.latent_dim)
         with torch.no_grad():
             mu, _ = model.encoder(ctx.data.val)
         recon = decoder.decode(mu.numpy())

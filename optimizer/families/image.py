@@ -19,10 +19,11 @@ from edge_app.latent import normal_latents
 
 from ..data.images import load_images
 from ..errors import AtolError, CheckFailed, ShapeError
-from ..evaluate import Extractor, OnnxGenerator, fid, get_extractor, peak_ram
+from ..evaluate import Extractor, GraphGenerator, fid, get_extractor, peak_ram
 from ..export import IO, ExportSpec, export_module, run_checks
 from ..graphs import graph_needs
 from ..models.dcgan import Generator, count_parameters
+from ..recipe import ExportConfig
 from .base import Context, Exported, Family, Subject
 
 GENERATOR = ExportSpec(
@@ -196,7 +197,7 @@ class ImageFamily(Family):
         if isinstance(gen, subpixel.SubPixelGenerator):  # already rewritten (e.g. by QAT)
             return {"subpixel": subject.graph}
         path = ctx.scratch("subpixel") / "subpixel.onnx"
-        cfg = ctx.recipe.export
+        cfg = ctx.recipe.export if ctx.recipe else ExportConfig()  # a pass outside a recipe
         export_generator(subpixel.rewrite(gen.eval()), path, cfg.atol or self.spec.atol,
                          cfg.opset or self.spec.opset, cfg.validation_batches)
         return {"convtranspose": subject.graph, "subpixel": path}
@@ -217,15 +218,15 @@ class ImageFamily(Family):
     def compare_graphs(self, reference: Path, other: Path, subject: Subject) -> dict:
         latent_dim = self.deployable(subject.model).cfg.latent_dim
         check_z = normal_latents(12345, 16, latent_dim)
-        ref = OnnxGenerator(reference, latent_dim).decode(check_z).numpy()
-        out = OnnxGenerator(other, latent_dim).decode(check_z).numpy()
+        ref = GraphGenerator(reference, latent_dim).decode(check_z).numpy()
+        out = GraphGenerator(other, latent_dim).decode(check_z).numpy()
         return {"psnr_vs_fp32_db": round(psnr_db(ref, out), 2)}
 
     # ---------------------------------------------------------------- results
     def fid_of(self, path: Path, latent_dim: int, ctx: Context) -> float:
         """FID of the exported graph's samples against the held-out images."""
         n = ctx.recipe.evaluate.fid_samples
-        fake = OnnxGenerator(path, latent_dim).sample(n, seed=10_000 + ctx.seed)
+        fake = GraphGenerator(path, latent_dim).sample(n, seed=10_000 + ctx.seed)
         return fid(ctx.data.extractor, ctx.data.val, fake)
 
     def quality(self, model, path: Path, ctx: Context) -> dict:
@@ -276,4 +277,5 @@ class ImageFamily(Family):
         return {"fid_extractor": data.extractor.info["name"],
                 "fid_samples": recipe.evaluate.fid_samples, "held_out": len(data.val),
                 "dataset": data.info["description"],
-                "ram": "VmHWM of a fresh ONNX Runtime process running the batch"}
+                "ram": "VmHWM of a fresh ONNX Runtime process running the batch (LiteRT for "
+                       "LiteRT points)"}

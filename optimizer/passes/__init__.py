@@ -29,7 +29,7 @@ from ..errors import RecipeError
 # name -> module (one file each), imported when a recipe names the pass
 REGISTRY: dict[str, str] = {name: f"{__name__}.{name}" for name in (
     "prune_channels", "prune_magnitude", "prune_heads", "prune_mlp", "subpixel", "finetune",
-    "qat", "distill", "quantize", "quantize_weights")}
+    "qat", "distill", "quantize", "quantize_weights", "litert")}
 
 
 def get_pass(name: str) -> ModuleType:

@@ -6,6 +6,7 @@ import base64
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 
@@ -50,7 +51,8 @@ def test_quick_image_sweep(recipe_runs, fid_extractors):
     bundles = sorted((tmp_path / "bundles").iterdir())
     names = [p.name for p in bundles]
     assert names == sorted(["dcgan-digits-sweep"] + [f"dcgan-digits-sweep-{p}" for p in (
-        "prune25", "prune50", "sparse50", "int8", "qat-int8", "fp16", "prune50-int8")])
+        "prune25", "prune50", "sparse50", "int8", "qat-int8", "fp16", "prune50-int8", "litert",
+        "litert-int8")])
     manifests = {p.name.removeprefix("dcgan-digits-sweep").lstrip("-") or "baseline":
                  load_bundle(p).manifest for p in bundles}
     assert manifests["int8"].precision == "int8" and manifests["fp16"].precision == "fp16"
@@ -65,6 +67,8 @@ def test_quick_image_sweep(recipe_runs, fid_extractors):
     assert [t.name for t in manifests["prune50-int8"].techniques] == [
         "train", "prune_channels", "finetune", "quantize", "export"]
 
+    _litert_bundles_match_their_onnx_reference(bundles, manifests)
+
     data = _tables_trace_to_rows(tmp_path / "runs" / "dcgan-digits-sweep" / "results.json")
     assert sorted({r["seed"] for r in data["rows"]}) == [0, 1, 2]
     assert {"int8", "qat-int8"} <= set(data["summary"])  # PTQ and QAT in the same table
@@ -74,6 +78,28 @@ def test_quick_image_sweep(recipe_runs, fid_extractors):
     assert "| prune50 |" in md and "Memory (paper Table 4)" in md
     assert list((tmp_path / "mlruns").glob("*/*/metrics/prune50.fid"))  # tracked in MLflow
     _serves_every_bundle(bundles)
+
+
+def _litert_bundles_match_their_onnx_reference(bundles: list[Path], manifests: dict) -> None:
+    """The LiteRT points: .tflite graphs run by LiteRT, validated against PyTorch at export, and
+    the FP32 one draws the baseline ONNX bundle's seeded images (the same model) within 1e-4."""
+    from edge_app.config import Config
+    from edge_app.runtime import load_model
+
+    for point, precision in (("litert", "fp32"), ("litert-int8", "int8")):
+        m = manifests[point]
+        assert (m.graph.runtime, m.model_file, m.precision) == ("litert", "model.tflite",
+                                                                precision)
+        assert [t.name for t in m.techniques] == ["train", "litert", "export"]
+        assert m.techniques[2].params["format"] == "tflite" and m.metrics["quality"]["fid"] > 0
+    assert manifests["litert-int8"].techniques[1].params["graph"] == "subpixel"
+    assert "timings" in manifests["litert"].techniques[1].params
+    by_name = {p.name.removeprefix("dcgan-digits-sweep").lstrip("-") or "baseline": p
+               for p in bundles}
+    models = {k: load_model(load_bundle(by_name[k]), Config(), placement=False)
+              for k in ("baseline", "litert")}
+    onnx, tflite = (models[k].generate(8, seed=11) for k in ("baseline", "litert"))
+    assert np.max(np.abs(onnx - tflite)) <= 1e-4
 
 
 def test_beta_vae_recipe_reports_ssim_and_serves_the_decoder(recipe_runs, fid_extractors):

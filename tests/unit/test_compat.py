@@ -11,7 +11,7 @@ import pytest
 
 from edge_app.bundle import BundleError, load_bundle
 from edge_app.runtime import open_session
-from edge_app.compat import (CompatError, bundle_needs, max_opset, min_onnxruntime,
+from edge_app.compat import (CompatError, bundle_needs, litert_refusal, max_opset, min_onnxruntime,
                              parse_version, refusal)
 from fleet.companion import ort_web_runtime
 from fleet.images import wheel_runtime
@@ -84,3 +84,47 @@ def test_class_runtimes_come_from_what_the_image_and_the_phone_carry(tmp_path):
     assert wheel_runtime(tmp_path, "onnxruntime") == ""
     package, version = ort_web_runtime().split(" ")
     assert package == "onnxruntime-web" and max_opset(version) >= 18
+
+
+def test_litert_bundles_are_judged_by_the_litert_they_need(bundle_copy, tmp_path):
+    assert litert_refusal("gen-int8", "2.3.0", "2.3.0") is None
+    assert litert_refusal("gen-int8", "2.3.0", "") == (
+        "bundle gen-int8 is a LiteRT graph (ai-edge-litert >= 2.3.0); this class has no LiteRT: "
+        "install edgegen[litert], or serve the model's ONNX bundle")
+    assert "runs 1.4.0: update it" in litert_refusal("gen-int8", "2.3.0", "1.4.0")
+
+    # A deploy checks them against the image's LiteRT label; the phone has none.
+    from fleet.deploy import DeployError, _check_bundles, with_runtimes
+
+    data = json.loads((bundle_copy / "manifest.json").read_text())
+    data["graph"] = {**{k: data["graph"][k] for k in ("inputs", "outputs")},
+                     "runtime": "litert", "min_litert": "2.3.0"}
+    (bundle_copy / "model.onnx").rename(bundle_copy / "model.tflite")  # the checker reads JSON
+    data["files"] = {"model.tflite": data["files"]["model.onnx"]}
+    data["model_file"] = "model.tflite"
+    (bundle_copy / "manifest.json").write_text(json.dumps(data))
+    hosts = {"pi-1": {"edgegen_bundles": [bundle_copy.name]}}
+    assert with_runtimes(hosts, bundle_copy.parent)["pi-1"]["edgegen_litert"] is True
+    assert "edgegen_litert" not in with_runtimes({"pi-1": {"edgegen_bundles": ["none"]}},
+                                                 bundle_copy.parent)["pi-1"]
+    _check_bundles("pi", hosts, bundle_copy.parent, print, "onnxruntime 1.20.0",
+                   "ai-edge-litert 2.3.0")
+    _check_bundles("pi", hosts, bundle_copy.parent, print, "", None)  # unknown: not checked
+    with pytest.raises(DeployError, match="class pi has no LiteRT: rebuild its image"):
+        _check_bundles("pi", hosts, bundle_copy.parent, print, "onnxruntime 1.20.0", "")
+
+
+def test_a_litert_manifest_names_its_runtime_and_needs_no_opset(manifest):
+    from edge_app.schema import Obj, graph_spec
+
+    graph = {"inputs": [{"name": "z", "dtype": "float32", "shape": ["batch", 8]}],
+             "outputs": [{"name": "image", "dtype": "float32", "shape": ["batch", 1, 4, 4]}]}
+    spec = graph_spec(Obj({**graph, "runtime": "litert", "min_litert": "2.3.0"}, "", "m.json"))
+    assert (spec.runtime, spec.min_litert, spec.opset) == ("litert", "2.3.0", 0)
+    with pytest.raises(BundleError, match="needs 'graph.min_litert'"):
+        graph_spec(Obj({**graph, "runtime": "litert"}, "", "m.json"))
+    with pytest.raises(BundleError, match="'graph.min_litert' must be a version"):
+        graph_spec(Obj({**graph, "runtime": "litert", "min_litert": "new"}, "", "m.json"))
+    with pytest.raises(BundleError, match="runtime"):
+        graph_spec(Obj({**graph, "runtime": "tensorflow", "opset": 18}, "", "m.json"))
+    assert manifest.graph.runtime == "onnxruntime"  # bundles before LiteRT: unchanged

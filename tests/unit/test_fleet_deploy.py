@@ -86,7 +86,12 @@ def test_image_requirements_come_from_pyproject():
     reqs = serve_requirements("onnxruntime-gpu")
     assert "onnxruntime-gpu" in reqs and "onnxruntime" not in reqs
     assert {"numpy", "pyyaml", "flask", "gunicorn"} <= set(reqs) and "tokenizers" not in reqs
-    assert "torch" not in reqs
+    assert "torch" not in reqs and "ai-edge-litert" not in reqs
+    # a class serving LiteRT bundles: its image carries LiteRT too, in a wheelhouse of its own
+    assert "ai-edge-litert" in serve_requirements("onnxruntime", litert=True)
+    litert = ImageSpec.from_settings("pi", {**device_class("pi"), "edgegen_litert": True})
+    assert litert.wheelhouse_name == "edge-arm64-onnxruntime-litert"
+    assert ImageSpec.from_settings("pi", device_class("pi")).litert is False
 
 
 def test_archive_checksum_is_verified(tmp_path):

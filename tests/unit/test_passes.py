@@ -31,6 +31,16 @@ def test_unknown_pass_and_parameters_are_refused():
         make_config("prune_channels", {"amount": 0.5})
     with pytest.raises(RecipeError, match=r"ratio must be within \[0.1, 0.9\], got 0.95"):
         make_config("prune_channels", {"ratio": 0.95})
+    # litert: image generators only, its precisions and graphs named
+    with pytest.raises(RecipeError, match=r"precision must be one of \['fp32', 'fp16', 'int8'\]"):
+        make_config("litert", {"precision": "int4"})
+    with pytest.raises(RecipeError, match=r"graph must be one of"):
+        make_config("litert", {"graph": "onnx"})
+    from optimizer.families.gpt2 import FAMILY as GPT2
+    from optimizer.passes import plan
+
+    with pytest.raises(RecipeError, match="litert"):
+        plan(({"pass": "litert"},), GPT2, "points[x]")
 
 
 # ----------------------------------------------------------------- prune_channels
