@@ -169,8 +169,12 @@ WHEEL_PLATFORM ?= manylinux_2_28_x86_64
 WHEELHOUSE ?= build/wheelhouse/linux-amd64
 wheelhouse: $(RUN_STAMP) ## download wheels for the optimizer image into build/wheelhouse/
 	$(BIN)/pip download --quiet --dest $(WHEELHOUSE) --only-binary=:all: \
-	    --platform $(WHEEL_PLATFORM) --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	    --platform $(WHEEL_PLATFORM) --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+	    --platform manylinux2014_x86_64 \
 	    --python-version 3.11 -c constraints.txt $$(grep -E '^[A-Za-z]' constraints.txt) setuptools
+	$(BIN)/pip download --quiet --dest $(WHEELHOUSE) --only-binary=:all: --no-deps \
+	    --platform $(WHEEL_PLATFORM) --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+	    --platform manylinux2014_x86_64 --python-version 3.11 -r litert-build.txt
 
 image-optimizer: wheelhouse ## build the optimizer image (needs a Docker engine)
 	docker build --network host -f images/optimizer/Dockerfile --build-arg EDGEGEN_VERSION=$(VERSION) \

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
+import importlib.util
 import io
 import statistics
 import time
@@ -73,6 +74,16 @@ class Config:
                 self.timing_repeats < 1:
             raise ValueError("calibration_samples must be >= 16, validation_samples and "
                              "timing_repeats >= 1")
+
+
+def check(cfg: Config, family) -> None:
+    """The converter stack is there, before any training (it is not in the locked extras)."""
+    missing = [m for m in ("litert_torch", "ai_edge_quantizer", "ai_edge_litert")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RecipeError(f"pass 'litert' needs the LiteRT converter stack ({', '.join(missing)} "
+                          f"missing): `pip install --no-deps -r litert-build.txt` and "
+                          f"edgegen[litert], as `make venv` does")
 
 
 def params(cfg: Config) -> dict:

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 
@@ -248,3 +249,63 @@ def test_bench_on_a_device_without_the_server_says_deploy_first(fleet, tmp_path)
     assert "jetson-sim: no running edgegen-not-deployed container on jetson-sim: deploy first " \
            "(make deploy DEVICE=jetson)" in result.stdout
     assert "1 of 1 device(s) failed: jetson-sim" in result.stdout
+
+
+ARM64_LITERT = """
+import json, sys
+import numpy as np
+from edge_app.bundle import load_bundle
+from edge_app.config import Config
+from edge_app.runtime import load_model
+model = load_model(load_bundle(sys.argv[1]), Config())
+images = model.generate(4, seed=7)
+print(json.dumps({"runtime": model.runtime, "placement": model.placement,
+                  "images": images.tolist()}))
+"""
+
+
+def test_the_pi_image_runs_litert_bundles_on_arm64(fleet, dcgan_bundle, tmp_path):
+    """LiteRT on arm64 (under qemu: correctness only, not Pi timings): the Pi's own image with
+    the arm64 wheels a LiteRT class's image adds (fetched by fleet.images, as a build would)
+    draws the seeded images of the tiny DCGAN's FP32 and INT8 LiteRT bundles; they match its
+    ONNX bundle run here."""
+    from edge_app.bundle import load_bundle
+    from edge_app.config import Config
+    from edge_app.runtime import load_model
+    from fleet.images import LITERT_PACKAGE, constraints, fetch_wheels
+    from optimizer.families.dcgan import FAMILY as DCGAN
+    from optimizer.families import Subject
+    from optimizer.passes import apply
+
+    from ..conftest import write_litert_bundle
+
+    checkpoint = dcgan_bundle.parent / "runs" / "tiny-dcgan" / "seed0" / "baseline.pt"
+    source = fleet.bundles / "tiny-dcgan"
+    bundles = {}
+    for precision in ("fp32", "int8"):
+        out = apply("litert", {"precision": precision, "timing_repeats": 3},
+                    Subject(DCGAN.load_checkpoint(checkpoint)), DCGAN, tmp_path / precision)
+        bundles[precision] = write_litert_bundle(source, out, tmp_path / "bundles")
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    (tmp_path / "constraints.txt").write_text(constraints(()))
+    fetch_wheels(wheels, [LITERT_PACKAGE], "linux/arm64", ["3.11"],
+                 constraints_file=tmp_path / "constraints.txt")
+    for wheel in wheels.glob("*.whl"):  # the image has numpy; pip is not kept in it
+        if not wheel.name.startswith("numpy-"):
+            shutil.unpack_archive(wheel, site, "zip")
+    image = f"edgegen-edge:{__version__}-pi-arm64"
+    reference = load_model(load_bundle(source), Config(), placement=False).generate(4, seed=7)
+    for precision, bundle in bundles.items():
+        out = json.loads(ok(run_cmd([
+            # root: the test's directories are private to this machine's user
+            "docker", "run", "--rm", "--platform", "linux/arm64", "--network", "none", "--user",
+            "0:0",
+            "-v", f"{site}:/site:ro", "-v", f"{bundle}:/bundles/{bundle.name}:ro",
+            "-e", "PYTHONPATH=/site", "--entrypoint", "/opt/edgegen/bin/python", image, "-c",
+            ARM64_LITERT, f"/bundles/{bundle.name}"])).strip().splitlines()[-1])
+        assert out["runtime"] == "LiteRT-XNNPACK" and out["placement"].get("XNNPACK"), out
+        images = np.asarray(out["images"], np.float32)
+        if precision == "fp32":
+            assert np.max(np.abs(images - reference)) <= 1e-4
+        else:
+            assert 10 * np.log10(4.0 / np.mean((images - reference) ** 2)) >= 20
