@@ -35,10 +35,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import __version__
-from .litert import litert_version
 from .benchrun import exclusive, now, start_background, status
 from .bundle import MANIFEST, BundleError, Manifest, load_bundle
 from .config import ConfigError, load_config
+from .litert import litert_version
 from .power import NO_SENSOR, PowerSampler, SensorError, detect
 from .system import cpu_info, memory
 from .workload import Workload, add_workload_args, workload_from_args

@@ -112,6 +112,7 @@ class LiteRTSession:
             raise
         except (ValueError, RuntimeError) as exc:  # the interpreter's own refusals
             raise LiteRTError(str(exc).strip().splitlines()[0][:300]) from None
+        self._output_tensors = [int(d["index"]) for d in outs.values()]
         self._inputs = [_Edge.of(n, d) for n, d in ins.items()]
         self._outputs = {n: _Edge.of(n, d) for n, d in outs.items()}
         for edge in (*self._inputs, *self._outputs.values()):
@@ -130,12 +131,27 @@ class LiteRTSession:
         return [PROVIDER]
 
     def placement(self) -> dict[str, int]:
-        """Ops per kernel provider: those the XNNPACK delegate took (each delegated subgraph
-        counts as one op, as ONNX Runtime counts a fused TensorRT subgraph) and the rest. The
-        delegate is applied when tensors are first allocated: ask after the first run."""
-        ops = Counter("XNNPACK" if d["op_name"] == "DELEGATE" else "LiteRT CPU"
-                      for d in self._interpreter._get_ops_details())
-        return dict(sorted(ops.items()))
+        """Ops per kernel provider in what runs: delegated partitions (XNNPACK; each counts as
+        one op, as ONNX Runtime counts a fused TensorRT subgraph) and the ops left to LiteRT's
+        own CPU kernels. The interpreter still lists the ops a delegate replaced, so what runs
+        is walked back from the outputs, a delegate producing a tensor before any op it
+        replaced. The delegate is applied when tensors are first allocated: ask after a run."""
+        ops = self._interpreter._get_ops_details()
+        producer: dict[int, dict] = {}
+        for op in ops:
+            for tensor in op["outputs"]:
+                if int(tensor) not in producer or op["op_name"] == "DELEGATE":
+                    producer[int(tensor)] = op
+        counts: Counter = Counter()
+        todo, seen = list(self._output_tensors), set()
+        while todo:
+            op = producer.get(todo.pop())
+            if op is None or op["index"] in seen:
+                continue
+            seen.add(op["index"])
+            counts["XNNPACK" if op["op_name"] == "DELEGATE" else "LiteRT CPU"] += 1
+            todo += [int(t) for t in op["inputs"] if t >= 0]
+        return dict(sorted(counts.items()))
 
     def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray]) -> list:
         """The named outputs for a batch of feeds (every input, same leading size), item by

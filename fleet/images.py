@@ -217,7 +217,8 @@ def wheelhouse(spec: ImageSpec, log=print) -> Path:
     _write_if_changed(out / "requirements-nodeps.txt",
                       ("\n".join(NODEPS_REQUIREMENTS) + "\n").encode())
     _write_if_changed(out / "constraints.txt", constraints(spec.pins).encode())
-    _write_if_changed(out / "install-venv.sh", (REPO / "images" / "install-venv.sh").read_bytes())
+    for name in ("install-venv.sh", "litert-keep.txt"):
+        _write_if_changed(out / name, (REPO / "images" / name).read_bytes())
     fetch_wheels(out, requirements, spec.platform, spec.pythons, nodeps=NODEPS_REQUIREMENTS,
                  extra_index_url=spec.extra_index_url, find_links=spec.find_links,
                  constraints_file=out / "constraints.txt", built_here=("edgegen-*.whl",), log=log)

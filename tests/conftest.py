@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -260,20 +259,3 @@ def companion_apk(android_sdk, ort_web_dir, dcgan_bundle, gpt2_bundle, llama_bun
     assert run.returncode == 0, run.stdout + run.stderr
     return out / "edgegen-companion.apk"
 
-
-def write_litert_bundle(source: Path, subject, out_dir: Path) -> Path:
-    """A LiteRT bundle of the model behind the image bundle `source`: its manifest with the
-    LiteRT graph the `litert` pass made (`subject`) in place of the ONNX one."""
-    from edge_app.bundle import write_bundle
-    from optimizer.graphs import graph_needs
-
-    manifest = json.loads((source / "manifest.json").read_text())
-    graph = {k: manifest["graph"][k] for k in ("inputs", "outputs")}
-    name = f"{manifest['name']}-litert-{subject.precision}"
-    meta = {**{k: v for k, v in manifest.items() if k not in ("files", "schema_version")},
-            "name": name, "precision": subject.precision, "model_file": "model.tflite",
-            "graph": {**graph, **graph_needs(subject.graph)},
-            "techniques": [*(t for t in manifest["techniques"] if t["name"] != "export"),
-                           {"name": "litert", "params": subject.info},
-                           {"name": "export", "params": {"format": "tflite"}}]}
-    return write_bundle(out_dir / name, meta, {"model.tflite": subject.graph}).path

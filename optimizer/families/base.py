@@ -36,7 +36,7 @@ class Subject:
     """What flows through a point's pass chain."""
 
     model: Any  # the family's PyTorch model (for graph passes: the model the graph came from)
-    graph: Path | None = None  # the current ONNX graph, once the chain reached the graph stage
+    graph: Path | None = None  # the current graph file (.onnx, or .tflite), from the graph stage on
     precision: str = "fp32"  # of the graph: fp32 | fp16 | int8 | int4
     runtime: str = "onnxruntime"  # what runs the graph: onnxruntime (.onnx) or litert (.tflite)
     info: dict = field(default_factory=dict)  # what the last pass measured (manifest technique)

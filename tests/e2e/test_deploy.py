@@ -266,26 +266,20 @@ print(json.dumps({"runtime": model.runtime, "placement": model.placement,
 
 def test_the_pi_image_runs_litert_bundles_on_arm64(fleet, dcgan_bundle, tmp_path):
     """LiteRT on arm64 (under qemu: correctness only, not Pi timings): the Pi's own image with
-    the arm64 wheels a LiteRT class's image adds (fetched by fleet.images, as a build would)
-    draws the seeded images of the tiny DCGAN's FP32 and INT8 LiteRT bundles; they match its
-    ONNX bundle run here."""
+    the arm64 wheels a LiteRT class's image adds (fetched by fleet.images and pruned to the
+    interpreter, as an image build does) draws the seeded images of the tiny DCGAN's FP32 and
+    INT8 LiteRT bundles; they match its ONNX bundle run here."""
     from edge_app.bundle import load_bundle
     from edge_app.config import Config
     from edge_app.runtime import load_model
     from fleet.images import LITERT_PACKAGE, constraints, fetch_wheels
-    from optimizer.families.dcgan import FAMILY as DCGAN
-    from optimizer.families import Subject
-    from optimizer.passes import apply
 
-    from ..conftest import write_litert_bundle
+    from .. import litert_graphs
 
     checkpoint = dcgan_bundle.parent / "runs" / "tiny-dcgan" / "seed0" / "baseline.pt"
     source = fleet.bundles / "tiny-dcgan"
-    bundles = {}
-    for precision in ("fp32", "int8"):
-        out = apply("litert", {"precision": precision, "timing_repeats": 3},
-                    Subject(DCGAN.load_checkpoint(checkpoint)), DCGAN, tmp_path / precision)
-        bundles[precision] = write_litert_bundle(source, out, tmp_path / "bundles")
+    bundles = {precision: Path(path) for precision, path in json.loads(litert_graphs.run(
+        "bundles", str(checkpoint), str(source), str(tmp_path))).items()}
     wheels, site = tmp_path / "wheels", tmp_path / "site"
     (tmp_path / "constraints.txt").write_text(constraints(()))
     fetch_wheels(wheels, [LITERT_PACKAGE], "linux/arm64", ["3.11"],
@@ -293,6 +287,10 @@ def test_the_pi_image_runs_litert_bundles_on_arm64(fleet, dcgan_bundle, tmp_path
     for wheel in wheels.glob("*.whl"):  # the image has numpy; pip is not kept in it
         if not wheel.name.startswith("numpy-"):
             shutil.unpack_archive(wheel, site, "zip")
+    keep = (REPO / "images/litert-keep.txt").read_text().split()  # as images/install-venv.sh
+    for path in (site / "ai_edge_litert").iterdir():
+        if path.name not in keep:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     image = f"edgegen-edge:{__version__}-pi-arm64"
     reference = load_model(load_bundle(source), Config(), placement=False).generate(4, seed=7)
     for precision, bundle in bundles.items():

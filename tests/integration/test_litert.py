@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from edge_app.bundle import BundleError, load_bundle, write_bundle
 from edge_app.config import Config
@@ -21,38 +20,27 @@ from edge_app.latent import normal_latents
 from edge_app.litert import LiteRTError, LiteRTSession, litert_version
 from edge_app.runtime import load_model
 
+from .. import litert_graphs
 from ..conftest import REPO, free_port
 
 pytestmark = pytest.mark.integration
-LATENT = 16
+LATENT = litert_graphs.LATENT
 
 
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory):
     """A small random DCGAN generator (its BatchNorm statistics made non-trivial), as an ONNX
-    bundle and as LiteRT FP32, FP16 and INT8 graphs from the optimizer's own code."""
+    bundle and as LiteRT FP32, FP16 and INT8 graphs from the optimizer's own code (converted
+    in a process of their own: tests/litert_graphs.py)."""
     from optimizer.families.image import export_generator, image_manifest_sections
     from optimizer.graphs import graph_needs
-    from optimizer.models.dcgan import DCGANConfig, Generator
-    from optimizer.passes import litert, subpixel
 
-    torch.manual_seed(0)
-    gen = Generator(DCGANConfig(latent_dim=LATENT, image_size=32, channels=1, ngf=8, ndf=8))
-    gen.train()
-    with torch.no_grad():  # running statistics of real activations, then eval mode
-        for _ in range(4):
-            gen(torch.randn(32, LATENT))
-    gen.eval()
     root = tmp_path_factory.mktemp("litert")
+    litert_graphs.run("tiny", str(root))
+    gen = litert_graphs.load_tiny(root)
     onnx_path = root / "model.onnx"
     export_generator(gen, onnx_path)
-    fp32 = litert.convert(gen, LATENT, root / "fp32.tflite")
-    graphs = {"fp32": fp32,
-              "fp16": litert.quantize(fp32, root / "fp16.tflite", "fp16", None),
-              "int8": litert.quantize(litert.convert(subpixel.rewrite(gen), LATENT,
-                                                     root / "sub.tflite"),
-                                      root / "int8.tflite", "int8",
-                                      normal_latents(0, 64, LATENT))}
+    graphs = {p: root / f"{p}.tflite" for p in ("fp32", "fp16", "int8")}
 
     def bundle(name: str, path: Path) -> Path:
         sections = image_manifest_sections(gen, graph_needs(path))
