@@ -36,6 +36,11 @@ class LiteRTError(RuntimeError):
     """The graph cannot be opened or run in LiteRT; the message says why, in one line."""
 
 
+def is_litert_graph(path: Path | str) -> bool:
+    """A graph file LiteRT runs (.tflite), where ONNX Runtime runs the others."""
+    return Path(path).suffix == ".tflite"
+
+
 def litert_version() -> str:
     """The ai-edge-litert release this process can import ("2.3.0"); "" where it cannot."""
     try:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_app.latent import normal_latents
+from edge_app.litert import LiteRTSession, is_litert_graph
 
 from .errors import OptimizerError
 
@@ -144,9 +145,7 @@ class GraphGenerator:
     seeded latents -> images in [-1, 1]."""
 
     def __init__(self, path: Path, latent_dim: int):
-        if Path(path).suffix == ".tflite":
-            from edge_app.litert import LiteRTSession
-
+        if is_litert_graph(path):
             self.session = LiteRTSession(path)
         else:
             self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -169,7 +168,7 @@ def peak_ram(path: Path, latent_dim: int, batch: int = 16) -> dict:
     buffers add. (Not ru_maxrss: Linux carries it across exec, so a child started from this
     torch-laden process would report the parent's peak.)
     """
-    runtime = "LiteRT" if Path(path).suffix == ".tflite" else "ONNX Runtime"
+    runtime = "LiteRT" if is_litert_graph(path) else "ONNX Runtime"
     return {**rss_probe(["image", str(path), str(latent_dim), str(batch)]), "batch": batch,
             "method": f"VmHWM of a fresh {runtime} process"}
 

@@ -4,8 +4,6 @@ quantized graph keep a tied embedding once."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -239,10 +237,9 @@ def graph_needs(path) -> dict:
     which a deploy checks against each device class's runtime. A LiteRT graph (.tflite) needs
     the ai-edge-litert release that validated it, or a newer one."""
     from edge_app.compat import min_onnxruntime
+    from edge_app.litert import is_litert_graph, litert_version
 
-    if Path(path).suffix == ".tflite":
-        from edge_app.litert import litert_version
-
+    if is_litert_graph(path):
         return {"runtime": "litert", "min_litert": litert_version()}
     model = onnx.load(str(path), load_external_data=False)
     opset = _default_opset(model)

@@ -15,19 +15,22 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_app.litert import LiteRTSession, is_litert_graph
 from edge_app.system import memory
 
-if sys.argv[1:2] == ["image"] and sys.argv[2].endswith(".tflite"):
-    from edge_app.litert import LiteRTSession as _Session
+# ONNX Runtime is imported before the baseline is read (LiteRT's interpreter loads with its
+# first session, so its library counts in model_rss_bytes).
+if sys.argv[1:2] == ["image"] and is_litert_graph(sys.argv[2]):
+    open_image_graph = LiteRTSession
 else:
     import onnxruntime as ort
 
+    def open_image_graph(model: str):
+        return ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+
 
 def run_image(model: str, latent_dim: str, batch: str) -> None:
-    if model.endswith(".tflite"):
-        session = _Session(model)
-    else:
-        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    session = open_image_graph(model)
     z = np.zeros((int(batch), int(latent_dim)), np.float32)
     for _ in range(3):
         session.run(None, {"z": z})
