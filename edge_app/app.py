@@ -7,12 +7,11 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import onnxruntime
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
 from . import __version__, admin, api, auth, completions, errors, health, metrics  # noqa: F401
-from . import chat_api, companion, playground  # noqa: F401 (routes)
+from . import chat_api, companion, onnxrt, playground  # noqa: F401 (routes)
 from .admission import Admission
 from .auth import Throttle
 from .config import Config, load_config
@@ -45,7 +44,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None,
 
     stats = metrics.Metrics(CollectorRegistry())
     stats.device_info.labels(**device_facts(Path("/"), cfg.device_class,
-                                            onnxruntime.get_available_providers())).set(1)
+                                            onnxrt.available_providers())).set(1)
     api_keys = cfg.all_api_keys()
     current = _run_state(run_state)
     app.extensions[KEY] = ServerState(
@@ -57,7 +56,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None,
         api_keys=api_keys, admin_keys=cfg.all_admin_keys(api_keys))
 
     errors.init_app(app)
-    metrics.init_app(app, stats, {"edgegen": __version__, "onnxruntime": onnxruntime.__version__},
+    metrics.init_app(app, stats, {"edgegen": __version__, "onnxruntime": onnxrt.version()},
                      sensors_root=cfg.power_root)
     auth.init_app(app)  # after metrics: refused requests are counted too
     health.init_app(app)  # after auth: "loading" to a client with a key only

@@ -144,7 +144,7 @@ def run_worker(bundle_dir: str, w: Workload, sensor_name: str, sensor_root: str,
 
 
 def _method(w: Workload, sensor, baseline_w: float | None, repeats: int) -> dict:
-    import onnxruntime
+    from . import onnxrt
 
     return {
         "tool": f"edgegen {__version__} (python -m edge_app bench)",
@@ -155,8 +155,8 @@ def _method(w: Workload, sensor, baseline_w: float | None, repeats: int) -> dict
                   {"sensor": None, "note": NO_SENSOR}),
         "latency": "time.perf_counter around each run; p95 by nearest rank",
         "peak_rss": "VmHWM of a fresh process per bundle and repeat",
-        "runtime": {"onnxruntime": onnxruntime.__version__,
-                    "available_providers": onnxruntime.get_available_providers(),
+        "runtime": {"onnxruntime": onnxrt.version(),
+                    "available_providers": onnxrt.available_providers(),
                     **({"ai-edge-litert": litert_version()} if litert_version() else {}),
                     "python": platform.python_version()},
         "cpu": cpu_info(),

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from .bundle import Bundle, BundleError, load_bundle
 from .compat import bundle_needs, litert_refusal, refusal
 from .config import Config, ConfigError
 from .latent import normal_latents
 from .litert import LiteRTError, LiteRTSession, litert_version
+from .onnxrt import missing, ort
 from .tensorrt import TRT, engine_dir, is_qdq, tensorrt_version, trt_profile
 from .textgen import ServedModel, TextModel, session_options
 
@@ -41,7 +41,14 @@ class ProviderError(ConfigError):
 
 def provider_chain(requested: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
     """(providers to try in order, notes on those skipped): the requested chain (or `auto`)
-    filtered to what this ONNX Runtime build has, always ending with CPU."""
+    filtered to what this ONNX Runtime build has, always ending with CPU. A server without ONNX
+    Runtime (LiteRT bundles only) has no chain; naming providers there is refused."""
+    if ort is None:
+        if requested:
+            raise ProviderError(f"execution providers {list(requested)} are configured, but this "
+                                f"server has no ONNX Runtime (its image serves LiteRT bundles "
+                                f"only): remove execution_providers")
+        return [], []
     known, available = ort.get_all_providers(), ort.get_available_providers()
     unknown = [p for p in requested if p not in known]
     if unknown:
@@ -83,8 +90,8 @@ def load_stage(bundle: Bundle, config: Config) -> str:
     """What loading this bundle is doing, for /ready while it lasts (and the deploy's progress
     line): TensorRT's first engine build for a bundle takes minutes on a Jetson."""
     name = bundle.manifest.name
-    chain, _ = provider_chain(config.execution_providers)
-    if TRT not in chain or bundle.manifest.graph.runtime != "onnxruntime":
+    if bundle.manifest.graph.runtime != "onnxruntime" or \
+            TRT not in provider_chain(config.execution_providers)[0]:
         return f"loading {name}"
     engines = engine_dir(bundle, config)
     if engines.is_dir() and any(engines.glob("*.engine")):
@@ -103,6 +110,8 @@ def open_session(bundle: Bundle, threads: int = 0, config: Config | None = None,
     graph = bundle.manifest.graph
     if graph.runtime == "litert":
         return open_litert(bundle, threads)
+    if ort is None:
+        raise BundleError(f"bundle {bundle.path}: {missing(bundle.manifest.name)}")
     why = refusal(bundle.manifest.name, graph.opset, bundle_needs(bundle.manifest), "onnxruntime",
                   ort.__version__, graph.ir_version, who="this server")
     if why:  # said before ONNX Runtime's own "Unsupported model IR version" or opset error

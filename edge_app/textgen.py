@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
-import onnxruntime as ort
 
 from .bundle import Bundle, BundleError
 from .generation import TextGeneration
+from .onnxrt import ort
 
 
 class PromptTooLong(ValueError):

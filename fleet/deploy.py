@@ -37,19 +37,23 @@ def _wanted(hosts: dict[str, dict[str, Any]]) -> set[tuple[str, str]]:
 
 
 def with_runtimes(hosts: dict[str, dict[str, Any]], bundles_dir: Path) -> dict:
-    """The hosts' settings with edgegen_litert set when any bundle they serve or ship is a
-    LiteRT graph: their image then carries LiteRT (fleet/images.py), and only then."""
+    """The hosts' settings with the runtimes of the bundles they serve and ship: edgegen_litert
+    when any is a LiteRT graph, and edgegen_onnxruntime false when all are, so their image
+    carries those (fleet/images.py), no more. A bundle that cannot be read keeps ONNX Runtime
+    (_check_bundles says what is wrong with it)."""
     from edge_app.bundle import BundleError, read_manifest
 
     def runtime(name: str) -> str:
         try:
             return read_manifest(bundles_dir / name).graph.runtime
         except (BundleError, OSError):
-            return ""  # _check_bundles says what is wrong with it
+            return ""
 
-    if not any(runtime(name) == "litert" for name, _ in _wanted(hosts)):
+    runtimes = {runtime(name) for name, _ in _wanted(hosts)}
+    if "litert" not in runtimes:
         return hosts
-    return {host: {**s, "edgegen_litert": True} for host, s in hosts.items()}
+    return {host: {**s, "edgegen_litert": True, "edgegen_onnxruntime": runtimes != {"litert"}}
+            for host, s in hosts.items()}
 
 
 def _check_bundles(device_class: str, hosts: dict[str, dict[str, Any]], bundles_dir: Path,
@@ -57,11 +61,13 @@ def _check_bundles(device_class: str, hosts: dict[str, dict[str, Any]], bundles_
                    litert_fix: str = "rebuild its image (a deploy that builds it adds LiteRT "
                                      "for LiteRT bundles)") -> None:
     """Every bundle the hosts serve is built and loads on the class's `runtime` ("onnxruntime
-    1.32.0": its image's label, a phone's onnxruntime-web; "" = unknown, not checked), LiteRT
+    1.32.0": its image's label, a phone's onnxruntime-web; "" = unknown, not checked; "none" =
+    an image without ONNX Runtime, built for LiteRT bundles only), LiteRT
     bundles on its `litert` ("ai-edge-litert 2.3.0"; "" = the image has none; None = not
     known, not checked); a note for those of another precision than their class prefers."""
     from edge_app.bundle import BundleError, read_manifest
     from edge_app.compat import CompatError, bundle_needs, litert_refusal, refusal
+    from edge_app.onnxrt import missing
 
     for name, precision in sorted(_wanted(hosts)):
         manifest = bundles_dir / name / "manifest.json"
@@ -79,6 +85,9 @@ def _check_bundles(device_class: str, hosts: dict[str, dict[str, Any]], bundles_
                 fix=litert_fix)
             if why:
                 raise DeployError(why)
+        elif runtime == images.NO_RUNTIME:
+            raise DeployError(missing(name, f"class {device_class}'s image", "let the deploy "
+                                      "build the class's image (no --image or --archive)"))
         elif runtime:
             package, _, version = runtime.partition(" ")
             why = refusal(name, m.graph.opset, needs, package, version, m.graph.ir_version)

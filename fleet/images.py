@@ -51,6 +51,9 @@ WHEEL_PLATFORMS = {
 # The image label naming the ONNX Runtime build inside ("onnxruntime-gpu 1.23.0"): a deploy
 # checks each bundle's needs against it (edge_app/compat.py).
 RUNTIME_LABEL = "io.edgegen.onnxruntime"
+# The image of a class whose bundles are all LiteRT graphs has no ONNX Runtime: its label says
+# "none" ("" is an image that does not say).
+NO_RUNTIME = "none"
 # Its LiteRT ("ai-edge-litert 2.3.0"), in images of classes that serve LiteRT bundles only.
 LITERT_LABEL = "io.edgegen.litert"
 LITERT_PACKAGE = "ai-edge-litert"
@@ -59,14 +62,15 @@ LITERT_PACKAGE = "ai-edge-litert"
 NODEPS_REQUIREMENTS = ("tokenizers",)
 
 
-def serve_requirements(ort_package: str, litert: bool = False) -> list[str]:
-    """pyproject's dependencies plus its `serve` extra, with the class's ONNX Runtime build,
-    and its `litert` extra when the class serves LiteRT bundles."""
+def serve_requirements(ort_package: str | None, litert: bool = False) -> list[str]:
+    """pyproject's dependencies plus its `serve` extra, with the class's ONNX Runtime build
+    (none when `ort_package` is None), and its `litert` extra when the class serves LiteRT
+    bundles."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     names = project["dependencies"] + extras["serve"] + (extras["litert"] if litert else [])
     return [ort_package if n == "onnxruntime" else n for n in names
-            if n not in NODEPS_REQUIREMENTS]
+            if n not in NODEPS_REQUIREMENTS and (ort_package or n != "onnxruntime")]
 
 
 class ImageError(FleetError):
@@ -85,9 +89,16 @@ class ImageSpec:
     find_links: str = ""  # a controller directory of wheels the operator supplies
     pins: tuple[tuple[str, str], ...] = ()  # constraints.txt pins replaced for this class
     version: str = __version__
-    # LiteRT beside ONNX Runtime: set by a deploy when the class's bundles include LiteRT ones
-    # (edgegen_litert), so an image carries the runtimes its bundles need, no more
+    # The runtimes, set from the bundles the class serves and ships (fleet.deploy.with_runtimes),
+    # so an image carries those its bundles need, no more: LiteRT when any is a LiteRT graph
+    # (edgegen_litert), ONNX Runtime unless all are (edgegen_onnxruntime)
     litert: bool = False
+    onnxruntime: bool = True
+
+    def __post_init__(self):
+        if not (self.litert or self.onnxruntime):
+            raise ImageError(f"class {self.device_class!r}: an image needs a runtime "
+                             f"(edgegen_onnxruntime or edgegen_litert)")
 
     @property
     def arch(self) -> str:
@@ -98,14 +109,19 @@ class ImageSpec:
         """edge-<arch>-<ort package>, plus a digest of the class's pins when it has any: classes
         pinning different versions (an older ONNX Runtime) never share a wheelhouse, whose
         wheels (and SHA256SUMS) are then one consistent set, the image label's runtime too."""
-        base = f"edge-{self.arch}-{self.ort_package}" + ("-litert" if self.litert else "")
+        runtimes = [self.ort_package] * self.onnxruntime + ["litert"] * self.litert
+        base = "-".join([f"edge-{self.arch}", *runtimes])
         if not self.pins:
             return base
         return f"{base}-{hashlib.sha256(repr(self.pins).encode()).hexdigest()[:8]}"
 
     @property
     def tag(self) -> str:
-        return f"{IMAGE_NAME}:{self.version}-{self.device_class}-{self.arch}"
+        """edgegen-edge:<version>-<class>-<arch>, then the runtimes when they are not ONNX
+        Runtime alone: `-ort-litert` (both), `-litert` (LiteRT only)."""
+        runtimes = ["ort"] * self.onnxruntime + ["litert"] * self.litert
+        suffix = "" if runtimes == ["ort"] else "-" + "-".join(runtimes)
+        return f"{IMAGE_NAME}:{self.version}-{self.device_class}-{self.arch}{suffix}"
 
     @classmethod
     def for_hosts(cls, device_class: str, hosts: dict[str, dict[str, Any]]) -> "ImageSpec":
@@ -140,7 +156,8 @@ class ImageSpec:
                    tuple(str(p) for p in pythons), str(settings.get("edgegen_extra_index_url", "")),
                    str(settings.get("edgegen_find_links") or ""),
                    tuple(sorted((str(k).lower(), str(v)) for k, v in pins.items())),
-                   litert=bool(settings.get("edgegen_litert")))
+                   litert=bool(settings.get("edgegen_litert")),
+                   onnxruntime=bool(settings.get("edgegen_onnxruntime", True)))
 
 
 @dataclass(frozen=True)
@@ -211,8 +228,12 @@ def wheelhouse(spec: ImageSpec, log=print) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     _edgegen_wheel(out, pip)
-    _companion_files(out / "web", log)
-    requirements = serve_requirements(spec.ort_package, spec.litert)
+    if spec.onnxruntime:
+        _companion_files(out / "web", log)
+    else:  # the companion page runs ONNX graphs (onnxruntime-web): none for LiteRT-only classes
+        shutil.rmtree(out / "web", ignore_errors=True)
+    requirements = serve_requirements(spec.ort_package if spec.onnxruntime else None,
+                                      spec.litert)
     _write_if_changed(out / "requirements.txt", ("\n".join(requirements) + "\n").encode())
     _write_if_changed(out / "requirements-nodeps.txt",
                       ("\n".join(NODEPS_REQUIREMENTS) + "\n").encode())
@@ -461,14 +482,16 @@ def build(spec: ImageSpec, log=print) -> str:
     context = wheelhouse(spec, log)
     log(f"building {spec.tag} ({spec.platform}, FROM {spec.base_image})")
     litert = wheel_runtime(context, LITERT_PACKAGE) if spec.litert else ""
+    runtime = wheel_runtime(context, spec.ort_package) if spec.onnxruntime else NO_RUNTIME
     _run(["docker", "build", "--network", "host", "--platform", spec.platform, "--quiet",
           "-f", str(spec.dockerfile), "-t", spec.tag,
-          "--label", f"{RUNTIME_LABEL}={wheel_runtime(context, spec.ort_package)}",
+          "--label", f"{RUNTIME_LABEL}={runtime}",
           "--label", f"{LITERT_LABEL}={litert}",
           "--build-arg", f"BASE_IMAGE={spec.base_image}",
           "--build-arg", f"EDGEGEN_VERSION={spec.version}",
           "--build-arg", f"DEVICE_CLASS={spec.device_class}",
-          "--build-arg", f"ORT_PACKAGE={spec.ort_package}", str(context)],
+          "--build-arg", f"ORT_PACKAGE={spec.ort_package if spec.onnxruntime else NO_RUNTIME}",
+          str(context)],
          f"docker build {spec.tag}", capture_output=True)
     return image_id(spec.tag)
 

@@ -34,24 +34,35 @@ def simdevice(arch: str) -> list[str]:
             "-t", SIM_IMAGE.format(arch=arch), str(SIM_DOCKERFILE_DIR)]
 
 
-def image_inventory(directory: Path) -> Path:
-    """An inventory with the simulated devices' image settings only (fleet images reads those)."""
-    path = directory / "images-inventory.yml"
+def image_inventory(directory: Path, extra: dict | None = None, name: str = "images") -> Path:
+    """An inventory with the simulated devices' image settings only (fleet images reads those),
+    and `extra` host vars."""
+    path = directory / f"{name}-inventory.yml"
     path.write_text(yaml.safe_dump({"all": {"children": {
-        sim.device_class: {"hosts": {name: dict(sim.image_vars)}}
-        for name, sim in SIMS.items()}}}))
+        sim.device_class: {"hosts": {host: {**sim.image_vars, **(extra or {})}}}
+        for host, sim in SIMS.items()}}}))
     return path
+
+
+# The image of a Pi class whose bundles are all LiteRT graphs (what fleet.deploy.with_runtimes
+# sets for one): LiteRT and no ONNX Runtime (tests/e2e/test_deploy.py).
+LITERT_ONLY = {"edgegen_litert": True, "edgegen_onnxruntime": False}
 
 
 def steps(group: str, workdir: Path) -> list[tuple[str, list[str]]]:
     if group == "fleet":
         inventory, out = image_inventory(workdir), []
+        litert = image_inventory(workdir, LITERT_ONLY, "litert")
         for name, sim in sorted(SIMS.items(), key=lambda s: s[1].arch != "arm64"):
             out += [(f"debootstrap base {sim.arch}", base(sim.arch)),
                     (f"simulated device {sim.arch}", simdevice(sim.arch)),
                     (f"edge image of {name} ({sim.device_class}, {sim.arch})",
                      [sys.executable, "-m", "fleet", "images", "--device", sim.device_class,
                       "--inventory", str(inventory)])]
+            if name == "pi-sim":  # while the base is arm64
+                out.append(("edge image of pi-sim for LiteRT bundles only",
+                            [sys.executable, "-m", "fleet", "images", "--device", "pi",
+                             "--inventory", str(litert)]))
         return out
     return [("debootstrap base amd64", base("amd64")),
             ("optimizer image", ["make", "--no-print-directory", "image-optimizer"])]

@@ -252,7 +252,7 @@ def test_bench_on_a_device_without_the_server_says_deploy_first(fleet, tmp_path)
 
 
 ARM64_LITERT = """
-import json, sys
+import importlib.util, json, sys
 import numpy as np
 from edge_app.bundle import load_bundle
 from edge_app.config import Config
@@ -260,50 +260,79 @@ from edge_app.runtime import load_model
 model = load_model(load_bundle(sys.argv[1]), Config())
 images = model.generate(4, seed=7)
 print(json.dumps({"runtime": model.runtime, "placement": model.placement,
-                  "images": images.tolist()}))
+                  "images": images.tolist(),
+                  "onnxruntime": importlib.util.find_spec("onnxruntime") is not None}))
 """
 
 
-def test_the_pi_image_runs_litert_bundles_on_arm64(fleet, dcgan_bundle, tmp_path):
-    """LiteRT on arm64 (under qemu: correctness only, not Pi timings): the Pi's own image with
-    the arm64 wheels a LiteRT class's image adds (fetched by fleet.images and pruned to the
-    interpreter, as an image build does) draws the seeded images of the tiny DCGAN's FP32 and
-    INT8 LiteRT bundles; they match its ONNX bundle run here."""
+def test_a_pi_class_serving_litert_bundles_only_gets_an_image_without_onnx_runtime(
+        fleet, dcgan_bundle, tmp_path):
+    """LiteRT on arm64 (under qemu: correctness only, not Pi timings). A Pi class serving the
+    tiny DCGAN's FP32 and INT8 LiteRT bundles gets, as a deploy builds it, an image with LiteRT
+    and without ONNX Runtime, under 300 MB (built beside the other tiers by tests/e2e/prebuild.py,
+    so from Docker's cache here). In it the bundles draw seeded images that match the ONNX
+    bundle run here, and its server serves both over HTTP."""
     from edge_app.bundle import load_bundle
     from edge_app.config import Config
     from edge_app.runtime import load_model
-    from fleet.images import LITERT_PACKAGE, constraints, fetch_wheels
+    from fleet.deploy import with_runtimes
+    from fleet.images import LITERT_LABEL, RUNTIME_LABEL, ImageSpec, build
+    from fleet.inventory import rollout_hosts
 
     from .. import litert_graphs
+    from ..conftest import free_port
 
     checkpoint = dcgan_bundle.parent / "runs" / "tiny-dcgan" / "seed0" / "baseline.pt"
     source = fleet.bundles / "tiny-dcgan"
     bundles = {precision: Path(path) for precision, path in json.loads(litert_graphs.run(
         "bundles", str(checkpoint), str(source), str(tmp_path))).items()}
-    wheels, site = tmp_path / "wheels", tmp_path / "site"
-    (tmp_path / "constraints.txt").write_text(constraints(()))
-    fetch_wheels(wheels, [LITERT_PACKAGE], "linux/arm64", ["3.11"],
-                 constraints_file=tmp_path / "constraints.txt")
-    for wheel in wheels.glob("*.whl"):  # the image has numpy; pip is not kept in it
-        if not wheel.name.startswith("numpy-"):
-            shutil.unpack_archive(wheel, site, "zip")
-    keep = (REPO / "images/litert-keep.txt").read_text().split()  # as images/install-venv.sh
-    for path in (site / "ai_edge_litert").iterdir():
-        if path.name not in keep:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-    image = f"edgegen-edge:{__version__}-pi-arm64"
+    hosts = {host: {**settings, "edgegen_bundles": [b.name for b in bundles.values()]}
+             for host, settings in rollout_hosts(fleet.inventory, "pi").items()}
+    spec = ImageSpec.for_hosts("pi", with_runtimes(hosts, bundles["fp32"].parent))
+    assert spec.tag == f"edgegen-edge:{__version__}-pi-arm64-litert"
+    build(spec)
+    info = json.loads(ok(run_cmd(["docker", "image", "inspect", spec.tag])))[0]
+    labels = info["Config"]["Labels"]
+    assert labels[RUNTIME_LABEL] == "none" and labels[LITERT_LABEL].startswith("ai-edge-litert ")
+    print(f"pi image for LiteRT bundles: {info['Size'] / 1e6:.0f} MB")
+    assert info["Size"] <= 300e6, "the Pi image must stay within 300 MB"
+
     reference = load_model(load_bundle(source), Config(), placement=False).generate(4, seed=7)
+    mounts = [a for b in bundles.values() for a in ("-v", f"{b}:/bundles/{b.name}:ro")]
     for precision, bundle in bundles.items():
         out = json.loads(ok(run_cmd([
             # root: the test's directories are private to this machine's user
             "docker", "run", "--rm", "--platform", "linux/arm64", "--network", "none", "--user",
-            "0:0",
-            "-v", f"{site}:/site:ro", "-v", f"{bundle}:/bundles/{bundle.name}:ro",
-            "-e", "PYTHONPATH=/site", "--entrypoint", "/opt/edgegen/bin/python", image, "-c",
+            "0:0", *mounts, "--entrypoint", "/opt/edgegen/bin/python", spec.tag, "-c",
             ARM64_LITERT, f"/bundles/{bundle.name}"])).strip().splitlines()[-1])
         assert out["runtime"] == "LiteRT-XNNPACK" and out["placement"].get("XNNPACK"), out
+        assert out["onnxruntime"] is False
         images = np.asarray(out["images"], np.float32)
         if precision == "fp32":
             assert np.max(np.abs(images - reference)) <= 1e-4
         else:
             assert 10 * np.log10(4.0 / np.mean((images - reference) ** 2)) >= 20
+
+    port, name = free_port(), f"edgegen-litert-only-{os.getpid()}"
+    ok(run_cmd(["docker", "run", "-d", "--name", name, "--platform", "linux/arm64",
+                "--network", "host", "--user", "0:0", *mounts, "-e", "EDGEGEN_HOST=127.0.0.1",
+                "-e", f"EDGEGEN_PORT={port}", "-e", "EDGEGEN_BUNDLES=" + ",".join(
+                    f"/bundles/{b.name}" for b in bundles.values()), spec.tag]))
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/ready", timeout=10).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(2)
+        for bundle in bundles.values():
+            name_of = json.loads((bundle / "manifest.json").read_text())["name"]
+            r = requests.post(f"http://127.0.0.1:{port}/v1/images/generations", timeout=120,
+                              json={"model": name_of, "n": 2, "seed": 7})
+            assert r.status_code == 200 and len(r.json()["data"]) == 2, r.text
+    finally:
+        logs = run_cmd(["docker", "logs", name])
+        run_cmd(["docker", "rm", "-f", name])
+    assert "Traceback" not in logs.stdout + logs.stderr, (logs.stdout + logs.stderr)[-3000:]

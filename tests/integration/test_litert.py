@@ -140,15 +140,54 @@ def test_unservable_and_hostile_litert_bundles_are_refused_in_one_line(graphs, t
         write_bundle(tmp_path / "unversioned", {k: v for k, v in manifest.items() if k not in (
             "files", "schema_version")}, {"model.tflite": paths["int8"]})
 
-    # A server whose image has no LiteRT (the package shadowed by one that cannot import):
-    # one line and exit 2 at boot, no traceback.
-    shadow = tmp_path / "no-litert" / "ai_edge_litert"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError('not in this image')\n")
+    # A server whose image has no LiteRT: one line and exit 2 at boot, no traceback.
     result = subprocess.run([sys.executable, "-m", "edge_app", "serve", "--bundle",
                              str(bundles["int8"]), "--port", str(free_port())], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": f"{shadow.parent}:{REPO}"},
-                            capture_output=True, text=True, timeout=120)
+                            env=_without("ai_edge_litert", tmp_path), capture_output=True,
+                            text=True, timeout=120)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "has no LiteRT: install edgegen[litert]" in lines[-1]
+
+
+def _without(package: str, tmp_path: Path) -> dict:
+    """The environment of a server whose image lacks `package`: shadowed by one that cannot be
+    imported."""
+    shadow = tmp_path / f"no-{package}" / package
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('not in this image')\n")
+    return {**os.environ, "PYTHONPATH": f"{shadow.parent}:{REPO}"}
+
+
+def test_a_server_without_onnx_runtime_serves_litert_bundles_and_refuses_onnx_ones(graphs,
+                                                                                   tmp_path):
+    """The image of a class whose bundles are all LiteRT graphs has no ONNX Runtime
+    (fleet/images.py): its server, two gunicorn workers, serves them all the same, and an ONNX
+    bundle is refused at boot in one line."""
+    import requests
+
+    from .serverproc import ServerProcess
+
+    _, _, bundles = graphs
+    env = _without("onnxruntime", tmp_path)
+    server = ServerProcess(bundles["int8"], bundles["fp32"],
+                           env={"PYTHONPATH": env["PYTHONPATH"], "EDGEGEN_WORKERS": "2"})
+    try:
+        server.wait_ready()
+        for model in ("gen-litert-int8", "gen-litert-fp32"):
+            r = requests.post(f"{server.base}/v1/images/generations", timeout=60,
+                              json={"model": model, "n": 2, "seed": 3})
+            assert r.status_code == 200 and len(r.json()["data"]) == 2, r.text
+        metrics = requests.get(f"{server.base}/metrics", timeout=30).text
+        assert 'onnxruntime=""' in metrics and 'runtime="LiteRT-XNNPACK"' in metrics
+    finally:
+        code, out = server.stop()
+    assert code == 0 and "Traceback" not in out, out[-3000:]
+    result = subprocess.run([sys.executable, "-m", "edge_app", "serve", "--bundle",
+                             str(bundles["ort"]), "--port", str(free_port())], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "bundle gen-ort is an ONNX graph; this server has no ONNX Runtime (an image built for "
+        "LiteRT bundles only): deploy the class with this bundle, whose image then carries it, "
+        "or serve the model's LiteRT bundle")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 
 import json
+import shutil
 
 import pytest
 
@@ -86,7 +87,7 @@ def test_class_runtimes_come_from_what_the_image_and_the_phone_carry(tmp_path):
     assert package == "onnxruntime-web" and max_opset(version) >= 18
 
 
-def test_litert_bundles_are_judged_by_the_litert_they_need(bundle_copy, tmp_path):
+def test_litert_bundles_are_judged_by_the_litert_they_need(bundle_copy, dcgan_bundle, tmp_path):
     assert litert_refusal("gen-int8", "2.3.0", "2.3.0") is None
     assert litert_refusal("gen-int8", "2.3.0", "") == (
         "bundle gen-int8 is a LiteRT graph (ai-edge-litert >= 2.3.0); this class has no LiteRT: "
@@ -103,15 +104,28 @@ def test_litert_bundles_are_judged_by_the_litert_they_need(bundle_copy, tmp_path
     data["files"] = {"model.tflite": data["files"]["model.onnx"]}
     data["model_file"] = "model.tflite"
     (bundle_copy / "manifest.json").write_text(json.dumps(data))
+    shutil.copytree(dcgan_bundle, tmp_path / "onnx-bundle")
     hosts = {"pi-1": {"edgegen_bundles": [bundle_copy.name]}}
-    assert with_runtimes(hosts, bundle_copy.parent)["pi-1"]["edgegen_litert"] is True
-    assert "edgegen_litert" not in with_runtimes({"pi-1": {"edgegen_bundles": ["none"]}},
-                                                 bundle_copy.parent)["pi-1"]
+    # LiteRT bundles only: the image has LiteRT and no ONNX Runtime; with an ONNX bundle (or
+    # one that cannot be read) beside them, both; with none, as the class says
+    only = with_runtimes(hosts, bundle_copy.parent)["pi-1"]
+    assert (only["edgegen_litert"], only["edgegen_onnxruntime"]) == (True, False)
+    for other in ("none", "onnx-bundle"):
+        both = with_runtimes({"pi-1": {**hosts["pi-1"], "edgegen_candidate_bundles": [other]}},
+                             bundle_copy.parent)["pi-1"]
+        assert (both["edgegen_litert"], both["edgegen_onnxruntime"]) == (True, True)
+    assert with_runtimes({"pi-1": {"edgegen_bundles": ["none"]}}, bundle_copy.parent) == \
+        {"pi-1": {"edgegen_bundles": ["none"]}}
     _check_bundles("pi", hosts, bundle_copy.parent, print, "onnxruntime 1.20.0",
                    "ai-edge-litert 2.3.0")
     _check_bundles("pi", hosts, bundle_copy.parent, print, "", None)  # unknown: not checked
     with pytest.raises(DeployError, match="class pi has no LiteRT: rebuild its image"):
         _check_bundles("pi", hosts, bundle_copy.parent, print, "onnxruntime 1.20.0", "")
+    # an ONNX bundle on an image built without ONNX Runtime (a deploy given --image/--archive)
+    onnx = {"pi-1": {"edgegen_bundles": ["onnx-bundle"]}}
+    with pytest.raises(DeployError, match="bundle onnx-bundle is an ONNX graph; class pi's image "
+                                          "has no ONNX Runtime .*: let the deploy build"):
+        _check_bundles("pi", onnx, bundle_copy.parent, print, "none", "ai-edge-litert 2.3.0")
 
 
 def test_a_litert_manifest_names_its_runtime_and_needs_no_opset(manifest):

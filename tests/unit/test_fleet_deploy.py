@@ -92,6 +92,16 @@ def test_image_requirements_come_from_pyproject():
     litert = ImageSpec.from_settings("pi", {**device_class("pi"), "edgegen_litert": True})
     assert litert.wheelhouse_name == "edge-arm64-onnxruntime-litert"
     assert ImageSpec.from_settings("pi", device_class("pi")).litert is False
+    # one serving LiteRT bundles only: no ONNX Runtime (nor onnxruntime-web for the companion)
+    only = serve_requirements(None, litert=True)
+    assert "ai-edge-litert" in only and not [r for r in only if r.startswith("onnxruntime")]
+    only = ImageSpec.from_settings("pi", {**device_class("pi"), "edgegen_litert": True,
+                                          "edgegen_onnxruntime": False})
+    assert only.wheelhouse_name == "edge-arm64-litert"
+    assert (litert.tag.endswith("-pi-arm64-ort-litert") and only.tag.endswith("-pi-arm64-litert")
+            and ImageSpec.from_settings("pi", device_class("pi")).tag.endswith("-pi-arm64"))
+    with pytest.raises(ImageError, match="class 'pi': an image needs a runtime"):
+        ImageSpec.from_settings("pi", {**device_class("pi"), "edgegen_onnxruntime": False})
 
 
 def test_archive_checksum_is_verified(tmp_path):
