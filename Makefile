@@ -59,7 +59,7 @@ endef
 $(foreach r,$(RUN_RECIPES),$(eval $(call run_recipe,$(r))))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run bundles optimize serve status images deploy bench report reproduce targets monitor monitor-down test test-fast lock wheelhouse image-optimizer bench-images bench-text bench-llama-export bench-serving bench-load apk clean
+.PHONY: help venv run bundles optimize serve status images deploy bench report reproduce targets monitor monitor-down monitoring test test-fast lock wheelhouse image-optimizer bench-images bench-text bench-llama-export bench-serving bench-load apk clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -133,18 +133,38 @@ targets: $(OPS_STAMP) ## write Prometheus targets for INVENTORY (monitoring/prom
 
 # Compose v2 plugin when present, else docker-compose (Debian's package).
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+PROMETHEUS_PORT ?= 9090
+ALERTMANAGER_PORT ?= 9093
+PUSHGATEWAY_PORT ?= 9091
 GRAFANA_PORT ?= 3000
+# Grafana (no Debian package): GRAFANA_IMAGE from the local store, loaded first from
+# GRAFANA_ARCHIVE (a `docker save` of it) when given; without it, the rest runs and make says so.
+GRAFANA_IMAGE ?= grafana/grafana-oss:11.3.0
 GRAFANA_PASSWORD_FILE := build/grafana-admin-password
-monitor: targets ## Prometheus + Grafana + Pushgateway for INVENTORY (official images); prints the Grafana URL
+MONITOR_ARCH := $(shell uname -m | sed 's/x86_64/amd64/; s/aarch64/arm64/')
+MONITOR_ENV = EDGEGEN_VERSION=$(VERSION) EDGEGEN_ARCH=$(MONITOR_ARCH) PROMETHEUS_PORT=$(PROMETHEUS_PORT) \
+    ALERTMANAGER_PORT=$(ALERTMANAGER_PORT) PUSHGATEWAY_PORT=$(PUSHGATEWAY_PORT) \
+    GRAFANA_PORT=$(GRAFANA_PORT) GRAFANA_IMAGE=$(GRAFANA_IMAGE)
+monitor: targets ## Prometheus, Alertmanager, Pushgateway (Debian-package images, no registry) + Grafana where its image is here
+	$(BIN)/python -m fleet monitoring-images --platform linux/$(MONITOR_ARCH)
+	$(BIN)/python -m fleet monitoring-config --out build/monitoring/local --port prometheus=$(PROMETHEUS_PORT) \
+	    --port alertmanager=$(ALERTMANAGER_PORT) --port pushgateway=$(PUSHGATEWAY_PORT) \
+	    --port grafana=$(GRAFANA_PORT) $(if $(ALERT_WEBHOOK),--webhook $(ALERT_WEBHOOK))
 	@mkdir -p build; test -s $(GRAFANA_PASSWORD_FILE) || $(BIN)/python -c \
 	    "import secrets; print(secrets.token_urlsafe(18))" > $(GRAFANA_PASSWORD_FILE)
-	GRAFANA_ADMIN_PASSWORD="$${GRAFANA_ADMIN_PASSWORD:-$$(cat $(GRAFANA_PASSWORD_FILE))}" GRAFANA_PORT=$(GRAFANA_PORT) \
-	    $(COMPOSE) -p edgegen-monitoring -f compose/monitoring.yml up -d
-	@echo "Grafana    http://127.0.0.1:$(GRAFANA_PORT)  (user admin, password in $(GRAFANA_PASSWORD_FILE))"
-	@echo "Prometheus http://127.0.0.1:9090   Pushgateway http://127.0.0.1:9091"
+	$(if $(GRAFANA_ARCHIVE),docker load -i $(GRAFANA_ARCHIVE))
+	@if docker image inspect $(GRAFANA_IMAGE) >/dev/null 2>&1; then profile="--profile grafana"; \
+	  else profile=; echo "Grafana: $(GRAFANA_IMAGE) is not in the local Docker store (GRAFANA_ARCHIVE=<docker save of it>, or docker pull it where a registry is reachable): starting without it"; fi; \
+	  GRAFANA_ADMIN_PASSWORD="$${GRAFANA_ADMIN_PASSWORD:-$$(cat $(GRAFANA_PASSWORD_FILE))}" $(MONITOR_ENV) \
+	    $(COMPOSE) -p edgegen-monitoring -f compose/monitoring.yml $$profile up -d
+	@echo "Prometheus   http://127.0.0.1:$(PROMETHEUS_PORT)   Alertmanager http://127.0.0.1:$(ALERTMANAGER_PORT)   Pushgateway http://127.0.0.1:$(PUSHGATEWAY_PORT)"
+	@docker image inspect $(GRAFANA_IMAGE) >/dev/null 2>&1 && echo "Grafana      http://127.0.0.1:$(GRAFANA_PORT)  (user admin, password in $(GRAFANA_PASSWORD_FILE))" || true
 
 monitor-down: ## stop the monitoring stack (its data volumes are kept)
-	GRAFANA_ADMIN_PASSWORD=unused $(COMPOSE) -p edgegen-monitoring -f compose/monitoring.yml down
+	GRAFANA_ADMIN_PASSWORD=unused $(MONITOR_ENV) $(COMPOSE) -p edgegen-monitoring -f compose/monitoring.yml --profile grafana down
+
+monitoring: $(OPS_STAMP) ## deploy the monitoring stack to INVENTORY's monitoring hosts (Ansible, no registry)
+	$(BIN)/python -m fleet monitoring $(INV) $(if $(LIMIT),--limit $(LIMIT))
 
 # Pinned versions: constraints.txt, regenerated from pyproject.toml's extras by pip-tools (in a venv
 # of its own); existing pins are kept unless UPGRADE=1. torch stays the pinned local CPU build.

@@ -5,6 +5,8 @@
 `python -m fleet images --device CLASS`: build and save the class's edge server image.
 `python -m fleet deploy --device CLASS --inventory FILE [--limit ...]`: roll it out (Ansible).
 `python -m fleet bench --device CLASS|all --inventory FILE [...]`: benchmark the devices.
+`python -m fleet monitoring-images [--platform P]`: the monitoring stack's images, saved.
+`python -m fleet monitoring --inventory FILE`: deploy that stack to the monitoring hosts.
 `python -m fleet reproduce TABLE [--device local|CLASS|all]`: one of the study's tables, resumable.
 
 One table of commands (COMMANDS): each command's arguments are defined beside its handler.
@@ -236,6 +238,58 @@ def _deploy(args) -> int:
     return DEPLOY_METHODS[method](args)
 
 
+# ---------------------------------------------------------------------------------- monitoring
+def _monitoring_images_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--platform", default="linux/amd64",
+                        help="the monitoring host's platform (default linux/amd64)")
+
+
+def _monitoring_images(args) -> int:
+    from .monitoring import build_images
+
+    for archive in build_images(args.platform).values():
+        print(f"{archive.tag}  image {archive.image_bytes / 1e6:.0f} MB  archive "
+              f"{archive.archive_bytes / 1e6:.0f} MB  {archive.path}")
+    return 0
+
+
+def _monitoring_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True,
+                        help="directory to render into (replaced), e.g. build/monitoring/local")
+    parser.add_argument("--port", action="append", default=[], metavar="COMPONENT=PORT",
+                        help="a component's port (repeatable), e.g. prometheus=9090")
+    parser.add_argument("--webhook", default="", help="Alertmanager's webhook receiver URL")
+
+
+def _monitoring_config(args) -> int:
+    from .monitoring import MonitoringError, Stack, render
+
+    ports = {}
+    for item in args.port:
+        component, _, port = item.partition("=")
+        if not port.isdigit():
+            raise MonitoringError(f"--port {item}: expected COMPONENT=PORT")
+        ports[component] = int(port)
+    stack = Stack.of("this host", {"edgegen_monitoring": {"ports": ports,
+                                                          "webhook_url": args.webhook}})
+    print(f"monitoring configuration in {render(stack, args.out)}")
+    return 0
+
+
+def _monitoring_arguments(parser: argparse.ArgumentParser) -> None:
+    _inventory(parser)
+    parser.add_argument("--limit", help="comma-separated hosts of the monitoring group")
+    parser.add_argument("--check", action="store_true", help="dry run: report what would change")
+    _vault_option(parser)
+
+
+def _monitoring(args) -> int:
+    from .monitoring import deploy
+
+    return deploy(args.inventory, check=args.check, limit=args.limit or "",
+                  vault_password_file=args.vault_password_file or "")
+
+
 # --------------------------------------------------------------------------------------- bench
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     from edge_app.workload import add_workload_args
@@ -320,6 +374,14 @@ COMMANDS = (
     Command("bench", "run the benchmark in every device's server container (Ansible) or "
                      "companion app (phones, adb)",
             _bench_arguments, _bench, needs_inventory=True),
+    Command("monitoring-images", "build and save the monitoring stack's images (Debian's "
+                                 "Prometheus, Alertmanager, Pushgateway)",
+            _monitoring_images_arguments, _monitoring_images),
+    Command("monitoring-config", "render the monitoring stack's configuration (make monitor)",
+            _monitoring_config_arguments, _monitoring_config),
+    Command("monitoring", "deploy the monitoring stack to the inventory's monitoring hosts "
+                          "(Ansible)",
+            _monitoring_arguments, _monitoring, needs_inventory=True),
     Command("reproduce", "one of the study's tables: recipes, device benchmark, report",
             _reproduce_arguments, _reproduce),
 )

@@ -201,23 +201,24 @@ def _inspect(ref: str, fmt: str) -> str:
                 capture_output=True).stdout.strip()
 
 
-def ensure_base(spec: ImageSpec, log=print) -> None:
-    """The base image in the local store for the spec's architecture. Debian bases are made
+def ensure_base(base_image: str, platform: str, who: str, log=print) -> None:
+    """The base image in the local store for the platform's architecture. Debian bases are made
     with debootstrap when missing (no registry here); others must be loaded by the operator."""
-    if image_id(spec.base_image) and _inspect(spec.base_image, "{{.Architecture}}") == spec.arch:
+    arch = platform.split("/", 1)[1]
+    if image_id(base_image) and _inspect(base_image, "{{.Architecture}}") == arch:
         return
-    name, _, suite_tag = spec.base_image.partition(":")
+    name, _, suite_tag = base_image.partition(":")
     if name == "debian" and suite_tag:
-        log(f"base image {spec.base_image} ({spec.arch}) not present: making it with debootstrap")
-        _run(["bash", str(REPO / "images/base/debian-base.sh"), spec.base_image,
-              suite_tag.split("-")[0], spec.arch], f"debootstrap {spec.base_image} {spec.arch}",
+        log(f"base image {base_image} ({arch}) not present: making it with debootstrap")
+        _run(["bash", str(REPO / "images/base/debian-base.sh"), base_image,
+              suite_tag.split("-")[0], arch], f"debootstrap {base_image} {arch}",
              capture_output=True)
         return
     raise ImageError(
-        f"base image {spec.base_image} ({spec.platform}) for class {spec.device_class!r} is not in "
-        f"the local Docker store: `docker pull --platform {spec.platform} {spec.base_image}` on a "
-        f"machine that reaches its registry (then docker save / docker load it here), or set "
-        f"edgegen_base_image for the class in the inventory")
+        f"base image {base_image} ({platform}) for {who} is not in the local Docker store: "
+        f"`docker pull --platform {platform} {base_image}` on a machine that reaches its "
+        f"registry (then docker save / docker load it here), or set edgegen_base_image for it in "
+        f"the inventory")
 
 
 def wheelhouse(spec: ImageSpec, log=print) -> Path:
@@ -478,7 +479,7 @@ def wheel_runtime(wheelhouse_dir: Path, package: str) -> str:
 
 def build(spec: ImageSpec, log=print) -> str:
     """Build (Docker's layer cache makes an unchanged rebuild quick); returns the image ID."""
-    ensure_base(spec, log)
+    ensure_base(spec.base_image, spec.platform, f"class {spec.device_class!r}", log)
     context = wheelhouse(spec, log)
     log(f"building {spec.tag} ({spec.platform}, FROM {spec.base_image})")
     litert = wheel_runtime(context, LITERT_PACKAGE) if spec.litert else ""

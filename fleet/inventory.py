@@ -59,7 +59,7 @@ def device_class(name: str, ansible_dir: Path = ANSIBLE_DIR) -> dict[str, Any]:
     path = ansible_dir / "group_vars" / f"{name}.yml"
     if name == "all" or not path.is_file():
         known = sorted(p.stem for p in (ansible_dir / "group_vars").glob("*.yml")
-                       if p.stem != "all")
+                       if p.stem not in ("all", *SERVICE_GROUPS))
         raise InventoryError(f"unknown device class {name!r}: no {path}; known classes: {known}")
     merged: dict[str, Any] = {}
     for p in (ansible_dir / "group_vars" / "all.yml", path):

@@ -18,7 +18,7 @@ from .paths import ANSIBLE_DIR
 
 KEEP_RUNS = 10  # ansible-runner artifact directories kept per class
 # Facts a role sets to report its outcome per host (the summary tables read them).
-RESULT_FACTS = ("edge_node_result", "edge_bench_result")
+RESULT_FACTS = ("edge_node_result", "edge_bench_result", "monitoring_result")
 PROGRESS_EVERY_S = 60.0  # an unchanged progress line is repeated this often while waiting
 
 

@@ -2,11 +2,11 @@
 `python -m tests.e2e.prebuild GROUP...` (tests/background.py starts it beside the other tiers).
 
 Groups: `fleet` (debootstrap bases for both architectures, the simulated devices, the Pi's arm64
-edge image and the amd64 Jetson stand-in's) and `optimizer` (the optimizer image through
-`make image-optimizer`). Steps run one at a time: the store holds one architecture per name
-(debian:bookworm-slim), re-tagged per step by images/base/debian-base.sh. Every step is what the
-tests would otherwise run themselves, through the same commands, so the tests' own calls find
-the images in Docker's cache.
+edge images, the amd64 Jetson stand-ins' and the monitoring stack's) and `optimizer` (the
+optimizer image through `make image-optimizer`). Steps run one at a time: the store holds one
+architecture per name (debian:bookworm-slim), re-tagged per step by images/base/debian-base.sh.
+Every step is what the tests would otherwise run themselves, through the same commands, so the
+tests' own calls find the images in Docker's cache.
 """
 
 from __future__ import annotations
@@ -63,7 +63,10 @@ def steps(group: str, workdir: Path) -> list[tuple[str, list[str]]]:
                 out.append(("edge image of pi-sim for LiteRT bundles only",
                             [sys.executable, "-m", "fleet", "images", "--device", "pi",
                              "--inventory", str(litert)]))
-        return out
+        # the monitoring stack's images (Debian's packages), on the amd64 base the loop ends on
+        return out + [("monitoring stack images (amd64)",
+                       [sys.executable, "-m", "fleet", "monitoring-images", "--platform",
+                        "linux/amd64"])]
     return [("debootstrap base amd64", base("amd64")),
             ("optimizer image", ["make", "--no-print-directory", "image-optimizer"])]
 

@@ -12,6 +12,7 @@ from fleet.deploy import DeployError
 from fleet.errors import FleetError
 from fleet.images import ImageError
 from fleet.inventory import InventoryError, device_class
+from fleet.monitoring import MonitoringError
 from fleet.report import ReportError
 from fleet.reproduce import ReproduceError
 
@@ -21,15 +22,16 @@ EXAMPLE = REPO / "ansible" / "inventory" / "example.yml"
 
 
 def test_the_table_holds_every_command_the_makefile_calls():
-    assert [c.name for c in cli.COMMANDS] == ["status", "targets", "report", "measured",
-                                              "images", "deploy", "bench", "reproduce"]
+    assert [c.name for c in cli.COMMANDS] == [
+        "status", "targets", "report", "measured", "images", "deploy", "bench",
+        "monitoring-images", "monitoring-config", "monitoring", "reproduce"]
     assert {c.name for c in cli.COMMANDS if c.needs_inventory} == {"status", "targets",
-                                                                   "deploy", "bench"}
+                                                                   "deploy", "bench", "monitoring"}
 
 
 def test_every_command_error_is_a_fleet_error():
     for error in (InventoryError, DeployError, BenchError, ImageError, ReportError,
-                  ReproduceError):
+                  ReproduceError, MonitoringError):
         assert issubclass(error, FleetError), error
 
 
@@ -43,6 +45,11 @@ def test_every_command_error_is_a_fleet_error():
     (["deploy", "--device", "toaster", "--inventory", "{example}"],
      "unknown device class 'toaster'"),
     (["images", "--device", "pixel"], "edgegen_platform must be one of"),
+    (["monitoring-images", "--platform", "linux/riscv64"], "platform 'linux/riscv64': one of"),
+    (["monitoring-config", "--out", "{tmp}", "--port", "grafana"],
+     "--port grafana: expected COMPONENT=PORT"),
+    (["monitoring", "--inventory", "{example}", "--limit", "nowhere"],
+     "has no hosts in group 'monitoring' matching --limit nowhere"),
 ])
 def test_a_failing_command_prints_one_error_line(argv, message, tmp_path, capsys):
     paths = {"missing": str(tmp_path / "missing"), "example": str(EXAMPLE), "tmp": str(tmp_path)}

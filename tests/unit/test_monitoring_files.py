@@ -63,7 +63,7 @@ def test_provisioning_points_at_the_dashboards_and_prometheus():
     path = providers["providers"][0]["options"]["path"]
     compose = yaml.safe_load((REPO / "compose/monitoring.yml").read_text())
     mounts = compose["services"]["grafana"]["volumes"]
-    assert f"../monitoring/grafana/dashboards:{path}:ro" in mounts
+    assert f"../build/monitoring/local/grafana/dashboards:{path}:ro" in mounts  # rendered
 
 
 @pytest.mark.parametrize("files", [["monitoring.yml"], ["monitoring.yml", "dev.yml"]])
@@ -78,13 +78,20 @@ def test_compose_files_validate(files):
         pytest.skip("neither docker-compose nor the compose plugin is installed "
                     "(apt-get install docker-compose; .ci/run does)")
     args = [a for f in files for a in ("-f", str(REPO / "compose" / f))]
+    env = {"PATH": "/usr/bin:/bin", "EDGEGEN_VERSION": "0.1.0"}
     run = subprocess.run([*cmd, *args, "config", "-q"], capture_output=True, text=True,
-                         env={"PATH": "/usr/bin:/bin", "GRAFANA_ADMIN_PASSWORD": "x" * 16},
-                         timeout=60)
+                         env={**env, "GRAFANA_ADMIN_PASSWORD": "x" * 16}, timeout=60)
     assert run.returncode == 0, run.stderr
     missing = subprocess.run([*cmd, *args, "config", "-q"], capture_output=True, text=True,
-                             env={"PATH": "/usr/bin:/bin"}, timeout=60)
+                             env=env, timeout=60)
     assert missing.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in missing.stderr
+    # the stack's images are the kit's (Debian's packages): no registry, no Docker Hub
+    images = yaml.safe_load(subprocess.run(
+        [*cmd, *args, "--profile", "grafana", "config"], capture_output=True, text=True,
+        env={**env, "GRAFANA_ADMIN_PASSWORD": "x" * 16}, timeout=60, check=True).stdout)
+    kit = {name: s["image"] for name, s in images["services"].items() if name != "grafana"}
+    assert {kit[c] for c in ("prometheus", "alertmanager", "pushgateway")} == {
+        f"edgegen-{c}:0.1.0-amd64" for c in ("prometheus", "alertmanager", "pushgateway")}
 
 
 def test_fleet_targets_label_every_device(tmp_path):
