@@ -128,7 +128,7 @@ reproduce: $(STUDY_STAMP) ## a study table: make reproduce TABLE=dcgan|beta-vae|
 	    --runs-dir $(RUNS_DIR) --out $(RESULTS)/reproduce $(if $(PROFILE),--profile $(PROFILE)) \
 	    $(addprefix --set ,$(SET)) $(addprefix --bench-arg=,$(BENCH_ARGS))
 
-targets: $(OPS_STAMP) ## write Prometheus targets for INVENTORY (monitoring/prometheus/targets/edge.json)
+targets: $(OPS_STAMP) ## rewrite the device list of the stack make monitor runs, from INVENTORY
 	$(BIN)/python -m fleet targets $(INV) $(if $(LIMIT),--limit $(LIMIT))
 
 # Compose v2 plugin when present, else docker-compose (Debian's package).
@@ -145,11 +145,12 @@ MONITOR_ARCH := $(shell uname -m | sed 's/x86_64/amd64/; s/aarch64/arm64/')
 MONITOR_ENV = EDGEGEN_VERSION=$(VERSION) EDGEGEN_ARCH=$(MONITOR_ARCH) PROMETHEUS_PORT=$(PROMETHEUS_PORT) \
     ALERTMANAGER_PORT=$(ALERTMANAGER_PORT) PUSHGATEWAY_PORT=$(PUSHGATEWAY_PORT) \
     GRAFANA_PORT=$(GRAFANA_PORT) GRAFANA_IMAGE=$(GRAFANA_IMAGE)
-monitor: targets ## Prometheus, Alertmanager, Pushgateway (Debian-package images, no registry) + Grafana where its image is here
+monitor: $(OPS_STAMP) ## Prometheus, Alertmanager, Pushgateway (Debian-package images, no registry) + Grafana where its image is here
 	$(BIN)/python -m fleet monitoring-images --platform linux/$(MONITOR_ARCH)
 	$(BIN)/python -m fleet monitoring-config --out build/monitoring/local --port prometheus=$(PROMETHEUS_PORT) \
 	    --port alertmanager=$(ALERTMANAGER_PORT) --port pushgateway=$(PUSHGATEWAY_PORT) \
 	    --port grafana=$(GRAFANA_PORT) $(if $(ALERT_WEBHOOK),--webhook $(ALERT_WEBHOOK))
+	$(BIN)/python -m fleet targets $(INV) $(if $(LIMIT),--limit $(LIMIT))
 	@mkdir -p build; test -s $(GRAFANA_PASSWORD_FILE) || $(BIN)/python -c \
 	    "import secrets; print(secrets.token_urlsafe(18))" > $(GRAFANA_PASSWORD_FILE)
 	$(if $(GRAFANA_ARCHIVE),docker load -i $(GRAFANA_ARCHIVE))

@@ -24,7 +24,8 @@ from typing import Callable
 
 from .errors import FleetError
 
-DEFAULT_TARGETS = Path("monitoring/prometheus/targets/edge.json")
+# The device list of the stack `make monitor` runs here (compose/monitoring.yml).
+DEFAULT_TARGETS = Path("build/monitoring/local/prometheus/targets/edge.json")
 INVENTORY_HELP = "the fleet's Ansible inventory (required; e.g. a copy of " \
                  "ansible/inventory/example.yml with your devices)"
 # No default inventory: the example's hosts are placeholders, and probing them sent traffic to

@@ -28,11 +28,13 @@ def file_sd(devices: list[Device]) -> list[dict]:
 
 
 def write_file_sd(devices: list[Device], path: Path) -> Path:
-    """Write atomically (Prometheus may read while we write)."""
+    """Write atomically (Prometheus may read while we write), readable by all: Prometheus runs
+    as a user of its own (in the stack's image, Debian's `prometheus`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as f:
         json.dump(file_sd(devices), f, indent=2)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes it 0600
     os.replace(tmp, path)
     return path

@@ -156,3 +156,31 @@ def test_the_stack_deploys_air_gapped_scrapes_the_fleet_and_alerts_reach_a_webho
         subprocess.run(["docker", "rm", "-f", *(prefix + c for c in ports)], capture_output=True)
         subprocess.run(["docker", "volume", "rm", *(f"{prefix}{c}-data" for c in ports)],
                        capture_output=True)
+
+
+def test_make_monitor_runs_the_same_images_here_without_a_registry(fleet, tmp_path):
+    """`make monitor` on the controller: the stack's images with compose (host networking), its
+    configuration rendered into build/monitoring/local, the inventory's devices as targets;
+    Grafana's image is not here, and make says so rather than pulling."""
+    if not _running(CONTAINER):
+        ok(make_deploy(fleet, "jetson"))
+    ports = {"PROMETHEUS_PORT": free_port(), "ALERTMANAGER_PORT": free_port(),
+             "PUSHGATEWAY_PORT": free_port(), "GRAFANA_PORT": free_port()}
+    settings = [f"{k}={v}" for k, v in ports.items()]
+    base = f"http://127.0.0.1:{ports['PROMETHEUS_PORT']}"
+    try:
+        out = ok(run_cmd(["make", "--no-print-directory", "monitor",
+                          f"INVENTORY={fleet.inventory}", *settings,
+                          "GRAFANA_IMAGE=edgegen-test/no-such-grafana:0"], timeout=900))
+        assert "edgegen-test/no-such-grafana:0 is not in the local Docker store" in out, out
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _up(base).get(DEVICE) != 1:
+            time.sleep(2)
+        assert _up(base).get(DEVICE) == 1 and _up(base).get("edgegen-phones") == 1, _up(base)
+        managers = requests.get(f"{base}/api/v1/alertmanagers", timeout=10).json()["data"]
+        assert [m["url"] for m in managers["activeAlertmanagers"]] == [
+            f"http://127.0.0.1:{ports['ALERTMANAGER_PORT']}/api/v2/alerts"]
+    finally:
+        run_cmd(["make", "--no-print-directory", "monitor-down", *settings])
+        subprocess.run(["docker", "volume", "rm", *(f"edgegen-monitoring_{c}-data" for c in (
+            "prometheus", "alertmanager", "pushgateway", "grafana"))], capture_output=True)

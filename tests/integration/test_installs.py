@@ -96,7 +96,8 @@ def test_operator_commands_on_a_clean_checkout_install_no_torch(tmp_path):
                               f"INVENTORY={inventory}"], cwd=repo, capture_output=True,
                              text=True, timeout=300, env=env)
     assert targets.returncode == 0, targets.stderr[-3000:]
-    written = json.loads((repo / "monitoring/prometheus/targets/edge.json").read_text())
+    written = json.loads((repo / "build/monitoring/local/prometheus/targets/edge.json")
+                         .read_text())
     assert [t["targets"] for t in written] == [[f"127.0.0.1:{port}"]]
 
     installed = _distributions(repo / ".venv" / "bin" / "python")
