@@ -21,6 +21,12 @@ if [ -d $wh/web ]; then cp $wh/web/* /opt/edgegen/share/onnxruntime-web/; fi
 cd /opt/edgegen/lib/python3*/site-packages
 rm -rf onnxruntime/transformers onnxruntime/quantization onnxruntime/tools
 find . -depth -type d -name tests -exec rm -rf {} +
+# ONNX Runtime's C library (27 MB on arm64): the Python binding is linked statically and never
+# loads it. Kept where the build has provider libraries (onnxruntime-gpu), which might.
+if [ -d onnxruntime/capi ] && ! ls onnxruntime/capi/libonnxruntime_providers_*.so 2>/dev/null \
+     | grep -qv providers_shared; then
+  rm -f onnxruntime/capi/libonnxruntime.so.*
+fi
 # LiteRT (in images of classes serving LiteRT bundles): its interpreter only, the files
 # litert-keep.txt names; not its WebGPU and NPU accelerators, converter, calibration and model
 # tools (on x86, 18 of its 59 MB stay).
