@@ -35,7 +35,11 @@ from .playbook import Display, reports
 DOCKERFILE = REPO / "images" / "monitoring" / "Dockerfile"
 MONITORING = REPO / "monitoring"
 ARTIFACTS = REPO / "build" / "monitoring"
-COMPONENTS = ("prometheus", "alertmanager", "pushgateway")
+# component -> (its Debian package, the binary that package installs)
+PACKAGES = {"prometheus": ("prometheus", "prometheus"),
+            "alertmanager": ("prometheus-alertmanager", "prometheus-alertmanager"),
+            "pushgateway": ("prometheus-pushgateway", "prometheus-pushgateway")}
+COMPONENTS = tuple(PACKAGES)
 BASE_IMAGE = "debian:bookworm-slim"
 STACK_DEFAULTS: dict[str, Any] = {
     "listen": "0.0.0.0",  # where the three listen (host networking)
@@ -70,14 +74,15 @@ def build_images(platform: str = "linux/amd64", base_image: str = BASE_IMAGE,
     arch = platform.split("/", 1)[1]
     images.ensure_base(base_image, platform, "the monitoring host", log)
     archives = {}
-    for component in COMPONENTS:
+    for component, (package, binary) in PACKAGES.items():
         name = tag(component, arch)
-        log(f"building {name} ({platform}, Debian's package on {base_image})")
+        log(f"building {name} ({platform}, Debian's {package} on {base_image})")
         images._run(["docker", "build", "--network", "host", "--platform", platform, "--quiet",
-                     "--target", component, "-f", str(DOCKERFILE), "-t", name,
+                     "-f", str(DOCKERFILE), "-t", name,
                      "--label", f"org.opencontainers.image.version={__version__}",
-                     "--build-arg", f"BASE_IMAGE={base_image}", str(DOCKERFILE.parent)],
-                    f"docker build {name}", capture_output=True)
+                     "--build-arg", f"BASE_IMAGE={base_image}",
+                     "--build-arg", f"PACKAGE={package}", "--build-arg", f"BINARY={binary}",
+                     str(DOCKERFILE.parent)], f"docker build {name}", capture_output=True)
         archives[component] = images.save(name, log=log)
     return archives
 
