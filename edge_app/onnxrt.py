@@ -9,8 +9,6 @@ try:
 except ImportError:
     ort = None
 
-PACKAGE = "onnxruntime"
-
 
 def version() -> str:
     """The ONNX Runtime release this process runs ("1.32.0"); "" where it has none."""

@@ -54,7 +54,7 @@ RUNTIME_LABEL = "io.edgegen.onnxruntime"
 # The image of a class whose bundles are all LiteRT graphs has no ONNX Runtime: its label says
 # "none" ("" is an image that does not say).
 NO_RUNTIME = "none"
-# Its LiteRT ("ai-edge-litert 2.3.0"), in images of classes that serve LiteRT bundles only.
+# Its LiteRT ("ai-edge-litert 2.3.0"), in the images of classes that serve LiteRT bundles.
 LITERT_LABEL = "io.edgegen.litert"
 LITERT_PACKAGE = "ai-edge-litert"
 # tokenizers goes in without its dependencies: huggingface_hub (and hf_xet, ~20 MB) serve only
