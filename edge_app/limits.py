@@ -24,9 +24,10 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def json_body(empty_ok: bool = False) -> dict[str, Any]:
     """The request body as a JSON object, within the cheap limits; InvalidRequest otherwise.
-    `empty_ok`: an empty body reads as {}."""
+    `empty_ok`: an empty body reads as {} (one of whitespace only is not JSON: refused, as the
+    API document says)."""
     data = request.get_data(cache=True)  # 413 past max_body_bytes (RequestEntityTooLarge)
-    if empty_ok and not data.strip():
+    if empty_ok and not data:
         return {}
     try:
         body = json.loads(data)

@@ -155,6 +155,9 @@ def test_reload_swaps_only_after_validation_and_refuses_tampered(bundle_copy, tm
                        content_type="application/json")
     assert same.status_code == 200 and same.get_json()["unchanged"] == ["tiny-dcgan"]
     assert of(app).models.models["tiny-dcgan"] is before
+    # a body of whitespace is not an empty one: it is not JSON (schemathesis found it accepted)
+    blank = client.post("/admin/reload", headers=auth, data="\r", content_type="application/json")
+    assert blank.status_code == 400 and "JSON object" in blank.get_json()["error"]["message"]
 
     other = _renamed_copy(bundle_copy, tmp_path / "other", "tiny-dcgan-b")
     tampered = Path(shutil.copytree(other, tmp_path / "tampered"))
