@@ -4,9 +4,13 @@
 # nothing from the network. Copied into the context by `python -m fleet images`.
 set -eu
 wh=/tmp/wheelhouse
-python3 -m venv /opt/edgegen
-pip="/opt/edgegen/bin/pip --disable-pip-version-check install --no-index --no-cache-dir \
-     --find-links $wh -c $wh/constraints.txt"
+# No pip in the virtualenv (a server never installs anything): Debian's pip wheel (python3-venv
+# brings it) runs with the venv's interpreter instead. ensurepip would install pip and setuptools
+# only for them to be removed, which under qemu (the Pi's arm64 builds) costs a minute.
+python3 -m venv --without-pip /opt/edgegen
+pipwheel=$(ls /usr/share/python-wheels/pip-*.whl | head -n1)
+pip="/opt/edgegen/bin/python $pipwheel/pip --disable-pip-version-check install --no-index \
+     --no-cache-dir --no-compile --find-links $wh -c $wh/constraints.txt"
 # Dependencies from requirements.txt (they name the class's ONNX Runtime build, e.g.
 # onnxruntime-gpu); edgegen itself without its declared extras; tokenizers without
 # huggingface_hub (bundles carry tokenizer.json, a device downloads nothing).
@@ -15,7 +19,6 @@ $pip --no-deps -r $wh/requirements-nodeps.txt $wh/edgegen-*.whl
 # onnxruntime-web for the /companion/ page, gzipped (served with Content-Encoding).
 mkdir -p /opt/edgegen/share/onnxruntime-web
 if [ -d $wh/web ]; then cp $wh/web/* /opt/edgegen/share/onnxruntime-web/; fi
-/opt/edgegen/bin/pip uninstall -y --disable-pip-version-check setuptools pip
 # What a device never runs: ONNX Runtime's model-conversion and quantization tooling, test
 # suites (the Pi image stays < 300 MB). The edgegen wheel already carries edge_app only.
 cd /opt/edgegen/lib/python3*/site-packages
@@ -35,3 +38,6 @@ if [ -d ai_edge_litert ]; then
     grep -qxF "${f#ai_edge_litert/}" $wh/litert-keep.txt || rm -rf "$f"
   done
 fi
+# Bytecode last, for what is left, on every core (pip compiles one file at a time): the server
+# user cannot write under /opt, so without it each start would compile every import again.
+/opt/edgegen/bin/python -m compileall -q -j 0 /opt/edgegen/lib
