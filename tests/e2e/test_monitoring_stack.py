@@ -158,6 +158,11 @@ def test_the_stack_deploys_air_gapped_scrapes_the_fleet_and_alerts_reach_a_webho
                        capture_output=True)
 
 
+def _both_up(base: str) -> bool:
+    up = _up(base)
+    return up.get(DEVICE) == 1 and up.get("edgegen-phones") == 1
+
+
 def test_make_monitor_runs_the_same_images_here_without_a_registry(fleet, tmp_path):
     """`make monitor` on the controller: the stack's images with compose (host networking), its
     configuration rendered into build/monitoring/local, the inventory's devices as targets;
@@ -173,10 +178,11 @@ def test_make_monitor_runs_the_same_images_here_without_a_registry(fleet, tmp_pa
                           f"INVENTORY={fleet.inventory}", *settings,
                           "GRAFANA_IMAGE=edgegen-test/no-such-grafana:0"], timeout=900))
         assert "edgegen-test/no-such-grafana:0 is not in the local Docker store" in out, out
+        # both targets' first scrapes: the device's and the Pushgateway's come at their own times
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and _up(base).get(DEVICE) != 1:
+        while time.monotonic() < deadline and not _both_up(base):
             time.sleep(2)
-        assert _up(base).get(DEVICE) == 1 and _up(base).get("edgegen-phones") == 1, _up(base)
+        assert _both_up(base), _up(base)
         managers = requests.get(f"{base}/api/v1/alertmanagers", timeout=10).json()["data"]
         assert [m["url"] for m in managers["activeAlertmanagers"]] == [
             f"http://127.0.0.1:{ports['ALERTMANAGER_PORT']}/api/v2/alerts"]
