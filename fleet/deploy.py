@@ -123,7 +123,7 @@ def render_table(rows: list[HostReport]) -> str:
         health = (f"{ready.get('status')} ({', '.join(ready.get('models', []))})"
                   if ready.get("status") else ("-" if r.status == "ok" and not r.result else ""))
         if r.status in playbook.FAILED:
-            health = r.status
+            health = r.fault or r.status
         lines.append((r.host, r.status, str(r.changed), r.result.get("tag", "-"),
                       r.result.get("url", "-"), health or "-"))
     return playbook.table(header, lines, rows)

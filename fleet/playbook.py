@@ -32,6 +32,7 @@ class HostReport:
     status: str = "ok"  # ok | changed | failed | unreachable | not run
     changed: int = 0
     message: str = ""
+    fault: str = ""  # what went wrong, in a few words (fault()), for a host that did not finish
     result: dict[str, Any] = field(default_factory=dict)  # the role's result fact
 
 
@@ -49,6 +50,8 @@ class Display:
         self.compact = compact  # many hosts: leave out the unchanged "ok" lines
         self.results: dict[str, dict[str, Any]] = {}
         self.failures: dict[str, str] = {}
+        self.reached: set[str] = set()  # hosts that answered a task of this run
+        self.lost: set[str] = set()  # hosts a task could not reach (its loop items too)
         self.started = time.monotonic()
         self._progress: dict[str, tuple[str, float]] = {}
         self.play = ""
@@ -82,6 +85,10 @@ class Display:
                 note = f": {_message(res)}"
                 if not data.get("ignore_errors"):
                     self.failures[host] = _message(res)
+                    if kind == "runner_on_unreachable" or _unreachable(res):
+                        self.lost.add(host)
+            if status in ("ok", "changed"):
+                self.reached.add(host)
             facts = res.get("ansible_facts") or {}
             for name in RESULT_FACTS:
                 if name in facts:
@@ -111,11 +118,45 @@ def _progress(res: dict[str, Any]) -> str | None:
     return str(data["progress"]) if isinstance(data, dict) and "progress" in data else None
 
 
+def _items(res: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in res.get("results") or [] if isinstance(r, dict)]
+
+
+# What Ansible's SSH connection says when it cannot reach a host. An action plugin that moves
+# files (copy) reports it as a plain failure, without the `unreachable` flag.
+UNREACHABLE = ("Failed to connect to the host via ssh", "Data could not be sent to remote host",
+               "Connection timed out during banner exchange")
+
+
+def _unreachable(res: dict[str, Any]) -> bool:
+    """A failed task result that is really a lost connection (a loop item's, too)."""
+    return any(r.get("unreachable") or any(text in str(r.get("msg", "")) for text in UNREACHABLE)
+               for r in [res, *_items(res)])
+
+
 def _message(res: dict[str, Any]) -> str:
-    msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
-    if not msg and res.get("results"):  # a loop: the first failed item's message
-        msg = next((r.get("msg", "") for r in res["results"] if r.get("failed")), "")
+    # a loop: the first failed item's message says more than "One or more items failed"
+    item = next((r.get("msg") for r in _items(res) if r.get("failed") and r.get("msg")), "")
+    msg = item or res.get("msg") or res.get("stderr") or res.get("reason") or ""
     return " ".join(str(msg).split())[:400]
+
+
+# What a failure's message says went wrong, in the words of the table (first match wins).
+FAULTS = (("No space left on device", "disk full"), ("[Errno 28]", "disk full"),
+          ("which is serving again", "unhealthy, rolled back"),
+          ("failed its health check", "unhealthy"),
+          ("sudo asks", "sudo needs a password"))
+
+
+def fault(status: str, message: str, reached: bool) -> str:
+    """A host's fault in a few words: "unreachable" (no task of the run reached it), "connection
+    lost" (it answered, then stopped), "disk full", "unhealthy, rolled back", ...; "" for a host
+    that finished."""
+    if status == "unreachable":
+        return "connection lost" if reached else "unreachable"
+    if status == "failed":
+        return next((name for text, name in FAULTS if text in message), "failed")
+    return "not run" if status == "not run" else ""
 
 
 def reports(stats: dict[str, dict[str, int]], display: Display, hosts: list[str],
@@ -134,7 +175,9 @@ def reports(stats: dict[str, dict[str, int]], display: Display, hosts: list[str]
     for host in hosts + sorted(seen - set(hosts)):
         r = HostReport(host, changed=(stats.get("changed") or {}).get(host, 0),
                        result=display.results.get(host, {}))
-        if host in (stats.get("dark") or {}):
+        # a copy that lost the connection reports a failure (no `unreachable` flag): unreachable
+        if host in (stats.get("dark") or {}) or (
+                host in (stats.get("failures") or {}) and host in display.lost):
             r.status, r.message = "unreachable", display.failures.get(host, "")
         elif host in (stats.get("failures") or {}):
             r.status, r.message = "failed", display.failures.get(host, "")
@@ -142,6 +185,7 @@ def reports(stats: dict[str, dict[str, int]], display: Display, hosts: list[str]
             r.status, r.message = "not run", stopped
         elif r.changed:
             r.status = "changed"
+        r.fault = fault(r.status, r.message, host in display.reached)
         out.append(r)
     return out
 

@@ -1,6 +1,7 @@
 """Rollouts at fleet scale (fleet/rollout.py): forks sized for the controller, the tally under
 the table, the compact live display, and the record a halted rollout is resumed from. The
-rollout itself (Ansible's batches, the halt, --resume) runs in tests/e2e/test_rollout.py."""
+rollout itself (Ansible's batches, the halt, --resume, faults) runs in tests/e2e/test_rollout.py
+and tests/e2e/test_fleet_faults.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 import pytest
 
 from fleet import rollout
-from fleet.playbook import Display
+from fleet.playbook import Display, reports
 
 
 def test_forks_follow_the_hosts_the_cores_and_the_free_memory():
@@ -50,6 +51,36 @@ def test_a_compact_display_shows_changes_waits_and_failures_only():
         ["pi-02", "changed"], ["pi-03", "waiting"], ["pi-04", "failed"]]
     assert display.results == {"pi-05": {"tag": "edgegen-edge:x"}}  # still collected
     assert display.failures == {"pi-04": "port in use"}
+
+
+def test_each_host_that_did_not_finish_has_its_fault_named():
+    """The events ansible-runner sends for the four faults of tests/e2e/test_fleet_faults.py
+    (there for real): a copy that lost the connection counts the host as failed in Ansible's
+    stats, and is reported unreachable; a loop's own message gives way to its failed item's."""
+    display = Display(io.StringIO())
+    for host in ("dev-1", "dev-2", "dev-3", "dev-4"):
+        display(_event("runner_on_ok", host, "Gathering Facts"))
+    display(_event("runner_on_unreachable", "dev-5", "Run sudo", unreachable=True,
+                   msg="Failed to connect to the host via ssh: Connection refused"))
+    full = ("Failed to replace file: b'/home/deploy/.ansible/tmp/x' to /opt/edgegen/bundles/b: "
+            "[Errno 28] No space left on device")
+    display(_event("runner_on_failed", "dev-2", "Sync the bundles", msg="One or more items failed",
+                   results=[{"failed": False}, {"failed": True, "msg": full}]))
+    # as copy reports it: a failure, not flagged unreachable
+    display(_event("runner_on_failed", "dev-3", "Sync the bundles",
+                   msg="Failed to connect to the host via ssh: Connection refused"))
+    display(_event("runner_on_failed", "dev-4", "Fail the host", msg=(
+        "dev-4: edgegen-edge:2 failed its health check (timed out); rolled back to "
+        "edgegen-edge:1 (1be516535634), which is serving again")))
+    stats = {"ok": dict.fromkeys(["dev-1", "dev-2", "dev-3", "dev-4"], 5),
+             "changed": {"dev-1": 3}, "failures": dict.fromkeys(["dev-2", "dev-3", "dev-4"], 1),
+             "dark": {"dev-5": 1}}
+    rows = reports(stats, display, ["dev-1", "dev-2", "dev-3", "dev-4", "dev-5", "dev-6"])
+    assert [(r.host, r.status, r.fault) for r in rows] == [
+        ("dev-1", "changed", ""), ("dev-2", "failed", "disk full"),
+        ("dev-3", "unreachable", "connection lost"), ("dev-4", "failed", "unhealthy, rolled back"),
+        ("dev-5", "unreachable", "unreachable"), ("dev-6", "not run", "not run")]
+    assert rows[1].message == full
 
 
 def test_a_halted_rollout_is_resumed_on_the_hosts_that_did_not_finish(tmp_path):
