@@ -59,7 +59,7 @@ endef
 $(foreach r,$(RUN_RECIPES),$(eval $(call run_recipe,$(r))))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run bundles optimize serve status images deploy bench report reproduce targets monitor monitor-down monitoring test test-fast lock wheelhouse image-optimizer bench-images bench-text bench-llama-export bench-serving bench-load apk clean
+.PHONY: help venv run bundles optimize serve status images deploy bench report reproduce targets monitor monitor-down monitoring test test-fast lock wheelhouse image-optimizer bench-images bench-text bench-llama-export bench-serving bench-load bench-fleet apk clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -215,6 +215,11 @@ bench-serving: $(RUN_STAMP) ## decode tok/s through HTTP vs the runtime directly
 
 bench-load: $(RUN_STAMP) ## 64 clients x 60 s, twice: only 200 or 503 + Retry-After; RSS growth < 5%
 	$(BIN)/python bench/bench_load.py
+
+# Twelve simulated devices (Docker, as the e2e tier builds them): fresh deploys to 1, 4 and 12 in
+# one run, then the fault drill of tests/e2e/test_fleet_faults.py.
+bench-fleet: $(STAMP) ## deploy wall time for 1, 4 and 12 simulated devices, as ratios, and the faults
+	EDGEGEN_BENCH_FLEET=1 $(BIN)/python -m pytest tests/e2e/test_fleet_faults.py -p no:cacheprovider -rs $(PYTEST_ARGS)
 
 # The Pixel companion (android/): a WebView APK built without Gradle from Debian's Android tools,
 # running the page of /companion/ with onnxruntime-web, and the bundles packed as its assets.

@@ -17,6 +17,8 @@ from pathlib import Path
 import requests
 from PIL import Image
 
+from edge_app.bundle import write_bundle
+
 from ..conftest import REPO
 
 
@@ -71,5 +73,30 @@ def generate(port: int, key: str = "") -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(r.json()["data"][0]["b64_json"])))
 
 
+def serving(port: int) -> bool:
+    """Whether a deployed server on this port answers /ready with 200."""
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/ready", timeout=5).ok
+    except requests.RequestException:
+        return False
+
+
+def table_rows(out: str, host: str) -> dict[str, str]:
+    """A deploy table's result per host, for the hosts matching the regex `host`."""
+    return dict(re.findall(rf"^({host})\s+(changed|ok|failed|unreachable|not run)\s", out, re.M))
+
+
 def read_metrics(port: int) -> str:
     return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+
+
+def cut_bundle(bundle: Path, out: Path) -> None:
+    """A bundle that does not load, named after `out`: `bundle`'s model file cut in half at
+    build time and a manifest made from it (its checksums hold: only loading it fails)."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    model = (bundle / "model.onnx").read_bytes()
+    cut = out.parent / f".{out.name}.onnx"
+    cut.write_bytes(model[:len(model) // 2])
+    kept = {k: v for k, v in manifest.items() if k not in ("files", "schema_version")}
+    write_bundle(out, {**kept, "name": out.name}, {"model.onnx": cut})
+    cut.unlink()
