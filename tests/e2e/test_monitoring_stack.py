@@ -74,10 +74,16 @@ def _running(name: str) -> bool:
 
 
 def _up(base: str) -> dict[str, float]:
-    """up of every scraped target, by device (or job for those without one)."""
-    result = requests.get(f"{base}/api/v1/query", params={"query": "up"}, timeout=10).json()
+    """up of every scraped target, by device (or job for those without one); none while
+    Prometheus is still starting (not listening, or its API answering 503)."""
+    try:
+        answer = requests.get(f"{base}/api/v1/query", params={"query": "up"}, timeout=10)
+    except requests.ConnectionError:  # not listening yet
+        return {}
+    if answer.status_code == 503:
+        return {}
     return {r["metric"].get("device") or r["metric"]["job"]: float(r["value"][1])
-            for r in result["data"]["result"]}
+            for r in answer.json()["data"]["result"]}
 
 
 def test_the_stack_deploys_air_gapped_scrapes_the_fleet_and_alerts_reach_a_webhook(fleet,
