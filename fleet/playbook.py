@@ -82,9 +82,10 @@ class Display:
                     self._progress[host] = (progress, now)
                     note += f": {progress}"
             elif status == "failed" or kind == "runner_on_unreachable":
-                note = f": {_message(res)}"
+                message = _message(res)
+                note = f": {message}"
                 if not data.get("ignore_errors"):
-                    self.failures[host] = _message(res)
+                    self.failures[host] = message
                     if kind == "runner_on_unreachable" or _unreachable(res):
                         self.lost.add(host)
             if status in ("ok", "changed"):
