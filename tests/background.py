@@ -34,13 +34,15 @@ class Job:
     waited: float = 0.0  # seconds the tests spent waiting for it
     rc: int | None = None
 
-    def start(self) -> None:
+    def start(self, beside: bool = False) -> None:
+        """Run the command; `beside` the tests, at the lowest CPU priority (_yield_cpu)."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.started = time.time()
         with open(self.log, "wb") as out:
             # Its own session: Ctrl-C on pytest reaches it through stop(), not twice.
             self.proc = subprocess.Popen(self.argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=_yield_cpu if beside else None,
                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
     def wait(self, timeout: float, check: bool = True) -> None:
@@ -90,6 +92,19 @@ class Job:
 JOBS: dict[str, Job] = {}
 
 
+def _yield_cpu() -> None:
+    """In the job's child, after setsid: nice 19, for it and the session's scheduling group.
+    With autogroup scheduling (Linux's default) a new session is a group of its own that gets
+    as much CPU as the whole pytest session: a single-threaded qemu build took a core from
+    training that runs on both. At nice 19 it takes the time the tests leave idle. Not for the
+    Docker engine's build steps: their processes are the engine's children, not the job's."""
+    os.nice(19)
+    try:
+        Path("/proc/self/autogroup").write_text("19")
+    except OSError:  # no autogroup scheduling: the process's own nice value is the one that acts
+        pass
+
+
 def job(name: str, argv: list[str]) -> Job:
     """The session's job of that name (one per name), not started."""
     if name not in JOBS:
@@ -101,7 +116,7 @@ def start(name: str, argv: list[str]) -> Job:
     """Start the job now, unless EDGEGEN_TEST_BACKGROUND=0 or it already runs."""
     j = job(name, argv)
     if os.environ.get(ENABLED_ENV, "1") != "0" and j.proc is None:
-        j.start()
+        j.start(beside=True)
     return j
 
 

@@ -3,7 +3,10 @@
 A test's tier is its directory under tests/ (unit, integration, e2e, browser, and any tier added
 later, e.g. tests/adversarial/): nothing here lists them. Tests marked `e2e` run last, so the
 Docker images they need are built in the background while the other tiers run
-(tests/background.py). A session- or module-scoped fixture's setup counts toward the test that
+(tests/background.py). Just before them run the modules marked `trains` (recipes, `make run`,
+torchrun): they keep both cores busy for minutes, so beside a qemu build they ran at half speed
+(the Llama recipe took 884 s in CI, 437 s alone); the lighter tests before them leave the builds
+the idle time they need. A session- or module-scoped fixture's setup counts toward the test that
 first needs it; the slow ones are listed on their own as well.
 
 The CPU seconds of a tier are those of this process and of the child processes it waited for
@@ -50,7 +53,8 @@ class TierClock:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)  # stable
+        items.sort(key=lambda item: (item.get_closest_marker("e2e") is not None,
+                                     item.get_closest_marker("trains") is not None))  # stable
         self.tier = {item.nodeid: tier_of(item.path, self.root) for item in items}
 
     def pytest_runtest_logstart(self, nodeid: str) -> None:

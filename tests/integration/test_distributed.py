@@ -15,7 +15,7 @@ from optimizer.families.llama import FAMILY as LLAMA
 
 from ..conftest import TINY_LLAMA_RECIPE
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.trains]
 
 
 def test_llama_distillation_under_torchrun_ends_with_identical_replicas(tmp_path):

@@ -13,7 +13,7 @@ from optimizer.text.export import torch_greedy
 
 from ..conftest import REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.trains]
 # the `quick` fixture (tests/conftest.py) runs it once per session
 RECIPE = REPO / "recipes" / "llama-pydoc-quick.yaml"
 POINTS = ("student", "distilled", "int8", "int4", "distilled-int4")

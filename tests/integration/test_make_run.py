@@ -21,7 +21,7 @@ from ..artifacts import seed_extractors
 from ..conftest import free_port
 from .serverproc import Proc
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.trains]
 
 DEFAULT = ["dcgan-digits", "dcgan-digits-prune50", "dcgan-digits-int8", "beta-vae-digits",
            "gpt2-pydoc", "gpt2-pydoc-int8", "llama-pydoc", "llama-pydoc-distilled-int4"]

@@ -16,7 +16,7 @@ from edge_app.stats import summarize
 from ..conftest import REPO, TINY_RECIPE
 from .serverproc import ServerProcess
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.trains]
 
 
 def _serves_every_bundle(bundles: list[Path]) -> None:

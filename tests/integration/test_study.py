@@ -20,6 +20,8 @@ from ..conftest import REPO
 from ..datasets import (write_celeba, write_cifar10, write_gpt2_checkpoint, write_openwebtext,
                         write_wikitext2)
 
+pytestmark = pytest.mark.trains
+
 # the cells the study had no recipe for before, and the cross-corpus text cell
 NEW_CELLS = ("dcgan-celeba-paper", "beta-vae-cifar10-paper", "gpt2-openwebtext-paper")
 

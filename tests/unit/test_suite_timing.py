@@ -14,7 +14,7 @@ from .. import background
 from ..conftest import REPO
 
 
-def test_every_tier_gets_its_durations_and_e2e_runs_last(tmp_path):
+def test_every_tier_gets_its_durations_and_recipe_training_then_e2e_run_last(tmp_path):
     tests = tmp_path / "tests"
     files = {
         "conftest.py": f"""
@@ -25,6 +25,7 @@ def test_every_tier_gets_its_durations_and_e2e_runs_last(tmp_path):
 
             def pytest_configure(config):
                 config.addinivalue_line("markers", "e2e: docker")
+                config.addinivalue_line("markers", "trains: every core")
                 config.pluginmanager.register(TierClock(Path(__file__).parent), "tiers")
             """,
         "e2e/test_deploy.py": """
@@ -41,6 +42,12 @@ def test_every_tier_gets_its_durations_and_e2e_runs_last(tmp_path):
             def test_error(broken): pass
             """,
         "adversarial/test_attack.py": "def test_attack(): pass\n",
+        "adversarial/test_recipe.py": """
+            import pytest
+            pytestmark = pytest.mark.trains
+            def test_trained(): pass
+            def test_other(): pass
+            """,
         "test_top.py": "def test_top(): pass\n",
     }
     for name, text in files.items():
@@ -51,16 +58,18 @@ def test_every_tier_gets_its_durations_and_e2e_runs_last(tmp_path):
                          text=True, timeout=120)
     out = run.stdout
     assert run.returncode == 1, out
-    order = [line.split("::")[0].split("/")[-2] for line in out.splitlines()
+    order = [line.split("::")[0].removeprefix("tests/") for line in out.splitlines()
              if "::" in line and line.startswith("tests/")]
-    assert order[-1] == "e2e", order  # the Docker tier last, the others in pytest's order
+    # the Docker tier last; before it, the module marked `trains`; the others in pytest's order
+    assert order[-3:] == ["adversarial/test_recipe.py"] * 2 + ["e2e/test_deploy.py"], order
+    assert order[0] == "adversarial/test_attack.py", order
     table = out[out.index("duration per tier"):]
     rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()[2:]
             if line and line.split()[0] in ("unit", "e2e", "adversarial", "tests", "all")}
     # tests, passed, failed, error, skipped, xfailed, test s, wall s, cpu s
     assert rows["unit"][:6] == ["3", "1", "0", "1", "1", "0"], table
     assert rows["e2e"][:6] == ["1", "0", "1", "0", "0", "0"], table
-    assert rows["adversarial"][:2] == ["1", "1"] and rows["tests"][:2] == ["1", "1"], table
+    assert rows["adversarial"][:2] == ["3", "3"] and rows["tests"][:2] == ["1", "1"], table
     assert float(rows["unit"][6]) >= 0.3 and float(rows["all"][0]) >= 0.3
     assert "cpu s: user + system of pytest" in table
 
