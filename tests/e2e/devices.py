@@ -90,13 +90,19 @@ def read_metrics(port: int) -> str:
     return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
 
 
+def rebundle(bundle: Path, out: Path, changes: dict, model: Path | None = None) -> Path:
+    """A new release of `bundle` at `out`: its manifest with `changes`, its model file (or
+    `model`), checksummed anew by write_bundle."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    kept = {k: v for k, v in manifest.items() if k not in ("files", "schema_version")}
+    return write_bundle(out, {**kept, **changes}, {"model.onnx": model or bundle / "model.onnx"})
+
+
 def cut_bundle(bundle: Path, out: Path) -> None:
     """A bundle that does not load, named after `out`: `bundle`'s model file cut in half at
     build time and a manifest made from it (its checksums hold: only loading it fails)."""
-    manifest = json.loads((bundle / "manifest.json").read_text())
     model = (bundle / "model.onnx").read_bytes()
     cut = out.parent / f".{out.name}.onnx"
     cut.write_bytes(model[:len(model) // 2])
-    kept = {k: v for k, v in manifest.items() if k not in ("files", "schema_version")}
-    write_bundle(out, {**kept, "name": out.name}, {"model.onnx": cut})
+    rebundle(bundle, out, {"name": out.name}, cut)
     cut.unlink()

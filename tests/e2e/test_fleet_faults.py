@@ -34,10 +34,10 @@ import pytest
 import yaml
 
 from edge_app import __version__
-from edge_app.bundle import write_bundle
 
 from ..conftest import free_port
-from .devices import cut_bundle, fleet_deploy, ok, run_cmd, serving, table_rows, wait_ssh
+from .devices import (cut_bundle, fleet_deploy, ok, rebundle, run_cmd, serving, table_rows,
+                      wait_ssh)
 from .simfleet import SIM_IMAGE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker_images("fleet")]
@@ -119,10 +119,8 @@ def twelve(fleet, tmp_path_factory):
     shutil.copytree(fleet.bundles / "tiny-dcgan", bundles / "tiny-dcgan")
     cut_bundle(bundles / "tiny-dcgan", bundles / "tiny-dcgan-cut")
     manifest = json.loads((bundles / "tiny-dcgan" / "manifest.json").read_text())
-    write_bundle(later / "tiny-dcgan", {
-        **{k: v for k, v in manifest.items() if k not in ("files", "schema_version")},
-        "provenance": {**manifest.get("provenance", {}), "release": "B"}},
-        {"model.onnx": bundles / "tiny-dcgan" / "model.onnx"})
+    rebundle(bundles / "tiny-dcgan", later / "tiny-dcgan",
+             {"provenance": {**manifest.get("provenance", {}), "release": "B"}})
     yield {"root": root, "hosts": hosts, "inventory": inventory, "ssh": ssh_ports, "key": key,
            "volume": volume, "fleet": fleet, "a": bundles, "b": later}
     _cleanup()

@@ -86,6 +86,18 @@ def _up(base: str) -> dict[str, float]:
             for r in answer.json()["data"]["result"]}
 
 
+def _scraped(base: str, timeout: float, *also: str) -> dict[str, float]:
+    """_up once the device's and the Pushgateway's first scrapes (they come at their own times)
+    and those of `also` are in, or when `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        up = _up(base)
+        if all(up.get(t) == 1 for t in (DEVICE, "edgegen-phones", *also)) or \
+                time.monotonic() > deadline:
+            return up
+        time.sleep(2)
+
+
 def test_the_stack_deploys_air_gapped_scrapes_the_fleet_and_alerts_reach_a_webhook(fleet,
                                                                                   tmp_path):
     if not _running(CONTAINER):  # the earlier e2e tests leave it serving; alone, deploy it
@@ -127,13 +139,7 @@ def test_the_stack_deploys_air_gapped_scrapes_the_fleet_and_alerts_reach_a_webho
         assert down["duration"] == 6  # the host's `for`, over the kit's 5m
 
         # the devices the inventory lists, the Pushgateway and Prometheus itself are scraped
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            up = _up(base)
-            if up.get(DEVICE) == 1 and up.get("edgegen-phones") == 1 and \
-                    up.get("prometheus") == 1:
-                break
-            time.sleep(2)
+        up = _scraped(base, 90, "prometheus")
         assert up.get(DEVICE) == 1 and up.get("edgegen-phones") == 1, up
         assert "pi-sim" in up, up  # listed (whatever the earlier tests left serving there)
 
@@ -164,11 +170,6 @@ def test_the_stack_deploys_air_gapped_scrapes_the_fleet_and_alerts_reach_a_webho
                        capture_output=True)
 
 
-def _both_up(base: str) -> bool:
-    up = _up(base)
-    return up.get(DEVICE) == 1 and up.get("edgegen-phones") == 1
-
-
 def test_make_monitor_runs_the_same_images_here_without_a_registry(fleet, tmp_path):
     """`make monitor` on the controller: the stack's images with compose (host networking), its
     configuration rendered into build/monitoring/local, the inventory's devices as targets;
@@ -185,10 +186,8 @@ def test_make_monitor_runs_the_same_images_here_without_a_registry(fleet, tmp_pa
                           "GRAFANA_IMAGE=edgegen-test/no-such-grafana:0"], timeout=900))
         assert "edgegen-test/no-such-grafana:0 is not in the local Docker store" in out, out
         # both targets' first scrapes: the device's and the Pushgateway's come at their own times
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not _both_up(base):
-            time.sleep(2)
-        assert _both_up(base), _up(base)
+        up = _scraped(base, 60)
+        assert up.get(DEVICE) == 1 and up.get("edgegen-phones") == 1, up
         managers = requests.get(f"{base}/api/v1/alertmanagers", timeout=10).json()["data"]
         assert [m["url"] for m in managers["activeAlertmanagers"]] == [
             f"http://127.0.0.1:{ports['ALERTMANAGER_PORT']}/api/v2/alerts"]
