@@ -59,7 +59,7 @@ endef
 $(foreach r,$(RUN_RECIPES),$(eval $(call run_recipe,$(r))))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run bundles optimize serve status images deploy bench report reproduce targets monitor monitor-down monitoring test test-fast lock wheelhouse image-optimizer bench-images bench-text bench-llama-export bench-serving bench-load bench-fleet apk clean
+.PHONY: help venv run bundles optimize serve status images deploy bench report reproduce targets monitor monitor-down monitoring test test-fast lock wheelhouse image-optimizer bench-images bench-text bench-peers bench-llama-export bench-serving bench-load bench-fleet apk clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -206,6 +206,21 @@ bench-images: $(RUN_STAMP) ## latency ratios of pruned / INT8 / FP16 image gener
 
 bench-text: $(RUN_STAMP) ## GPT-2 124M and student decode tok/s: eager vs ORT FP32 vs ORT INT8
 	$(BIN)/python bench/bench_text_decode.py
+
+# llama.cpp, the peer an edge user would pick instead: llama-cpp-python compiles it for this CPU
+# (-march=native; 10-25 min on 2 cores) into a virtualenv of its own, one per CPU (its flags'
+# hash: the host's CPU changes from day to day, and a build for another one may not run here).
+LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
+CPU_KEY   := $(shell grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null | md5sum | cut -c1-8)
+LLAMA_VENV := build/llama-cpp-venv-$(CPU_KEY)
+$(LLAMA_VENV)/.stamp:
+	@test -x $(LLAMA_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	    '$(LLAMA_CPP_PYTHON)' numpy
+	@touch $@
+
+bench-peers: $(VENV)/.extras-serve+optimize+bench $(LLAMA_VENV)/.stamp ## EdgeGen vs llama.cpp (f32, q8_0, q4_0), same weights and token ids [BENCH_ARGS=...]
+	$(BIN)/python bench/bench_peers.py --llama-python $(LLAMA_VENV)/bin/python $(BENCH_ARGS)
 
 bench-llama-export: $(RUN_STAMP) ## SmolLM2-135M's real shape: export, validation, INT8/4-bit sizes and times
 	$(BIN)/python bench/bench_llama_export.py

@@ -174,7 +174,7 @@ def worker(backend: str, model_dir: Path, opts: dict) -> dict:
     generate()  # warm-up: allocations, pre-packed weights, thread pools
     stamps, tokens = generate()
     return {"ttft_ms": stamps[0] * 1000, "tok_s": (new - 1) / (stamps[-1] - stamps[0]),
-            "total_ms": stamps[-1] * 1000, "first_tokens": tokens[:8], **_rss()}
+            "total_ms": stamps[-1] * 1000, "first_tokens": tokens[:8], "tokens": tokens, **_rss()}
 
 
 def run_worker(backend: str, model_dir: Path, args) -> dict:
