@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import platform
 import re
 import statistics
 import subprocess
@@ -138,8 +137,7 @@ def run_backend(backend: str, name: str, info: dict, args) -> dict:
     d = args.workdir / f"{name}-seed{args.seed}"
     if backend in info["graphs"]:
         return btd.run_worker(backend, d, args)
-    prompt = [(7 * i + 11) % btd.VOCAB for i in range(args.prompt)]  # bench_text_decode's ids
-    opts = {"prompt": prompt, "new": args.new, "threads": args.threads}
+    opts = {"prompt": btd.prompt_ids(args.prompt), "new": args.new, "threads": args.threads}
     return llama(args, "generate", str(d / info["gguf"][backend]["file"]), json.dumps(opts))
 
 
@@ -215,11 +213,8 @@ def main(argv=None) -> int:
         print(f"bench_peers: no interpreter at {args.llama_python} (make bench-peers builds "
               f"llama.cpp's virtualenv)", file=sys.stderr)
         return 2
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in btd.MODELS]
-    if unknown:
-        print(f"bench_peers: unknown model(s) {unknown}; known: {sorted(btd.MODELS)}",
-              file=sys.stderr)
+    models = btd.select_models(args.models, "bench_peers")
+    if models is None:
         return 2
     from bench.machine import cpu_info, cpu_load
 
@@ -246,14 +241,9 @@ def main(argv=None) -> int:
 
     peer_version = next(r["llama_cpp_python"] for m in raw.values() for b, runs in m.items()
                         for r in runs if "llama_cpp_python" in r)
-    method = {"python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
-              "llama_cpp_python": peer_version, "llama_cpp_system_info": system_info,
-              "cpu": cpu_info(), "load_before": load_before, "load_after": cpu_load(),
-              "threads": args.threads, "rounds": args.rounds, "seed": args.seed,
-              "workload": f"batch 1, greedy, {args.prompt}-token prompt (the same ids for "
-                          f"every backend), {args.new} new tokens",
-              "tok_s": "(new - 1) / (t_last - t_first)", "ttft": "prompt forward + first token",
-              "rss": "VmHWM of each backend's own fresh process",
+    method = {**btd.timing_method(args, cpu_info, load_before, cpu_load()),
+              "onnxruntime": onnxruntime.__version__, "llama_cpp_python": peer_version,
+              "llama_cpp_system_info": system_info,
               "ratio": "median of per-round ratios, EdgeGen / llama.cpp"}
     print_tables(summary, infos)
     cpu = method["cpu"]

@@ -64,6 +64,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def select_models(spec: str, prog: str) -> list[str] | None:
+    """The comma-separated model names of --models; None (after saying why) if one is unknown."""
+    models = [m.strip() for m in spec.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        print(f"{prog}: unknown model(s) {unknown}; known: {sorted(MODELS)}", file=sys.stderr)
+        return None
+    return models
+
+
 # --------------------------------------------------------------------------- build (parent)
 
 
@@ -130,8 +140,23 @@ def _rss() -> dict:
     return {"peak_rss_mb": round(m["peak_rss"] / 2 ** 20, 1)}
 
 
+def prompt_ids(n: int) -> list[int]:
+    """The prompt's token ids, the same for every backend and run."""
+    return [(7 * i + 11) % VOCAB for i in range(n)]
+
+
+def timing_method(args, cpu_info, load_before: dict, load_after: dict) -> dict:
+    """What every decode-timing table records of how it was measured."""
+    return {"python": platform.python_version(), "cpu": cpu_info(), "load_before": load_before,
+            "load_after": load_after, "threads": args.threads, "rounds": args.rounds,
+            "seed": args.seed, "workload": f"batch 1, greedy, {args.prompt}-token prompt (the "
+            f"same ids for every backend), {args.new} new tokens",
+            "tok_s": "(new - 1) / (t_last - t_first)", "ttft": "prompt forward + first token",
+            "rss": "VmHWM of each backend's own fresh process"}
+
+
 def worker(backend: str, model_dir: Path, opts: dict) -> dict:
-    prompt = [(7 * i + 11) % VOCAB for i in range(opts["prompt"])]
+    prompt = prompt_ids(opts["prompt"])
     new = opts["new"]
     if backend == REF:
         import torch
@@ -247,11 +272,8 @@ def main(argv=None) -> int:
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     from bench.machine import cpu_info, cpu_load
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in MODELS]
-    if unknown:
-        print(f"bench_text_decode: unknown model(s) {unknown}; known: {sorted(MODELS)}",
-              file=sys.stderr)
+    models = select_models(args.models, "bench_text_decode")
+    if models is None:
         return 2
     infos = {}
     for name in models:
@@ -273,13 +295,9 @@ def main(argv=None) -> int:
     import torch
     import transformers
 
-    method = {"python": platform.python_version(), "torch": torch.__version__,
-              "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__,
-              "cpu": cpu_info(), "load_before": load_before, "load_after": cpu_load(),
-              "threads": args.threads, "rounds": args.rounds, "seed": args.seed,
-              "workload": f"batch 1, greedy, {args.prompt}-token prompt, {args.new} new tokens",
-              "tok_s": "(new - 1) / (t_last - t_first)", "ttft": "prompt forward + first token",
-              "rss": "VmHWM of each backend's own fresh process",
+    method = {**timing_method(args, cpu_info, load_before, cpu_load()),
+              "torch": torch.__version__, "transformers": transformers.__version__,
+              "onnxruntime": onnxruntime.__version__,
               "ratio": "median of per-round ratios against eager FP32 of the same model"}
     print_table(summary, infos)
     print()
