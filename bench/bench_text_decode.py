@@ -281,7 +281,7 @@ def main(argv=None) -> int:
         infos[name] = build(name, args)
         print(f"{name}: {infos[name]['params']:,} params; graphs ready in "
               f"{time.perf_counter() - t0:.0f} s (export {infos[name]['export_seconds']} s, "
-              f"validated: {infos[name]['validation']['greedy_match']})", flush=True)
+              f"greedy tokens {infos[name]['validation']['greedy_cached']})", flush=True)
     load_before = cpu_load()
     raw: dict = {m: {REF: [], **{b: [] for b in infos[m]["graphs"]}} for m in models}
     for r in range(args.rounds):
