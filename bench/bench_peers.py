@@ -77,7 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--new", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--models", default="gpt2-124m,student")
-    p.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench-text")
+    # its own cache: bench_text_decode times every graph its cached info.json lists
+    p.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench-peers")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "peers.json")
     args = p.parse_args(argv)
     args.per_channel = False  # bench_text_decode.build's own option: its per-tensor INT8 only
@@ -216,7 +217,7 @@ def main(argv=None) -> int:
     models = btd.select_models(args.models, "bench_peers")
     if models is None:
         return 2
-    from bench.machine import cpu_info, cpu_load
+    from bench.machine import cpu_load
 
     infos = {}
     for name in models:
@@ -228,20 +229,17 @@ def main(argv=None) -> int:
                 "llama.cpp q8_0", "ORT 4-bit", "llama.cpp q4_0"]
     load_before = cpu_load()
     raw: dict = {m: {b: [] for b in backends} for m in models}
-    system_info = ""
     for r in range(args.rounds):
         for m in models:
             for b in backends:
-                result = run_backend(b, m, infos[m], args)
-                system_info = result.get("system_info", system_info)
-                raw[m][b].append(result)
+                raw[m][b].append(run_backend(b, m, infos[m], args))
         print(f"round {r + 1}/{args.rounds} done", flush=True)
     summary = summarize(raw)
     import onnxruntime
 
-    peer_version = next(r["llama_cpp_python"] for m in raw.values() for b, runs in m.items()
-                        for r in runs if "llama_cpp_python" in r)
-    method = {**btd.timing_method(args, cpu_info, load_before, cpu_load()),
+    peer = raw[models[0]]["llama.cpp f32"][0]  # what llama.cpp says of its version and build
+    peer_version, system_info = peer["llama_cpp_python"], peer["system_info"]
+    method = {**btd.timing_method(args, load_before),
               "onnxruntime": onnxruntime.__version__, "llama_cpp_python": peer_version,
               "llama_cpp_system_info": system_info,
               "ratio": "median of per-round ratios, EdgeGen / llama.cpp"}

@@ -145,10 +145,13 @@ def prompt_ids(n: int) -> list[int]:
     return [(7 * i + 11) % VOCAB for i in range(n)]
 
 
-def timing_method(args, cpu_info, load_before: dict, load_after: dict) -> dict:
-    """What every decode-timing table records of how it was measured."""
+def timing_method(args, load_before: dict) -> dict:
+    """What every decode-timing table records of how it was measured (the load now is its load
+    after)."""
+    from bench.machine import cpu_info, cpu_load
+
     return {"python": platform.python_version(), "cpu": cpu_info(), "load_before": load_before,
-            "load_after": load_after, "threads": args.threads, "rounds": args.rounds,
+            "load_after": cpu_load(), "threads": args.threads, "rounds": args.rounds,
             "seed": args.seed, "workload": f"batch 1, greedy, {args.prompt}-token prompt (the "
             f"same ids for every backend), {args.new} new tokens",
             "tok_s": "(new - 1) / (t_last - t_first)", "ttft": "prompt forward + first token",
@@ -199,7 +202,7 @@ def worker(backend: str, model_dir: Path, opts: dict) -> dict:
     generate()  # warm-up: allocations, pre-packed weights, thread pools
     stamps, tokens = generate()
     return {"ttft_ms": stamps[0] * 1000, "tok_s": (new - 1) / (stamps[-1] - stamps[0]),
-            "total_ms": stamps[-1] * 1000, "first_tokens": tokens[:8], "tokens": tokens, **_rss()}
+            "total_ms": stamps[-1] * 1000, "tokens": tokens, **_rss()}
 
 
 def run_worker(backend: str, model_dir: Path, args) -> dict:
@@ -230,7 +233,7 @@ def summarize(raw: dict[str, dict[str, list[dict]]]) -> dict:
                 "total_ms": statistics.median(r["total_ms"] for r in runs),
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
                 "x_eager": statistics.median(x_tok), "x_eager_ttft": statistics.median(x_ttft),
-                "same_first_tokens_as_eager": all(r["first_tokens"] == e["first_tokens"]
+                "same_first_tokens_as_eager": all(r["tokens"][:8] == e["tokens"][:8]
                                                   for r, e in zip(runs, ref)),
                 "n": len(runs)}
     return out
@@ -270,7 +273,7 @@ def main(argv=None) -> int:
         print(json.dumps(worker(backend, Path(model_dir), json.loads(opts))))
         return 0
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    from bench.machine import cpu_info, cpu_load
+    from bench.machine import cpu_load
 
     models = select_models(args.models, "bench_text_decode")
     if models is None:
@@ -295,7 +298,7 @@ def main(argv=None) -> int:
     import torch
     import transformers
 
-    method = {**timing_method(args, cpu_info, load_before, cpu_load()),
+    method = {**timing_method(args, load_before),
               "torch": torch.__version__, "transformers": transformers.__version__,
               "onnxruntime": onnxruntime.__version__,
               "ratio": "median of per-round ratios against eager FP32 of the same model"}

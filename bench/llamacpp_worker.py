@@ -22,18 +22,6 @@ import time
 from pathlib import Path
 
 FTYPES = {"q8_0": 7, "q4_0": 2}  # LLAMA_FTYPE_MOSTLY_*
-_QUIET = None  # llama.cpp's log callback, kept alive for as long as llama.cpp may call it
-
-
-def _quiet():
-    """A log callback that drops llama.cpp's model-loading chatter (stderr stays for errors
-    this script raises)."""
-    import llama_cpp
-
-    global _QUIET
-    if _QUIET is None:
-        _QUIET = llama_cpp.llama_log_callback(lambda level, text, data: None)
-    return _QUIET
 
 
 def peak_rss_mb() -> float:
@@ -62,7 +50,9 @@ def generate(model_path: str, opts: dict) -> dict:
 
     prompt, new, threads = opts["prompt"], opts["new"], opts["threads"]
     llama_cpp.llama_backend_init()
-    llama_cpp.llama_log_set(_quiet(), ctypes.c_void_p(0))
+    # drop llama.cpp's model-loading chatter; the callback must outlive every call below
+    quiet = llama_cpp.llama_log_callback(lambda level, text, data: None)
+    llama_cpp.llama_log_set(quiet, ctypes.c_void_p(0))
     mparams = llama_cpp.llama_model_default_params()
     model = llama_cpp.llama_model_load_from_file(model_path.encode(), mparams)
     if not model:
